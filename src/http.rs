@@ -1,0 +1,315 @@
+//! The HTTP API: ingest (`POST /api/odds`), the cache-first reads, stats, health, and the one
+//! place where anything that goes wrong becomes the contract's JSON error reply.
+
+use std::convert::Infallible;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+use crate::cache::{Market, Snapshot};
+use crate::protocol::Timestamp;
+use crate::server::Broker;
+use crate::ws;
+
+/// Every route of the broker, with errors turned into JSON replies.
+pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let with_broker = {
+        let broker = broker.clone();
+        warp::any().map(move || broker.clone())
+    };
+
+    let ingest = warp::path!("api" / "odds")
+        .and(warp::post())
+        .and(with_broker.clone())
+        .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::body::stream())
+        .then(|broker: Broker, length, body| async move {
+            let limit = broker.config.max_body_bytes;
+            match read_body(length, body, limit).await {
+                Ok(body) => ingest(&broker, &body),
+                Err(reply) => reply,
+            }
+        });
+
+    let events = warp::path!("api" / "events")
+        .and(warp::get())
+        .and(with_broker.clone())
+        .map(|broker: Broker| {
+            json_reply(StatusCode::OK, &json!({ "events": broker.cache.events() }))
+        });
+
+    let event_odds = warp::path!("api" / "events" / String / "odds")
+        .and(warp::get())
+        .and(with_broker.clone())
+        .map(|id: String, broker: Broker| event_odds(&broker, &id));
+
+    let stats = warp::path!("api" / "ws" / "stats")
+        .and(warp::get())
+        .and(with_broker)
+        .map(|broker: Broker| json_reply(StatusCode::OK, &broker.manager.stats()));
+
+    let health = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| json_reply(StatusCode::OK, &json!({ "status": "ok" })));
+
+    ws::route(broker)
+        .or(stats)
+        .unify()
+        .or(ingest)
+        .unify()
+        .or(events)
+        .unify()
+        .or(event_odds)
+        .unify()
+        .or(health)
+        .unify()
+        .recover(recover)
+        .unify()
+}
+
+/// A JSON body with a status.
+pub fn json_reply(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    warp::reply::with_status(warp::reply::json(body), status).into_response()
+}
+
+/// The contract's error reply: `{"error":{"code":..,"message":..}}`.
+pub fn error_reply(status: StatusCode, code: &str, message: &str) -> Response {
+    json_reply(
+        status,
+        &json!({ "error": { "code": code, "message": message } }),
+    )
+}
+
+/// Turns warp's own rejections (no route, wrong method, bad query) into JSON errors.
+async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    let reply = if rejection.is_not_found() {
+        error_reply(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        error_reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this endpoint does not take that method",
+        )
+    } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
+        error_reply(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "the query string could not be decoded",
+        )
+    } else if let Some(error) = rejection.find::<warp::reject::InvalidHeader>() {
+        error_reply(
+            StatusCode::BAD_REQUEST,
+            "invalid_header",
+            &error.to_string(),
+        )
+    } else {
+        tracing::warn!(event = "http.unhandled_rejection", ?rejection);
+        error_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the request could not be handled",
+        )
+    };
+    Ok(reply)
+}
+
+/// Reads a whole request body, refusing it with 413 as soon as it is known to exceed `limit`
+/// (from `Content-Length` before reading, or while reading a body sent without one).
+async fn read_body<S, B>(length: Option<u64>, body: S, limit: u64) -> Result<Bytes, Response>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let too_large = || {
+        error_reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            &format!("the body is larger than the limit of {limit} bytes"),
+        )
+    };
+    if length.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut collected = BytesMut::new();
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|e| {
+            error_reply(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                &format!("the body could not be read: {e}"),
+            )
+        })?;
+        if (collected.len() + chunk.remaining()) as u64 > limit {
+            return Err(too_large());
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            collected.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(collected.freeze())
+}
+
+/// The body of `POST /api/odds`. Unknown fields are ignored, so clients may send more.
+#[derive(Debug, Deserialize)]
+struct IngestRequest {
+    source: String,
+    snapshots: Vec<IngestSnapshot>,
+}
+
+#[derive(Debug, Deserialize)]
+struct IngestSnapshot {
+    event_id: u64,
+    #[serde(default)]
+    bookmaker_id: Option<i64>,
+    #[serde(default)]
+    captured_at: Option<Timestamp>,
+    markets: Vec<Market>,
+}
+
+/// A refused ingest: nothing of it was applied.
+#[derive(Debug)]
+struct Refused {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refused {
+    fn bad_request(code: &'static str, message: String) -> Refused {
+        Refused {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            message,
+        }
+    }
+}
+
+fn ingest(broker: &Broker, body: &[u8]) -> Response {
+    match validate(broker, body) {
+        Ok((source, snapshots)) => {
+            let outcome = broker.cache.put_batch(&source, snapshots);
+            tracing::info!(
+                event = "ingest.accepted",
+                source,
+                accepted = outcome.accepted,
+                changed = outcome.changed.len(),
+            );
+            json_reply(
+                StatusCode::OK,
+                &json!({ "accepted": outcome.accepted, "changed": outcome.changed.len() }),
+            )
+        }
+        Err(refused) => {
+            tracing::info!(event = "ingest.refused", code = refused.code, reason = %refused.message);
+            error_reply(refused.status, refused.code, &refused.message)
+        }
+    }
+}
+
+/// Checks a whole ingest request before any of it touches the cache.
+fn validate(broker: &Broker, body: &[u8]) -> Result<(String, Vec<(u64, Snapshot)>), Refused> {
+    let request: IngestRequest = serde_json::from_slice(body).map_err(|e| {
+        let code = if e.is_data() {
+            "invalid_body"
+        } else {
+            "invalid_json"
+        };
+        Refused::bad_request(code, format!("the body is not a valid ingest request: {e}"))
+    })?;
+    if !broker.config.is_known_source(&request.source) {
+        return Err(Refused::bad_request(
+            "unknown_source",
+            format!(
+                "unknown source `{}`: expected one of {}",
+                request.source,
+                broker.config.sources().join(", ")
+            ),
+        ));
+    }
+    let limit = broker.config.max_snapshots_per_request;
+    if request.snapshots.len() > limit {
+        return Err(Refused::bad_request(
+            "too_many_snapshots",
+            format!(
+                "{} snapshots in one request; the limit is {limit}",
+                request.snapshots.len()
+            ),
+        ));
+    }
+    let now = Timestamp::now();
+    let mut snapshots = Vec::with_capacity(request.snapshots.len());
+    for (index, snapshot) in request.snapshots.into_iter().enumerate() {
+        check_markets(&snapshot.markets).map_err(|reason| {
+            Refused::bad_request(
+                "invalid_snapshot",
+                format!("snapshots[{index}] (event {}): {reason}", snapshot.event_id),
+            )
+        })?;
+        snapshots.push((
+            snapshot.event_id,
+            Snapshot {
+                bookmaker_id: snapshot.bookmaker_id,
+                captured_at: snapshot.captured_at.unwrap_or(now),
+                markets: snapshot.markets,
+            },
+        ));
+    }
+    Ok((request.source, snapshots))
+}
+
+/// Odds must be usable prices: finite decimal odds of at least 1.0, under named outcomes.
+fn check_markets(markets: &[Market]) -> Result<(), String> {
+    for market in markets {
+        if market.market_id.is_empty() {
+            return Err("a market has an empty `market_id`".into());
+        }
+        if market.line.is_some_and(|line| !line.is_finite()) {
+            return Err(format!(
+                "market `{}` has a non-finite line",
+                market.market_id
+            ));
+        }
+        for outcome in &market.outcomes {
+            if outcome.name.is_empty() {
+                return Err(format!(
+                    "market `{}` has an unnamed outcome",
+                    market.market_id
+                ));
+            }
+            if !(outcome.odds.is_finite() && outcome.odds >= 1.0) {
+                return Err(format!(
+                    "market `{}` outcome `{}` has odds {}; decimal odds are at least 1.0",
+                    market.market_id, outcome.name, outcome.odds
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn event_odds(broker: &Broker, id: &str) -> Response {
+    let Ok(event_id) = id.parse::<u64>() else {
+        return error_reply(
+            StatusCode::BAD_REQUEST,
+            "invalid_event_id",
+            &format!("`{id}` is not an event id (a non-negative integer)"),
+        );
+    };
+    match broker.cache.event_odds(event_id) {
+        Some(odds) => json_reply(StatusCode::OK, &odds),
+        None => error_reply(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("event {event_id} is not in the cache"),
+        ),
+    }
+}

@@ -1,0 +1,68 @@
+//! The `oddsbus` binary: configuration, logging and the shutdown signal; the rest is the
+//! library's `Server`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use oddsbus::{Config, LogFormat, Server};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    let filter = match EnvFilter::try_new(&config.log_filter) {
+        Ok(filter) => filter,
+        Err(error) => {
+            eprintln!(
+                "oddsbus: invalid --log filter `{}`: {error}",
+                config.log_filter
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log_format {
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+        LogFormat::Pretty => logs.init(),
+    }
+
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(event = "server.bind_failed", addr = %config.listen, %error);
+            return ExitCode::FAILURE;
+        }
+    };
+    Server::new(config).run(listener, shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(event = "server.signal_error", %error);
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(event = "server.signal_error", %error);
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!(event = "server.signal", "shutdown requested");
+}

@@ -1,0 +1,179 @@
+//! Wiring and lifecycle: builds the broker's parts, accepts connections, shuts down in order.
+//!
+//! The listener and the shutdown signal are passed in, so tests run the real server on
+//! `127.0.0.1:0` in-process. Connections are accepted here rather than by `warp::serve` so
+//! that every socket gets `TCP_NODELAY` (small frames must not wait for Nagle's algorithm).
+//!
+//! Shutdown happens in three steps, each bounded by the grace period:
+//! 1. stop accepting and let in-flight HTTP requests (ingests) finish;
+//! 2. stop the dispatcher once it has published everything those requests queued;
+//! 3. tell every WebSocket task to write what it already holds and close with 1001.
+//!
+//! warp hands upgraded sockets to detached tasks that no HTTP-level shutdown reaches, which
+//! is why WebSocket tasks watch [`Broker::ws_close`] themselves and are counted by
+//! [`Broker::tasks`].
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bridge::{self, BusReceiver, BusSender, Coalescing};
+use crate::cache::OddsCache;
+use crate::config::Config;
+use crate::http;
+use crate::manager::ConnectionManager;
+
+/// Handle to the broker's shared parts, cloned into every route and connection task.
+#[derive(Clone, Debug)]
+pub struct Broker {
+    /// Start-up configuration.
+    pub config: Arc<Config>,
+    /// The odds store.
+    pub cache: OddsCache,
+    /// Topic channels and the connection registry.
+    pub manager: ConnectionManager,
+    /// The dispatcher's queue, for producers other than the cache (scrape progress).
+    pub bus: BusSender,
+    /// Cancelled when WebSocket connections must close (step 3 of shutdown).
+    pub ws_close: CancellationToken,
+    /// Every WebSocket task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+}
+
+/// A broker that is built but not yet serving.
+#[derive(Debug)]
+pub struct Server {
+    broker: Broker,
+    queue: BusReceiver,
+}
+
+impl Server {
+    /// Builds the cache, the manager and the bridge between them.
+    pub fn new(config: Config) -> Server {
+        let cache = OddsCache::new();
+        let (bus, queue) = bridge::bus_channel();
+        bridge::create_cache_update_bridge(&cache, bus.clone());
+        Server {
+            broker: Broker {
+                config: Arc::new(config),
+                cache,
+                manager: ConnectionManager::new(),
+                bus,
+                ws_close: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            },
+            queue,
+        }
+    }
+
+    /// The broker's shared parts (to put odds into the cache or read stats in-process).
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then shuts down in order.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let Server { broker, queue } = self;
+        let coalescing = if broker.config.no_coalesce {
+            Coalescing::Off
+        } else {
+            Coalescing::PerSource
+        };
+        let stop_dispatcher = CancellationToken::new();
+        let dispatcher = tokio::spawn(bridge::run_dispatcher(
+            queue,
+            broker.manager.clone(),
+            coalescing,
+            stop_dispatcher.clone(),
+        ));
+
+        let service = warp::service(http::routes(broker.clone()));
+        let http_connections = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(event = "server.listening", %addr);
+        }
+        loop {
+            let (stream, _peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        accept_error(error).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(event = "server.nodelay_failed", %error);
+            }
+            let service = TowerToHyperService::new(service.clone());
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new());
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let connection = http_connections.watch(connection);
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(event = "http.connection_error", %error);
+                }
+            });
+        }
+        drop(listener);
+
+        let grace = Duration::from_secs(broker.config.shutdown_grace_secs);
+        tracing::info!(event = "server.shutdown", step = "draining http requests");
+        if tokio::time::timeout(grace, http_connections.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(event = "server.shutdown_timeout", step = "http");
+        }
+        tracing::info!(
+            event = "server.shutdown",
+            step = "publishing queued updates"
+        );
+        stop_dispatcher.cancel();
+        if let Err(error) = dispatcher.await {
+            tracing::error!(event = "dispatcher.failed", %error);
+        }
+        tracing::info!(
+            event = "server.shutdown",
+            step = "closing websockets",
+            active = broker.manager.active_count()
+        );
+        broker.ws_close.cancel();
+        broker.tasks.close();
+        if tokio::time::timeout(grace, broker.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(event = "server.shutdown_timeout", step = "websockets");
+        }
+        tracing::info!(event = "server.stopped");
+    }
+}
+
+/// Accept errors are mostly transient (a peer reset before accept). Running out of file
+/// descriptors is not: back off a little instead of spinning on it.
+async fn accept_error(error: io::Error) {
+    match error.kind() {
+        io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionRefused => {}
+        _ => {
+            tracing::error!(event = "server.accept_error", %error);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! The WebSocket endpoint `GET /api/ws`: the upgrade filter and the per-connection task.
+//!
+//! warp routes the request; the upgrade itself is done here with tokio-tungstenite (the
+//! library under warp's own `ws` filter) because warp's `Message::text` takes a `String`, which
+//! would copy every published frame once per connection. Here a frame published once is
+//! written to every socket from the same shared bytes.
+//!
+//! Each connection is one task. It selects over the server's close signal, the client's
+//! frames and the connection's topic receivers; after a wake-up it drains everything that is
+//! ready, writes it all and flushes once, so a busy connection makes one write per batch.
+
+use std::time::Instant;
+
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::WebSocketStream;
+use tracing::Instrument;
+use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+use crate::http::error_reply;
+use crate::manager::{Delivery, Subscriber};
+use crate::protocol::{
+    decode_client, encode, parse_topics, unknown_topics_message, ClientMessage, ErrorCode, Frame,
+    ServerMessage, TopicSet,
+};
+use crate::server::Broker;
+
+/// Bytes the socket reads at a time. Client messages are small; tungstenite allocates this
+/// eagerly per connection, so its 128 KiB default would dominate an idle connection's cost.
+const READ_BUFFER_SIZE: usize = 4 * 1024;
+
+/// Bytes of encoded frames gathered before tungstenite writes to the socket on its own;
+/// a flush writes whatever is gathered regardless.
+const WRITE_BUFFER_SIZE: usize = 64 * 1024;
+
+/// Most frames written between two flushes, so one connection with a deep backlog still
+/// reaches the socket (and its other select branches) regularly.
+const MAX_DRAIN: usize = 256;
+
+type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// `GET /api/ws[?topics=a,b]`.
+pub fn route(broker: Broker) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("api" / "ws")
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<OnUpgrade>())
+        .and(warp::query::<Vec<(String, String)>>())
+        .map(
+            move |headers: HeaderMap, on_upgrade, query: Vec<(String, String)>| {
+                upgrade(&broker, &headers, on_upgrade, &query)
+            },
+        )
+}
+
+/// Answers the handshake and spawns the connection task, or explains why it cannot.
+fn upgrade(
+    broker: &Broker,
+    headers: &HeaderMap,
+    on_upgrade: Option<OnUpgrade>,
+    query: &[(String, String)],
+) -> Response {
+    let key = match handshake_key(headers) {
+        Some(key) => key,
+        None => {
+            return error_reply(
+                StatusCode::UPGRADE_REQUIRED,
+                "upgrade_required",
+                "this is a WebSocket endpoint: connect with a WebSocket client, \
+                 e.g. `websocat ws://HOST/api/ws?topics=odds_updates`",
+            )
+        }
+    };
+    let Some(on_upgrade) = on_upgrade else {
+        return error_reply(
+            StatusCode::BAD_REQUEST,
+            "upgrade_required",
+            "this connection cannot be upgraded",
+        );
+    };
+
+    let (topics, unknown) = requested_topics(query);
+    let broker = broker.clone();
+    let tasks = broker.tasks.clone();
+    tasks.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => serve(broker, upgraded, topics, unknown).await,
+            Err(error) => tracing::debug!(event = "ws.upgrade_failed", %error),
+        }
+    });
+
+    let mut response = warp::reply().into_response();
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
+}
+
+/// The client's `Sec-WebSocket-Key` if the headers ask for a version-13 WebSocket upgrade.
+fn handshake_key(headers: &HeaderMap) -> Option<&HeaderValue> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|part| part.trim().eq_ignore_ascii_case(token))
+            })
+        })
+    };
+    let upgrade = has_token(header::CONNECTION, "upgrade")
+        && has_token(header::UPGRADE, "websocket")
+        && headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v == "13");
+    upgrade
+        .then(|| headers.get(header::SEC_WEBSOCKET_KEY))
+        .flatten()
+}
+
+/// Topics named by `?topics=a,b`; absent or empty means every topic.
+fn requested_topics(query: &[(String, String)]) -> (TopicSet, Vec<String>) {
+    let names: Vec<&str> = query
+        .iter()
+        .filter(|(key, _)| key == "topics")
+        .flat_map(|(_, value)| value.split(','))
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .collect();
+    if names.is_empty() {
+        (TopicSet::all(), Vec::new())
+    } else {
+        parse_topics(names)
+    }
+}
+
+/// Runs one upgraded connection to its end.
+async fn serve(broker: Broker, upgraded: Upgraded, topics: TopicSet, unknown: Vec<String>) {
+    let max_frame = broker.config.max_frame_bytes;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_SIZE)
+        .write_buffer_size(WRITE_BUFFER_SIZE)
+        .max_message_size(Some(max_frame))
+        .max_frame_size(Some(max_frame));
+    let socket =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let subscriber = broker.manager.register(topics);
+    let id = subscriber.id();
+    let span = tracing::info_span!("ws", connection_id = %id);
+    async move {
+        tracing::info!(
+            event = "ws.connect",
+            topics = ?topics.iter().map(|t| t.name()).collect::<Vec<_>>(),
+            active = broker.manager.active_count(),
+        );
+        let started = Instant::now();
+        let mut connection = Connection {
+            socket,
+            subscriber,
+            pending: 0,
+        };
+        let reason = connection.run(&broker, unknown).await;
+        drop(connection); // leaves the registry before the count below is read
+        tracing::info!(
+            event = "ws.disconnect",
+            reason = reason.as_str(),
+            duration_ms = started.elapsed().as_millis() as u64,
+            active = broker.manager.active_count(),
+        );
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Why a connection ended, for the `ws.disconnect` log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndReason {
+    ClientClosed,
+    MessageTooLarge,
+    ServerShutdown,
+    SocketError,
+}
+
+impl EndReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            EndReason::ClientClosed => "client_closed",
+            EndReason::MessageTooLarge => "message_too_large",
+            EndReason::ServerShutdown => "server_shutdown",
+            EndReason::SocketError => "socket_error",
+        }
+    }
+}
+
+struct Connection {
+    socket: Socket,
+    subscriber: Subscriber,
+    /// Frames fed to the socket since the last flush.
+    pending: usize,
+}
+
+impl Connection {
+    async fn run(&mut self, broker: &Broker, unknown: Vec<String>) -> EndReason {
+        let ack = encode(&ServerMessage::ConnectionAck {
+            connection_id: self.subscriber.id(),
+            topics: self.subscriber.topics(),
+        });
+        let mut greeting = self.feed(ack).await;
+        if greeting.is_ok() && !unknown.is_empty() {
+            greeting = self.feed(unknown_topic_error(&unknown)).await;
+        }
+        if greeting.and(self.flush().await).is_err() {
+            return EndReason::SocketError;
+        }
+
+        loop {
+            let step = tokio::select! {
+                biased;
+                () = broker.ws_close.cancelled() => return self.close_for_shutdown().await,
+                incoming = self.socket.next() => self.on_incoming(incoming).await,
+                delivery = self.subscriber.recv() => self.on_delivery(delivery).await,
+            };
+            let flushed = match step {
+                Ok(()) => self.flush().await,
+                Err(end) => return end,
+            };
+            if flushed.is_err() {
+                return EndReason::SocketError;
+            }
+        }
+    }
+
+    /// Handles one client frame (or the end of the stream).
+    async fn on_incoming(
+        &mut self,
+        incoming: Option<Result<Message, tungstenite::Error>>,
+    ) -> Result<(), EndReason> {
+        let message = match incoming {
+            None => return Err(EndReason::ClientClosed),
+            Some(Ok(message)) => message,
+            Some(Err(tungstenite::Error::Capacity(error))) => {
+                tracing::info!(event = "ws.message_too_large", %error);
+                let _ = self
+                    .socket
+                    .send(close_message(CloseCode::Size, "message too large"))
+                    .await;
+                return Err(EndReason::MessageTooLarge);
+            }
+            Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => {
+                return Err(EndReason::ClientClosed)
+            }
+            Some(Err(error)) => {
+                tracing::debug!(event = "ws.read_error", %error);
+                return Err(EndReason::SocketError);
+            }
+        };
+        let replies = match message {
+            Message::Text(text) => self.on_text(text.as_str()),
+            Message::Binary(_) => vec![error_frame(
+                ErrorCode::UnsupportedFrame,
+                "binary frames are not supported: send JSON in text frames",
+            )],
+            // tungstenite answers pings and close frames itself; the stream ends after a close.
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => {
+                Vec::new()
+            }
+        };
+        for reply in replies {
+            self.feed(reply).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies one client text message and returns the replies, in order.
+    fn on_text(&mut self, text: &str) -> Vec<Frame> {
+        let message = match decode_client(text) {
+            Ok(message) => message,
+            Err(error) => return vec![error_frame(error.code, &error.message)],
+        };
+        let (names, subscribe) = match message {
+            ClientMessage::Ping => return vec![encode(&ServerMessage::Pong)],
+            ClientMessage::Subscribe(names) => (names, true),
+            ClientMessage::Unsubscribe(names) => (names, false),
+        };
+        let (named, unknown) = parse_topics(names.iter().map(String::as_str));
+        let mut topics = self.subscriber.topics();
+        for topic in named.iter() {
+            if subscribe {
+                topics.insert(topic);
+            } else {
+                topics.remove(topic);
+            }
+        }
+        self.subscriber.set_topics(topics);
+        tracing::debug!(event = "ws.topics", subscribe, topics = ?topics);
+        let reply = if subscribe {
+            ServerMessage::Subscribed { topics }
+        } else {
+            ServerMessage::Unsubscribed { topics }
+        };
+        let mut replies = vec![encode(&reply)];
+        if !unknown.is_empty() {
+            replies.push(unknown_topic_error(&unknown));
+        }
+        replies
+    }
+
+    /// Writes one delivery, then whatever else is ready, without flushing.
+    async fn on_delivery(&mut self, first: Delivery) -> Result<(), EndReason> {
+        let mut next = Some(first);
+        let mut drained = 0;
+        while let Some(delivery) = next {
+            let frame = match delivery {
+                Delivery::Frame(frame) => frame,
+                Delivery::Lagged { topic, missed } => {
+                    tracing::info!(event = "ws.resync", topic = topic.name(), missed);
+                    encode(&ServerMessage::Resync { topic, missed })
+                }
+            };
+            self.feed(frame).await?;
+            drained += 1;
+            next = (drained < MAX_DRAIN)
+                .then(|| self.subscriber.try_recv())
+                .flatten();
+        }
+        Ok(())
+    }
+
+    /// Queues a frame in the socket's write buffer (tungstenite writes it out by itself once
+    /// the buffer passes `WRITE_BUFFER_SIZE`).
+    async fn feed(&mut self, frame: Frame) -> Result<(), EndReason> {
+        self.pending += 1;
+        self.socket
+            .feed(Message::Text(frame))
+            .await
+            .map_err(|_| EndReason::SocketError)
+    }
+
+    async fn flush(&mut self) -> Result<(), EndReason> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        self.pending = 0;
+        self.socket
+            .flush()
+            .await
+            .map_err(|_| EndReason::SocketError)
+    }
+
+    /// Delivers what is already queued for this connection, then says goodbye with 1001.
+    async fn close_for_shutdown(&mut self) -> EndReason {
+        while let Some(delivery) = self.subscriber.try_recv() {
+            if self.on_delivery(delivery).await.is_err() {
+                return EndReason::ServerShutdown;
+            }
+        }
+        let _ = self
+            .socket
+            .send(close_message(CloseCode::Away, "server shutting down"))
+            .await;
+        EndReason::ServerShutdown
+    }
+}
+
+fn close_message(code: CloseCode, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+fn error_frame(code: ErrorCode, message: &str) -> Frame {
+    encode(&ServerMessage::Error { code, message })
+}
+
+fn unknown_topic_error(names: &[String]) -> Frame {
+    error_frame(ErrorCode::UnknownTopic, &unknown_topics_message(names))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn absent_or_empty_topics_mean_every_topic() {
+        assert_eq!(requested_topics(&[]), (TopicSet::all(), vec![]));
+        assert_eq!(
+            requested_topics(&query(&[("topics", "")])),
+            (TopicSet::all(), vec![])
+        );
+    }
+
+    #[test]
+    fn unknown_names_are_reported_and_skipped() {
+        let (topics, unknown) = requested_topics(&query(&[("topics", "odds_updates, nope,")]));
+        assert_eq!(
+            topics.iter().map(|t| t.name()).collect::<Vec<_>>(),
+            ["odds_updates"]
+        );
+        assert_eq!(unknown, ["nope"]);
+    }
+}

@@ -1,0 +1,224 @@
+//! Shared test helpers: a real oddsbus on an ephemeral port, and real clients for it.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use oddsbus::{Broker, Config, Server};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for a message it expects before failing.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// How long a test watches for a message it expects not to arrive.
+pub const QUIET: Duration = Duration::from_millis(200);
+
+/// A running server.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub broker: Broker,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+    http: reqwest::Client,
+}
+
+impl TestServer {
+    /// Starts a server with the embedded defaults.
+    pub async fn start() -> TestServer {
+        TestServer::with_config(Config::default()).await
+    }
+
+    /// Starts a server with `config` (its `listen` is ignored: the port is ephemeral).
+    pub async fn with_config(config: Config) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = Server::new(config);
+        let broker = server.broker().clone();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server.run(listener, async {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            broker,
+            shutdown: Some(tx),
+            handle: Some(handle),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Connects a WebSocket client to `/api/ws{query}` (query includes its `?`).
+    pub async fn ws(&self, query: &str) -> WsClient {
+        let url = format!("ws://{}/api/ws{}", self.addr, query);
+        let (stream, response) = tokio_tungstenite::connect_async(url).await.unwrap();
+        assert_eq!(response.status(), 101);
+        WsClient { stream }
+    }
+
+    /// Connects and consumes the `connection_ack`, returning it too.
+    pub async fn ws_acked(&self, query: &str) -> (WsClient, Value) {
+        let mut client = self.ws(query).await;
+        let ack = client.recv().await;
+        assert_eq!(ack["type"], "connection_ack", "{ack}");
+        (client, ack)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// POSTs `body` (as raw bytes) to `/api/odds`.
+    pub async fn post_raw(&self, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url("/api/odds"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    pub async fn ingest(&self, body: &Value) -> (u16, Value) {
+        self.post_raw(body.to_string()).await
+    }
+
+    /// Ingests one snapshot per id, all from `source`, and checks the reply is 200.
+    pub async fn ingest_ok(&self, source: &str, ids: &[u64], price: f64) -> Value {
+        let snapshots: Vec<Value> = ids.iter().map(|&id| snapshot(id, price)).collect();
+        let (status, reply) = self
+            .ingest(&json!({"source": source, "snapshots": snapshots}))
+            .await;
+        assert_eq!(status, 200, "{reply}");
+        reply
+    }
+
+    pub async fn stats(&self) -> Value {
+        self.get("/api/ws/stats").await.1
+    }
+
+    /// Polls the stats until `check` holds (connections register and leave asynchronously).
+    pub async fn wait_for_stats(&self, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let stats = self.stats().await;
+            if check(&stats) {
+                return stats;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "stats never matched: {stats}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Triggers shutdown and waits for the server to finish it.
+    pub async fn stop(mut self) {
+        self.shutdown.take().map(|tx| tx.send(()));
+        if let Some(handle) = self.handle.take() {
+            tokio::time::timeout(WAIT, handle)
+                .await
+                .expect("server did not shut down in time")
+                .unwrap();
+        }
+    }
+}
+
+/// An odds snapshot in the ingest shape, with a 1X2 market priced from `price`.
+pub fn snapshot(event_id: u64, price: f64) -> Value {
+    json!({
+        "event_id": event_id,
+        "markets": [{
+            "market_id": "1x2", "name": "1X2", "line": null,
+            "outcomes": [
+                {"name": "1", "odds": price},
+                {"name": "X", "odds": 3.2},
+                {"name": "2", "odds": 3.5}
+            ]
+        }]
+    })
+}
+
+/// A WebSocket client speaking JSON text frames.
+pub struct WsClient {
+    pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl WsClient {
+    pub async fn send_text(&mut self, text: &str) {
+        self.stream.send(Message::text(text)).await.unwrap();
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    /// The next message, which must be a JSON text frame arriving within [`WAIT`].
+    pub async fn recv(&mut self) -> Value {
+        match tokio::time::timeout(WAIT, self.stream.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str(&text).unwrap(),
+            Ok(other) => panic!("expected a text frame, got {other:?}"),
+            Err(_) => panic!("no message within {WAIT:?}"),
+        }
+    }
+
+    /// The next message whose `type` is `kind`, skipping others (e.g. periodic traffic).
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        loop {
+            let message = self.recv().await;
+            if message["type"] == kind {
+                return message;
+            }
+        }
+    }
+
+    /// Sends a ping and returns every message that arrives before the pong: since the
+    /// connection answers in order, this is everything the server had sent before it.
+    pub async fn until_pong(&mut self) -> Vec<Value> {
+        self.send_json(json!({"type": "ping"})).await;
+        let mut before = Vec::new();
+        loop {
+            let message = self.recv().await;
+            if message["type"] == "pong" {
+                return before;
+            }
+            before.push(message);
+        }
+    }
+
+    /// Asserts that nothing arrives for [`QUIET`].
+    pub async fn expect_silence(&mut self) {
+        if let Ok(message) = tokio::time::timeout(QUIET, self.stream.next()).await {
+            panic!("expected silence, got {message:?}");
+        }
+    }
+
+    /// Reads until the server closes, returning the close code (control frames skipped).
+    pub async fn recv_close(&mut self) -> Option<CloseCode> {
+        loop {
+            match tokio::time::timeout(WAIT, self.stream.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| f.code),
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(error))) => panic!("socket error before close: {error}"),
+                Ok(None) => return None,
+                Err(_) => panic!("no close within {WAIT:?}"),
+            }
+        }
+    }
+}
