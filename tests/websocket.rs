@@ -173,9 +173,11 @@ async fn each_bad_input_gets_its_error_code_and_the_connection_stays_open() {
 
 #[tokio::test]
 async fn a_frame_over_the_limit_closes_with_1009_and_others_carry_on() {
-    let mut config = oddsbus::Config::default();
-    config.max_frame_bytes = 1024;
-    let server = TestServer::with_config(config).await;
+    let server = TestServer::with_config(oddsbus::Config {
+        max_frame_bytes: 1024,
+        ..Default::default()
+    })
+    .await;
     let (mut bystander, _) = server.ws_acked("?topics=odds_updates").await;
     let (mut client, _) = server.ws_acked("?topics=odds_updates").await;
 

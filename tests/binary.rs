@@ -1,0 +1,91 @@
+//! The `oddsbus` binary itself: flags, JSON logs, and a graceful exit on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn sigterm_closes_websockets_with_1001_and_exits_zero() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_oddsbus"))
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--competitors", "sportybet,bet9ja"])
+        .env("ODDSBUS_LOG", "info")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // The first JSON log line with the bound address tells where to connect.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("binary exited before listening")
+            .unwrap();
+        let log: Value = serde_json::from_str(&line).expect("log lines are JSON");
+        if log["event"] == "server.listening" {
+            break log["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    let logs = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<String>>());
+
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/ws"))
+        .await
+        .unwrap();
+    let ack = socket.next().await.unwrap().unwrap();
+    assert!(ack.to_text().unwrap().contains("connection_ack"));
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let close = tokio::time::timeout(Duration::from_secs(10), socket.next())
+        .await
+        .expect("no close frame");
+    match close {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Away),
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+
+    let logs = logs.join().unwrap();
+    let events: Vec<Value> = logs
+        .iter()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let connect = events.iter().find(|e| e["event"] == "ws.connect").unwrap();
+    let disconnect = events
+        .iter()
+        .find(|e| e["event"] == "ws.disconnect")
+        .unwrap();
+    assert!(connect["connection_id"].is_string() || connect["span"]["connection_id"].is_string());
+    assert_eq!(disconnect["reason"], "server_shutdown");
+    assert!(events.iter().any(|e| e["event"] == "server.stopped"));
+}
+
+#[test]
+fn bad_flags_are_refused_with_a_clear_message() {
+    let output = Command::new(env!("CARGO_BIN_EXE_oddsbus"))
+        .args(["--competitors", "betpawa"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("home bookmaker"), "{stderr}");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_oddsbus"))
+        .args(["--listen", "not-an-address"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+}

@@ -1,0 +1,236 @@
+//! Ingest, cache-first reads, stats and health over real HTTP (PROTOCOL.md, "Ingest",
+//! "Cache-first reads", "Introspection").
+
+mod common;
+
+use common::{snapshot, TestServer};
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn ingest_replies_with_counts_and_notifies_the_changed_ids() {
+    let server = TestServer::start().await;
+    let (mut client, _) = server.ws_acked("?topics=odds_updates").await;
+
+    let reply = server.ingest_ok("betpawa", &[101, 102], 2.1).await;
+    assert_eq!(reply, json!({"accepted": 2, "changed": 2}));
+    let update = client.recv().await;
+    assert_eq!(update["type"], "odds_update");
+    assert_eq!(
+        update["data"],
+        json!({"event_ids": [101, 102], "source": "betpawa", "count": 2})
+    );
+}
+
+#[tokio::test]
+async fn an_unchanged_snapshot_refreshes_captured_at_silently() {
+    let server = TestServer::start().await;
+    let (mut client, _) = server.ws_acked("?topics=odds_updates").await;
+    let mut first = snapshot(7, 2.0);
+    first["captured_at"] = json!("2026-11-21T10:00:00Z");
+    let (status, _) = server
+        .ingest(&json!({"source": "sportybet", "snapshots": [first]}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(client.recv().await["data"]["event_ids"], json!([7]));
+    let (_, before) = server.get("/api/events/7/odds").await;
+
+    let mut again = snapshot(7, 2.0);
+    again["captured_at"] = json!("2026-11-21T12:30:00.250+01:00");
+    let (status, reply) = server
+        .ingest(&json!({"source": "sportybet", "snapshots": [again, snapshot(8, 2.0)]}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(reply, json!({"accepted": 2, "changed": 1}));
+    // Only the new event is notified.
+    assert_eq!(client.recv().await["data"]["event_ids"], json!([8]));
+
+    let (_, after) = server.get("/api/events/7/odds").await;
+    let (old, new) = (
+        &before["competitors"]["sportybet"],
+        &after["competitors"]["sportybet"],
+    );
+    assert_eq!(new["captured_at"], "2026-11-21T11:30:00.250Z");
+    assert_eq!(
+        new["snapshot_id"], old["snapshot_id"],
+        "same data, same snapshot"
+    );
+    assert_eq!(new["markets"], old["markets"]);
+}
+
+#[tokio::test]
+async fn reads_serve_what_the_cache_holds() {
+    let server = TestServer::start().await;
+    let mut home = snapshot(101, 2.1);
+    home["bookmaker_id"] = json!(9001);
+    server
+        .ingest(&json!({"source": "betpawa", "snapshots": [home]}))
+        .await;
+    server.ingest_ok("sportybet", &[101, 102], 2.2).await;
+
+    let (status, events) = server.get("/api/events").await;
+    assert_eq!(status, 200);
+    let events = events["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["event_id"], 101);
+    assert_eq!(events[0]["sources"], json!(["betpawa", "sportybet"]));
+    assert_eq!(events[1]["event_id"], 102);
+    assert_eq!(events[1]["sources"], json!(["sportybet"]));
+    assert!(events[0]["updated_at"].as_str().unwrap().ends_with('Z'));
+
+    let (status, odds) = server.get("/api/events/101/odds").await;
+    assert_eq!(status, 200);
+    assert_eq!(odds["event_id"], 101);
+    let betpawa = &odds["betpawa"];
+    assert_eq!(betpawa["event_id"], 101);
+    assert_eq!(betpawa["bookmaker_id"], 9001);
+    assert_eq!(betpawa["markets"], snapshot(101, 2.1)["markets"]);
+    assert!(
+        betpawa["captured_at"].as_str().unwrap().ends_with('Z'),
+        "filled in: {betpawa}"
+    );
+    let sporty = &odds["competitors"]["sportybet"];
+    assert!(sporty["snapshot_id"].as_u64().unwrap() > betpawa["snapshot_id"].as_u64().unwrap());
+    assert_eq!(odds["competitors"].as_object().unwrap().len(), 1);
+
+    let (_, only_competitor) = server.get("/api/events/102/odds").await;
+    assert_eq!(only_competitor["betpawa"], Value::Null);
+
+    let (status, body) = server.get("/api/events/999/odds").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+    let (status, body) = server.get("/api/events/abc/odds").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "invalid_event_id");
+}
+
+/// Every malformed body gets a 4xx JSON error and changes nothing: not the cache, not the
+/// subscribers, and the next good request still works.
+#[tokio::test]
+async fn bad_ingest_bodies_are_refused_whole_and_change_nothing() {
+    let server = TestServer::start().await;
+    let (mut client, _) = server.ws_acked("?topics=odds_updates").await;
+    server.ingest_ok("betpawa", &[1], 2.0).await;
+    assert_eq!(client.recv().await["data"]["event_ids"], json!([1]));
+    let (_, events_before) = server.get("/api/events").await;
+    let (_, odds_before) = server.get("/api/events/1/odds").await;
+
+    let mut bad_odds = snapshot(3, 2.0);
+    bad_odds["markets"][0]["outcomes"][1]["odds"] = json!(0.5);
+    let mut no_name = snapshot(3, 2.0);
+    no_name["markets"][0]["market_id"] = json!("");
+    let cases: Vec<(String, &str)> = vec![
+        ("not json".into(), "invalid_json"),
+        ("{\"source\":".into(), "invalid_json"),
+        ("[]".into(), "invalid_body"),
+        (json!({"snapshots": []}).to_string(), "invalid_body"),
+        (json!({"source": "betpawa"}).to_string(), "invalid_body"),
+        (json!({"source": "betpawa", "snapshots": [{"event_id": -1, "markets": []}]}).to_string(), "invalid_body"),
+        (json!({"source": "betpawa", "snapshots": [{"event_id": 1}]}).to_string(), "invalid_body"),
+        (json!({"source": "betpawa", "snapshots": [{"event_id": 1, "markets": [], "captured_at": "yesterday"}]}).to_string(), "invalid_body"),
+        (json!({"source": "pinnacle", "snapshots": [snapshot(1, 9.0)]}).to_string(), "unknown_source"),
+        // One bad snapshot after good ones: the good ones are not applied either.
+        (json!({"source": "betpawa", "snapshots": [snapshot(1, 9.0), snapshot(2, 9.0), bad_odds]}).to_string(), "invalid_snapshot"),
+        (json!({"source": "betpawa", "snapshots": [snapshot(1, 9.0), no_name]}).to_string(), "invalid_snapshot"),
+    ];
+    for (body, code) in cases {
+        let (status, reply) = server.post_raw(body.clone()).await;
+        assert_eq!(status, 400, "{body} -> {reply}");
+        assert_eq!(reply["error"]["code"], code, "{body} -> {reply}");
+        assert!(!reply["error"]["message"].as_str().unwrap().is_empty());
+    }
+
+    assert_eq!(server.get("/api/events").await.1, events_before);
+    assert_eq!(server.get("/api/events/1/odds").await.1, odds_before);
+    assert_eq!(client.until_pong().await, Vec::<Value>::new());
+    server.ingest_ok("betpawa", &[2], 2.0).await;
+    assert_eq!(client.recv().await["data"]["event_ids"], json!([2]));
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413_with_or_without_content_length() {
+    let server = TestServer::with_config(oddsbus::Config {
+        max_body_bytes: 2_000,
+        ..Default::default()
+    })
+    .await;
+    let snapshots: Vec<Value> = (0..50).map(|id| snapshot(id, 2.0)).collect();
+    let body = json!({"source": "betpawa", "snapshots": snapshots}).to_string();
+    assert!(body.len() > 2_000);
+
+    let (status, reply) = server.post_raw(body.clone()).await;
+    assert_eq!(status, 413);
+    assert_eq!(reply["error"]["code"], "payload_too_large");
+
+    // Chunked, so the server only learns the size while reading.
+    let chunks: Vec<Result<String, std::io::Error>> = body
+        .as_bytes()
+        .chunks(500)
+        .map(|c| Ok(String::from_utf8(c.to_vec()).unwrap()))
+        .collect();
+    let stream = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let (status, reply) = server.post_raw(stream).await;
+    assert_eq!(status, 413);
+    assert_eq!(reply["error"]["code"], "payload_too_large");
+
+    assert_eq!(server.get("/api/events").await.1, json!({"events": []}));
+}
+
+#[tokio::test]
+async fn too_many_snapshots_in_one_request_get_400() {
+    let server = TestServer::with_config(oddsbus::Config {
+        max_snapshots_per_request: 3,
+        ..Default::default()
+    })
+    .await;
+    let snapshots: Vec<Value> = (0..4).map(|id| snapshot(id, 2.0)).collect();
+    let (status, reply) = server
+        .ingest(&json!({"source": "betpawa", "snapshots": snapshots}))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(reply["error"]["code"], "too_many_snapshots");
+}
+
+#[tokio::test]
+async fn configured_competitors_are_the_accepted_sources() {
+    let server = TestServer::with_config(oddsbus::Config {
+        competitors: vec!["pinnacle".into()],
+        ..Default::default()
+    })
+    .await;
+    server.ingest_ok("pinnacle", &[1], 2.0).await;
+    server.ingest_ok("betpawa", &[1], 2.0).await;
+    let (status, reply) = server
+        .ingest(&json!({"source": "sportybet", "snapshots": [snapshot(1, 2.0)]}))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(reply["error"]["code"], "unknown_source");
+}
+
+#[tokio::test]
+async fn an_empty_snapshot_list_is_accepted_and_notifies_nothing() {
+    let server = TestServer::start().await;
+    let (mut client, _) = server.ws_acked("?topics=odds_updates").await;
+    let (status, reply) = server
+        .ingest(&json!({"source": "betpawa", "snapshots": []}))
+        .await;
+    assert_eq!((status, reply), (200, json!({"accepted": 0, "changed": 0})));
+    assert_eq!(client.until_pong().await, Vec::<Value>::new());
+}
+
+#[tokio::test]
+async fn health_stats_and_unknown_routes_answer_in_json() {
+    let server = TestServer::start().await;
+    assert_eq!(server.get("/healthz").await, (200, json!({"status": "ok"})));
+    assert_eq!(
+        server.stats().await,
+        json!({"active_connections": 0, "topics": {"odds_updates": 0, "scrape_progress": 0}})
+    );
+    let (status, body) = server.get("/nope").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+
+    let response = reqwest::get(server.url("/api/odds")).await.unwrap();
+    assert_eq!(response.status(), 405);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+}
