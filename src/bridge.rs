@@ -103,11 +103,9 @@ pub async fn run_dispatcher(
     tracing::debug!(event = "dispatcher.stopped");
 }
 
-/// Publishes one drained batch and empties it.
+/// Publishes one drained batch and empties it. Odds changes queued before a scrape-progress
+/// step are published before it, so `completed` never overtakes the run's own updates.
 fn dispatch(batch: &mut Vec<BusEvent>, manager: &ConnectionManager, coalescing: Coalescing) {
-    if batch.is_empty() {
-        return;
-    }
     let mut merged = Merged::default();
     for event in batch.drain(..) {
         match event {
@@ -116,14 +114,13 @@ fn dispatch(batch: &mut Vec<BusEvent>, manager: &ConnectionManager, coalescing: 
                 Coalescing::Off => publish_odds(manager, &source, &event_ids),
             },
             BusEvent::ScrapeProgress(progress) => {
+                merged.publish(manager);
                 let frame = encode(&ServerMessage::ScrapeProgress { data: &progress });
                 manager.publish(Topic::ScrapeProgress, frame);
             }
         }
     }
-    for (source, event_ids) in &merged.groups {
-        publish_odds(manager, source, event_ids);
-    }
+    merged.publish(manager);
 }
 
 fn publish_odds(manager: &ConnectionManager, source: &str, event_ids: &[u64]) {
@@ -166,6 +163,14 @@ impl Merged {
         };
         let (ids, seen) = (&mut self.groups[index].1, &mut self.seen[index]);
         ids.extend(event_ids.iter().copied().filter(|id| seen.insert(*id)));
+    }
+
+    /// Publishes one message per source and starts over.
+    fn publish(&mut self, manager: &ConnectionManager) {
+        for (source, event_ids) in self.groups.drain(..) {
+            publish_odds(manager, &source, &event_ids);
+        }
+        self.seen.clear();
     }
 }
 

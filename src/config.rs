@@ -4,6 +4,7 @@
 //! change what they need.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
@@ -16,6 +17,13 @@ pub enum LogFormat {
     Pretty,
     /// One JSON object per line, for log shippers.
     Json,
+}
+
+/// Where scrape runs get their odds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceKind {
+    /// A deterministic simulated market (see `src/simulated.rs`).
+    Simulated,
 }
 
 /// Everything oddsbus can be told at start-up.
@@ -64,6 +72,39 @@ pub struct Config {
     /// Seconds to wait for connections to finish on shutdown before giving up on them.
     #[arg(long, env = "ODDSBUS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+
+    /// Where scrape runs get their odds.
+    #[arg(long, env = "ODDSBUS_SOURCE", value_enum, default_value = "simulated")]
+    pub source: SourceKind,
+
+    /// Seconds between the starts of periodic scrape runs (fractions allowed); 0 turns
+    /// periodic scrapes off. The first run starts at once.
+    #[arg(long, env = "ODDSBUS_SCRAPE_INTERVAL", default_value = "5", value_parser = parse_seconds)]
+    pub scrape_interval: Duration,
+
+    /// Events fetched and stored per batch during a scrape.
+    #[arg(long, env = "ODDSBUS_SCRAPE_BATCH_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub scrape_batch_size: u16,
+
+    /// Batches in flight at once during a scrape.
+    #[arg(long, env = "ODDSBUS_SCRAPE_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub scrape_concurrency: u16,
+
+    /// Seed of the simulated market: same seed, same sequence of odds.
+    #[arg(long, env = "ODDSBUS_SIM_SEED", default_value_t = 42)]
+    pub sim_seed: u64,
+
+    /// Matches in the simulated market.
+    #[arg(long, env = "ODDSBUS_SIM_EVENTS", default_value_t = 1300)]
+    pub sim_events: usize,
+
+    /// Fraction (0 to 1) of a platform's events whose odds move between two scrapes.
+    #[arg(long, env = "ODDSBUS_SIM_CHANGE_FRACTION", default_value = "0.1", value_parser = parse_fraction)]
+    pub sim_change_fraction: f64,
+
+    /// Pretend network time of each simulated batch fetch, in milliseconds.
+    #[arg(long, env = "ODDSBUS_SIM_LATENCY_MS", default_value_t = 5)]
+    pub sim_latency_ms: u64,
 }
 
 impl Default for Config {
@@ -84,6 +125,22 @@ impl Config {
         std::iter::once(HOME_SOURCE)
             .chain(self.competitors.iter().map(String::as_str))
             .collect()
+    }
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("`{text}`: expected 0 or more seconds"))
+}
+
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("`{text}`: expected a fraction from 0 to 1")),
     }
 }
 
@@ -117,10 +174,22 @@ mod tests {
         let config = Config::try_parse_from(["oddsbus"]).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:8000");
         assert_eq!(config.sources(), ["betpawa", "sportybet", "bet9ja"]);
+        assert_eq!(config.scrape_interval, Duration::from_secs(5));
+        let off = Config::try_parse_from(["oddsbus", "--scrape-interval", "0"]).unwrap();
+        assert!(off.scrape_interval.is_zero());
     }
 
     #[test]
     fn bad_competitor_lists_are_refused() {
+        for bad in [
+            ["--scrape-interval", "-1"],
+            ["--scrape-interval", "soon"],
+            ["--sim-change-fraction", "1.5"],
+            ["--scrape-batch-size", "0"],
+        ] {
+            let args = std::iter::once("oddsbus").chain(bad);
+            assert!(Config::try_parse_from(args).is_err(), "{bad:?}");
+        }
         for list in ["sportybet,,bet9ja", "betpawa", "Sporty Bet"] {
             assert!(
                 Config::try_parse_from(["oddsbus", "--competitors", list]).is_err(),

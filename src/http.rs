@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 use warp::http::StatusCode;
 use warp::reply::Response;
+use warp::sse::Event;
 use warp::{Filter, Rejection, Reply};
 
 use crate::cache::{Market, Snapshot};
@@ -50,8 +51,13 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
 
     let stats = warp::path!("api" / "ws" / "stats")
         .and(warp::get())
-        .and(with_broker)
+        .and(with_broker.clone())
         .map(|broker: Broker| json_reply(StatusCode::OK, &broker.manager.stats()));
+
+    let scrape_stream = warp::path!("api" / "scrape" / "stream")
+        .and(warp::get())
+        .and(with_broker)
+        .map(|broker: Broker| scrape_stream(&broker));
 
     let health = warp::path!("healthz")
         .and(warp::get())
@@ -65,6 +71,8 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
         .or(events)
         .unify()
         .or(event_odds)
+        .unify()
+        .or(scrape_stream)
         .unify()
         .or(health)
         .unify()
@@ -294,6 +302,17 @@ fn check_markets(markets: &[Market]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `GET /api/scrape/stream`: joins or starts a run and streams it as SSE until it ends. On
+/// shutdown the run stops and reports `failed`, which ends every stream with the reason.
+/// The client going away does not stop the run.
+fn scrape_stream(broker: &Broker) -> Response {
+    let events = broker
+        .scrape
+        .join_or_start()
+        .map(|progress| Event::default().json_data(progress));
+    warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response()
 }
 
 fn event_odds(broker: &Broker, id: &str) -> Response {

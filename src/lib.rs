@@ -15,7 +15,9 @@
 //! | [`bridge`] | the cache-update bridge (a callback that only queues) and the dispatcher task that merges, encodes once and publishes |
 //! | [`manager`] | the [`ConnectionManager`]: one `broadcast` channel per topic and the registry of live connections |
 //! | [`ws`] | `GET /api/ws`: the upgrade and the task that runs each connection |
-//! | [`http`] | ingest, cache-first reads, stats, health, JSON error replies |
+//! | [`http`] | ingest, cache-first reads, the scrape SSE stream, stats, health, JSON error replies |
+//! | [`scrape`] | scrape runs: the [`OddsSource`] trait, the coordinator, progress fan-out |
+//! | [`simulated`] | the simulated market, the embedded default source |
 //! | [`protocol`] | every wire type, encoded and decoded by serde |
 //! | [`config`] | flags and environment variables |
 //! | [`server`] | wiring, the accept loop and ordered shutdown |
@@ -31,12 +33,16 @@ pub mod config;
 pub mod http;
 pub mod manager;
 pub mod protocol;
+pub mod scrape;
 pub mod server;
+pub mod simulated;
 pub mod ws;
 
 pub use bridge::{create_cache_update_bridge, BusEvent, BusSender, Coalescing};
 pub use cache::{Market, OddsCache, Outcome, PutOutcome, Snapshot, StoredSnapshot};
-pub use config::{Config, LogFormat};
+pub use config::{Config, LogFormat, SourceKind};
 pub use manager::{ConnectionManager, Delivery, Stats, Subscriber, TOPIC_CAPACITY};
 pub use protocol::{Frame, ScrapePhase, ScrapeProgress, Timestamp, Topic, TopicSet};
+pub use scrape::{OddsSource, ScrapeCoordinator, SourceError};
 pub use server::{Broker, Server};
+pub use simulated::SimulatedSource;

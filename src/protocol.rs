@@ -217,6 +217,18 @@ pub struct ScrapeProgress {
     pub message: String,
 }
 
+impl ScrapeProgress {
+    /// Whether this is the last step of its run: `completed`, or `failed` for the whole run
+    /// (a `failed` that names a platform is followed by the next platform).
+    pub fn is_final(&self) -> bool {
+        match self.phase {
+            ScrapePhase::Completed => true,
+            ScrapePhase::Failed => self.platform.is_none(),
+            _ => false,
+        }
+    }
+}
+
 /// The `error` codes of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -4,7 +4,8 @@
 //! `127.0.0.1:0` in-process. Connections are accepted here rather than by `warp::serve` so
 //! that every socket gets `TCP_NODELAY` (small frames must not wait for Nagle's algorithm).
 //!
-//! Shutdown happens in three steps, each bounded by the grace period:
+//! Shutdown happens in steps, each bounded by the grace period:
+//! 0. cancel [`Broker::shutdown`]: scrape runs stop (reporting `failed`) and SSE streams end;
 //! 1. stop accepting and let in-flight HTTP requests (ingests) finish;
 //! 2. stop the dispatcher once it has published everything those requests queued;
 //! 3. tell every WebSocket task to write what it already holds and close with 1001.
@@ -28,9 +29,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::bridge::{self, BusReceiver, BusSender, Coalescing};
 use crate::cache::OddsCache;
-use crate::config::Config;
+use crate::config::{Config, SourceKind};
 use crate::http;
 use crate::manager::ConnectionManager;
+use crate::scrape::{self, OddsSource, ScrapeCoordinator, ScrapeSettings};
+use crate::simulated::{SimulatedSettings, SimulatedSource};
 
 /// Handle to the broker's shared parts, cloned into every route and connection task.
 #[derive(Clone, Debug)]
@@ -43,6 +46,10 @@ pub struct Broker {
     pub manager: ConnectionManager,
     /// The dispatcher's queue, for producers other than the cache (scrape progress).
     pub bus: BusSender,
+    /// Runs scrape runs, one at a time.
+    pub scrape: ScrapeCoordinator,
+    /// Cancelled first on shutdown: producers stop and SSE streams end (step 0).
+    pub shutdown: CancellationToken,
     /// Cancelled when WebSocket connections must close (step 3 of shutdown).
     pub ws_close: CancellationToken,
     /// Every WebSocket task, so shutdown can wait for them.
@@ -57,17 +64,50 @@ pub struct Server {
 }
 
 impl Server {
-    /// Builds the cache, the manager and the bridge between them.
+    /// Builds the broker with the scrape source that `config` names.
     pub fn new(config: Config) -> Server {
+        let source: Arc<dyn OddsSource> = match config.source {
+            SourceKind::Simulated => {
+                let settings = SimulatedSettings {
+                    seed: config.sim_seed,
+                    events: config.sim_events,
+                    change_fraction: config.sim_change_fraction,
+                    latency: Duration::from_millis(config.sim_latency_ms),
+                };
+                let platforms: Vec<String> =
+                    config.sources().into_iter().map(String::from).collect();
+                Arc::new(SimulatedSource::new(settings, &platforms))
+            }
+        };
+        Server::with_source(config, source)
+    }
+
+    /// Builds the cache, the manager, the bridge between them and the scrape coordinator.
+    pub fn with_source(config: Config, source: Arc<dyn OddsSource>) -> Server {
         let cache = OddsCache::new();
         let (bus, queue) = bridge::bus_channel();
         bridge::create_cache_update_bridge(&cache, bus.clone());
+        let shutdown = CancellationToken::new();
+        let settings = ScrapeSettings {
+            platforms: config.sources().into_iter().map(String::from).collect(),
+            batch_size: usize::from(config.scrape_batch_size),
+            concurrency: usize::from(config.scrape_concurrency),
+        };
+        let scrape = ScrapeCoordinator::new(
+            source,
+            cache.clone(),
+            bus.clone(),
+            settings,
+            shutdown.clone(),
+        );
         Server {
             broker: Broker {
                 config: Arc::new(config),
                 cache,
                 manager: ConnectionManager::new(),
                 bus,
+                scrape,
+                shutdown,
                 ws_close: CancellationToken::new(),
                 tasks: TaskTracker::new(),
             },
@@ -95,6 +135,14 @@ impl Server {
             coalescing,
             stop_dispatcher.clone(),
         ));
+
+        if !broker.config.scrape_interval.is_zero() {
+            tokio::spawn(scrape::run_periodic(
+                broker.scrape.clone(),
+                broker.config.scrape_interval,
+                broker.shutdown.clone(),
+            ));
+        }
 
         let service = warp::service(http::routes(broker.clone()));
         let http_connections = GracefulShutdown::new();
@@ -130,6 +178,7 @@ impl Server {
             });
         }
         drop(listener);
+        broker.shutdown.cancel();
 
         let grace = Duration::from_secs(broker.config.shutdown_grace_secs);
         tracing::info!(event = "server.shutdown", step = "draining http requests");

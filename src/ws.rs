@@ -263,6 +263,11 @@ impl Connection {
                 return Err(EndReason::SocketError);
             }
         };
+        // Whatever the topics already hold goes out before the replies, so a `pong` follows
+        // every message published before its `ping` (clients can use it as a barrier).
+        if matches!(message, Message::Text(_) | Message::Binary(_)) {
+            self.drain_ready().await?;
+        }
         let replies = match message {
             Message::Text(text) => self.on_text(text.as_str()),
             Message::Binary(_) => vec![error_frame(
@@ -335,6 +340,14 @@ impl Connection {
         Ok(())
     }
 
+    /// Writes everything the topic receivers hold right now.
+    async fn drain_ready(&mut self) -> Result<(), EndReason> {
+        while let Some(delivery) = self.subscriber.try_recv() {
+            self.on_delivery(delivery).await?;
+        }
+        Ok(())
+    }
+
     /// Queues a frame in the socket's write buffer (tungstenite writes it out by itself once
     /// the buffer passes `WRITE_BUFFER_SIZE`).
     async fn feed(&mut self, frame: Frame) -> Result<(), EndReason> {
@@ -358,10 +371,8 @@ impl Connection {
 
     /// Delivers what is already queued for this connection, then says goodbye with 1001.
     async fn close_for_shutdown(&mut self) -> EndReason {
-        while let Some(delivery) = self.subscriber.try_recv() {
-            if self.on_delivery(delivery).await.is_err() {
-                return EndReason::ServerShutdown;
-            }
+        if self.drain_ready().await.is_err() {
+            return EndReason::ServerShutdown;
         }
         let _ = self
             .socket

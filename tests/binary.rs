@@ -45,12 +45,19 @@ async fn sigterm_closes_websockets_with_1001_and_exits_zero() {
         .unwrap();
     assert!(status.success());
 
-    let close = tokio::time::timeout(Duration::from_secs(10), socket.next())
-        .await
-        .expect("no close frame");
-    match close {
-        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Away),
-        other => panic!("expected close 1001, got {other:?}"),
+    // Periodic scrapes are on, so updates may arrive before the close frame.
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("no close frame");
+        match next {
+            Some(Ok(Message::Text(_))) => continue,
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!(frame.code, CloseCode::Away);
+                break;
+            }
+            other => panic!("expected close 1001, got {other:?}"),
+        }
     }
     let exit = tokio::task::spawn_blocking(move || child.wait())
         .await

@@ -127,7 +127,7 @@ async fn changes_queued_while_the_dispatcher_is_busy_arrive_merged_per_source() 
 async fn with_coalescing_off_every_put_is_its_own_message() {
     let server = TestServer::with_config(oddsbus::Config {
         no_coalesce: true,
-        ..Default::default()
+        ..common::config()
     })
     .await;
     let (mut client, _) = server.ws_acked("?topics=odds_updates").await;

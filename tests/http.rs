@@ -150,7 +150,7 @@ async fn bad_ingest_bodies_are_refused_whole_and_change_nothing() {
 async fn bodies_over_the_limit_get_413_with_or_without_content_length() {
     let server = TestServer::with_config(oddsbus::Config {
         max_body_bytes: 2_000,
-        ..Default::default()
+        ..common::config()
     })
     .await;
     let snapshots: Vec<Value> = (0..50).map(|id| snapshot(id, 2.0)).collect();
@@ -179,7 +179,7 @@ async fn bodies_over_the_limit_get_413_with_or_without_content_length() {
 async fn too_many_snapshots_in_one_request_get_400() {
     let server = TestServer::with_config(oddsbus::Config {
         max_snapshots_per_request: 3,
-        ..Default::default()
+        ..common::config()
     })
     .await;
     let snapshots: Vec<Value> = (0..4).map(|id| snapshot(id, 2.0)).collect();
@@ -194,7 +194,7 @@ async fn too_many_snapshots_in_one_request_get_400() {
 async fn configured_competitors_are_the_accepted_sources() {
     let server = TestServer::with_config(oddsbus::Config {
         competitors: vec!["pinnacle".into()],
-        ..Default::default()
+        ..common::config()
     })
     .await;
     server.ingest_ok("pinnacle", &[1], 2.0).await;

@@ -175,7 +175,7 @@ async fn each_bad_input_gets_its_error_code_and_the_connection_stays_open() {
 async fn a_frame_over_the_limit_closes_with_1009_and_others_carry_on() {
     let server = TestServer::with_config(oddsbus::Config {
         max_frame_bytes: 1024,
-        ..Default::default()
+        ..common::config()
     })
     .await;
     let (mut bystander, _) = server.ws_acked("?topics=odds_updates").await;

@@ -20,6 +20,14 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// How long a test watches for a message it expects not to arrive.
 pub const QUIET: Duration = Duration::from_millis(200);
 
+/// The embedded defaults with periodic scrapes off, so that only what a test does happens.
+pub fn config() -> Config {
+    Config {
+        scrape_interval: Duration::ZERO,
+        ..Config::default()
+    }
+}
+
 /// A running server.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -30,16 +38,20 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a server with the embedded defaults.
+    /// Starts a server with the embedded defaults, less periodic scrapes.
     pub async fn start() -> TestServer {
-        TestServer::with_config(Config::default()).await
+        TestServer::with_config(config()).await
     }
 
     /// Starts a server with `config` (its `listen` is ignored: the port is ephemeral).
     pub async fn with_config(config: Config) -> TestServer {
+        TestServer::with_server(Server::new(config)).await
+    }
+
+    /// Starts a server built by the test (e.g. with its own scrape source).
+    pub async fn with_server(server: Server) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = Server::new(config);
         let broker = server.broker().clone();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(server.run(listener, async {
@@ -221,4 +233,75 @@ impl WsClient {
             }
         }
     }
+}
+
+/// A Server-Sent Events client that yields each `data:` payload as JSON.
+pub struct SseClient {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl SseClient {
+    /// Opens `path` and checks that it is an event stream.
+    pub async fn open(server: &TestServer, path: &str) -> SseClient {
+        let response = reqwest::get(server.url(path)).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "{content_type}"
+        );
+        SseClient {
+            body: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event's data, or `None` once the server ends the stream.
+    pub async fn next(&mut self) -> Option<Value> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let data: Vec<&str> = block
+                    .lines()
+                    .filter_map(|line| line.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return Some(serde_json::from_str(&data.join("\n")).unwrap());
+            }
+            match tokio::time::timeout(WAIT, self.body.next()).await {
+                Ok(Some(chunk)) => self
+                    .buffer
+                    .push_str(std::str::from_utf8(&chunk.unwrap()).unwrap()),
+                Ok(None) => return None,
+                Err(_) => panic!("SSE stream silent for {WAIT:?}"),
+            }
+        }
+    }
+
+    /// Every remaining event until the server ends the stream.
+    pub async fn collect(mut self) -> Vec<Value> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next().await {
+            events.push(event);
+        }
+        events
+    }
+}
+
+/// The phases of a list of progress objects, with their platforms.
+pub fn phases(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| match e["platform"].as_str() {
+            Some(platform) => format!("{}:{platform}", e["phase"].as_str().unwrap()),
+            None => e["phase"].as_str().unwrap().to_owned(),
+        })
+        .collect()
 }

@@ -1,0 +1,315 @@
+//! Scrape runs: the source trait, the coordinator that runs one run at a time, and its
+//! progress fan-out.
+//!
+//! A run visits the platforms in order (`betpawa` first, then each competitor). For each it
+//! asks the [`OddsSource`] which events the platform lists, fetches their odds in batches of
+//! `batch_size` events with up to `concurrency` batches in flight, and stores each batch with
+//! [`OddsCache::put_batch`], the same mutation point the ingest uses, so notifications flow
+//! through the cache-update bridge unchanged.
+//!
+//! Every step is a [`ScrapeProgress`]. It goes two ways: onto the dispatcher's queue for the
+//! `scrape_progress` topic, and to the run's SSE listeners through an `async-broadcast`
+//! channel. A listener who joins mid-run first gets the steps it missed, so every SSE stream
+//! reads `started` ... `completed` (or `failed`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use futures_util::{stream, Stream, StreamExt};
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::bridge::{BusEvent, BusSender};
+use crate::cache::{OddsCache, Snapshot};
+use crate::protocol::{ScrapePhase, ScrapeProgress};
+
+/// Why a source could not deliver.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct SourceError(pub String);
+
+/// Where odds come from. A real HTTP scraper implements this; the coordinator does not
+/// change. Methods return boxed futures so that sources can be chosen at run time.
+pub trait OddsSource: Send + Sync + 'static {
+    /// The events `platform` lists now (for a web scraper: its fixtures page).
+    fn list_events<'a>(&'a self, platform: &'a str)
+        -> BoxFuture<'a, Result<Vec<u64>, SourceError>>;
+
+    /// The current odds of `event_ids` on `platform` (for a web scraper: the event pages).
+    /// Events the platform no longer has may be left out.
+    fn fetch_odds<'a>(
+        &'a self,
+        platform: &'a str,
+        event_ids: &'a [u64],
+    ) -> BoxFuture<'a, Result<Vec<(u64, Snapshot)>, SourceError>>;
+}
+
+/// How a coordinator runs.
+#[derive(Debug, Clone)]
+pub struct ScrapeSettings {
+    /// Platforms in visiting order, home bookmaker first.
+    pub platforms: Vec<String>,
+    /// Events fetched and stored per batch.
+    pub batch_size: usize,
+    /// Batches in flight at once.
+    pub concurrency: usize,
+}
+
+/// SSE listeners a run can fall behind by before they lose the oldest steps. A run has a
+/// handful of steps per platform, so this is never reached in practice.
+const LISTENER_CAPACITY: usize = 256;
+
+/// Runs scrape runs, one at a time. Cheap to clone.
+#[derive(Clone)]
+pub struct ScrapeCoordinator {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    source: Arc<dyn OddsSource>,
+    cache: OddsCache,
+    bus: BusSender,
+    settings: ScrapeSettings,
+    /// Cancelled on shutdown: the running run stops and reports `failed`.
+    stop: CancellationToken,
+    /// The run in progress, if any. Held only to append a step or to join.
+    current: Mutex<Option<Run>>,
+}
+
+struct Run {
+    id: Uuid,
+    history: Vec<ScrapeProgress>,
+    listeners: async_broadcast::Sender<ScrapeProgress>,
+    /// Keeps the channel open while no listener is attached.
+    _idle: async_broadcast::InactiveReceiver<ScrapeProgress>,
+}
+
+impl std::fmt::Debug for ScrapeCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScrapeCoordinator")
+            .field("settings", &self.shared.settings)
+            .field(
+                "running",
+                &self.shared.current.lock().as_ref().map(|r| r.id),
+            )
+            .finish()
+    }
+}
+
+impl ScrapeCoordinator {
+    /// A coordinator storing into `cache` and publishing progress on `bus`.
+    pub fn new(
+        source: Arc<dyn OddsSource>,
+        cache: OddsCache,
+        bus: BusSender,
+        settings: ScrapeSettings,
+        stop: CancellationToken,
+    ) -> ScrapeCoordinator {
+        ScrapeCoordinator {
+            shared: Arc::new(Shared {
+                source,
+                cache,
+                bus,
+                settings,
+                stop,
+                current: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Joins the running run, or starts one, and returns its progress from `started` to the
+    /// final step. Dropping the stream does not stop the run.
+    pub fn join_or_start(&self) -> impl Stream<Item = ScrapeProgress> + Send + 'static {
+        let mut current = self.shared.current.lock();
+        let run = match current.as_mut() {
+            Some(run) => run,
+            None => {
+                let (mut sender, receiver) = async_broadcast::broadcast(LISTENER_CAPACITY);
+                sender.set_overflow(true);
+                let id = Uuid::new_v4();
+                let run = current.insert(Run {
+                    id,
+                    history: Vec::new(),
+                    listeners: sender,
+                    _idle: receiver.deactivate(),
+                });
+                tokio::spawn(execute(self.shared.clone(), id));
+                run
+            }
+        };
+        let replay = stream::iter(run.history.clone());
+        let live = run.listeners.new_receiver();
+        drop(current);
+        // Stop right after the final step, whichever way it arrived.
+        replay.chain(live).scan(false, |ended, progress| {
+            let item = (!*ended).then(|| {
+                *ended = progress.is_final();
+                progress
+            });
+            std::future::ready(item)
+        })
+    }
+
+    /// Whether a run is in progress.
+    pub fn is_running(&self) -> bool {
+        self.shared.current.lock().is_some()
+    }
+}
+
+/// Starts a run every `interval` (waiting for each to end) until `stop` is cancelled.
+pub async fn run_periodic(
+    coordinator: ScrapeCoordinator,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let run = coordinator.join_or_start();
+        tokio::select! {
+            () = run.for_each(|_| std::future::ready(())) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Counts of one run, carried in every step.
+struct Tally {
+    run_id: Uuid,
+    scraped: u64,
+    total: u64,
+}
+
+async fn execute(shared: Arc<Shared>, run_id: Uuid) {
+    let started = Instant::now();
+    let mut tally = Tally {
+        run_id,
+        scraped: 0,
+        total: 0,
+    };
+    let platforms = shared.settings.platforms.clone();
+    shared.emit(
+        &tally,
+        ScrapePhase::Started,
+        None,
+        format!("scraping {}", platforms.join(", ")),
+    );
+    let mut failed = Vec::new();
+    for platform in &platforms {
+        shared.emit(
+            &tally,
+            ScrapePhase::PlatformStarted,
+            Some(platform),
+            format!("scraping {platform}"),
+        );
+        let platform_started = Instant::now();
+        let before = tally.scraped;
+        let outcome = tokio::select! {
+            outcome = shared.scrape_platform(platform, &mut tally) => outcome,
+            () = shared.stop.cancelled() => {
+                let message = "run interrupted: the server is shutting down".to_owned();
+                shared.emit(&tally, ScrapePhase::Failed, None, message);
+                return;
+            }
+        };
+        match outcome {
+            Ok(()) => shared.emit(
+                &tally,
+                ScrapePhase::PlatformCompleted,
+                Some(platform),
+                format!(
+                    "{platform}: {} events in {} ms",
+                    tally.scraped - before,
+                    platform_started.elapsed().as_millis()
+                ),
+            ),
+            Err(error) => {
+                tracing::warn!(event = "scrape.platform_failed", %platform, %error);
+                shared.emit(
+                    &tally,
+                    ScrapePhase::Failed,
+                    Some(platform),
+                    format!("{platform} failed: {error}"),
+                );
+                failed.push(platform.as_str());
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_millis();
+    if failed.is_empty() {
+        let message = format!(
+            "{} events from {} platforms in {elapsed} ms",
+            tally.scraped,
+            platforms.len()
+        );
+        shared.emit(&tally, ScrapePhase::Completed, None, message);
+    } else {
+        let message = format!(
+            "{} of {} platforms failed ({}); {} events stored in {elapsed} ms",
+            failed.len(),
+            platforms.len(),
+            failed.join(", "),
+            tally.scraped
+        );
+        shared.emit(&tally, ScrapePhase::Failed, None, message);
+    }
+}
+
+impl Shared {
+    async fn scrape_platform(&self, platform: &str, tally: &mut Tally) -> Result<(), SourceError> {
+        let ids = self.source.list_events(platform).await?;
+        tally.total += ids.len() as u64;
+        let source = &self.source;
+        let batches = ids
+            .chunks(self.settings.batch_size.max(1))
+            .map(<[u64]>::to_vec);
+        let mut fetches = stream::iter(batches)
+            .map(|batch| async move { source.fetch_odds(platform, &batch).await })
+            .buffer_unordered(self.settings.concurrency.max(1));
+        while let Some(fetched) = fetches.next().await {
+            let snapshots = fetched?;
+            let stored = self.cache.put_batch(platform, snapshots);
+            tally.scraped += stored.accepted as u64;
+        }
+        Ok(())
+    }
+
+    /// Records a step of the run and sends it to listeners and to the topic.
+    fn emit(&self, tally: &Tally, phase: ScrapePhase, platform: Option<&str>, message: String) {
+        let progress = ScrapeProgress {
+            run_id: tally.run_id,
+            phase,
+            platform: platform.map(str::to_owned),
+            events_scraped: tally.scraped,
+            events_total: tally.total,
+            message,
+        };
+        tracing::info!(
+            event = "scrape.progress",
+            run_id = %progress.run_id,
+            phase = ?progress.phase,
+            platform = progress.platform.as_deref(),
+            events_scraped = progress.events_scraped,
+            events_total = progress.events_total,
+        );
+        {
+            let mut current = self.current.lock();
+            if let Some(run) = current.as_mut().filter(|run| run.id == tally.run_id) {
+                run.history.push(progress.clone());
+                // With overflow on, a full channel drops its oldest step instead of failing;
+                // an error here only means nobody is listening.
+                let _ = run.listeners.try_broadcast(progress.clone());
+                if progress.is_final() {
+                    *current = None;
+                }
+            }
+        }
+        let _ = self.bus.send(BusEvent::ScrapeProgress(progress));
+    }
+}

@@ -1,0 +1,308 @@
+//! The simulated odds source: the embedded default, so the broker shows live odds moving
+//! with no outside system.
+//!
+//! The world is a fixed list of football matches, each with expected goals for both teams
+//! drawn from the seed. Each platform prices every match it lists from those expectations
+//! (1X2 and both-teams-to-score from independent Poisson scores, over/under 2.5 from their
+//! sum) with its own margin, rounded to two decimals as bookmakers show them.
+//!
+//! Each time a platform is scraped after its first scrape, its market moves: a seeded random
+//! walk nudges the expectations of `change_fraction` of its events, and only of those, so
+//! that exactly those events change. Every platform has its own generator, so the sequence
+//! depends only on the seed and on how often each platform was scraped.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use parking_lot::Mutex;
+
+use crate::cache::{Market, Outcome, Snapshot};
+use crate::protocol::{Timestamp, HOME_SOURCE};
+use crate::scrape::{OddsSource, SourceError};
+
+/// The id of the first simulated event; the others follow it.
+pub const FIRST_EVENT_ID: u64 = 100_001;
+
+/// Shape of the simulated market.
+#[derive(Debug, Clone)]
+pub struct SimulatedSettings {
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Matches in the world.
+    pub events: usize,
+    /// Fraction of a platform's events whose odds move between two scrapes (0 to 1).
+    pub change_fraction: f64,
+    /// Pretend network time of each `fetch_odds` call.
+    pub latency: Duration,
+}
+
+/// A deterministic market of football matches over a set of platforms.
+#[derive(Debug)]
+pub struct SimulatedSource {
+    settings: SimulatedSettings,
+    platforms: Mutex<HashMap<String, Platform>>,
+}
+
+/// One platform's view of the world.
+#[derive(Debug)]
+struct Platform {
+    rng: fastrand::Rng,
+    margin: f64,
+    /// Offset of the platform's own event ids (`bookmaker_id`).
+    id_base: i64,
+    /// Indexes of the matches this platform offers.
+    listed: Vec<usize>,
+    /// Expected goals (home, away) per match index, as this platform prices them.
+    goals: Vec<(f64, f64)>,
+    scrapes: u64,
+}
+
+impl SimulatedSource {
+    /// Builds the world and one view of it per platform.
+    pub fn new(settings: SimulatedSettings, platforms: &[String]) -> SimulatedSource {
+        let mut world = fastrand::Rng::with_seed(settings.seed);
+        let truth: Vec<(f64, f64)> = (0..settings.events)
+            .map(|_| (0.7 + 1.5 * world.f64(), 0.5 + 1.3 * world.f64()))
+            .collect();
+        let views = platforms
+            .iter()
+            .map(|name| {
+                let tag = fnv1a(name.as_bytes());
+                let mut rng = fastrand::Rng::with_seed(settings.seed ^ tag);
+                let home = name == HOME_SOURCE;
+                // The home bookmaker lists everything; competitors most of it.
+                let listed = (0..settings.events)
+                    .filter(|_| home || rng.f64() < 0.92)
+                    .collect();
+                // Each platform's traders disagree a little with the truth.
+                let goals = truth
+                    .iter()
+                    .map(|&(h, a)| (h * (0.97 + 0.06 * rng.f64()), a * (0.97 + 0.06 * rng.f64())))
+                    .collect();
+                let platform = Platform {
+                    margin: if home {
+                        0.05
+                    } else {
+                        0.055 + 0.01 * (tag % 3) as f64
+                    },
+                    id_base: 10_000_000 * (1 + (tag % 89) as i64),
+                    listed,
+                    goals,
+                    scrapes: 0,
+                    rng,
+                };
+                (name.clone(), platform)
+            })
+            .collect();
+        SimulatedSource {
+            settings,
+            platforms: Mutex::new(views),
+        }
+    }
+
+    fn unknown(platform: &str) -> SourceError {
+        SourceError(format!("the simulated market has no platform `{platform}`"))
+    }
+}
+
+impl OddsSource for SimulatedSource {
+    fn list_events<'a>(
+        &'a self,
+        platform: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<u64>, SourceError>> {
+        let listed = {
+            let mut platforms = self.platforms.lock();
+            match platforms.get_mut(platform) {
+                Some(view) => {
+                    if view.scrapes > 0 {
+                        view.walk(self.settings.change_fraction);
+                    }
+                    view.scrapes += 1;
+                    Ok(view
+                        .listed
+                        .iter()
+                        .map(|&i| FIRST_EVENT_ID + i as u64)
+                        .collect())
+                }
+                None => Err(SimulatedSource::unknown(platform)),
+            }
+        };
+        std::future::ready(listed).boxed()
+    }
+
+    fn fetch_odds<'a>(
+        &'a self,
+        platform: &'a str,
+        event_ids: &'a [u64],
+    ) -> BoxFuture<'a, Result<Vec<(u64, Snapshot)>, SourceError>> {
+        async move {
+            if !self.settings.latency.is_zero() {
+                tokio::time::sleep(self.settings.latency).await;
+            }
+            let platforms = self.platforms.lock();
+            let view = platforms
+                .get(platform)
+                .ok_or_else(|| SimulatedSource::unknown(platform))?;
+            let captured_at = Timestamp::now();
+            Ok(event_ids
+                .iter()
+                .filter_map(|&id| {
+                    let index = usize::try_from(id.checked_sub(FIRST_EVENT_ID)?).ok()?;
+                    let &(home, away) = view.goals.get(index)?;
+                    let snapshot = Snapshot {
+                        bookmaker_id: Some(view.id_base + index as i64),
+                        captured_at,
+                        markets: price(home, away, view.margin),
+                    };
+                    Some((id, snapshot))
+                })
+                .collect())
+        }
+        .boxed()
+    }
+}
+
+impl Platform {
+    /// Moves the prices of `fraction` of the listed events, and only of those.
+    fn walk(&mut self, fraction: f64) {
+        let moves = ((self.listed.len() as f64) * fraction.clamp(0.0, 1.0)).round() as usize;
+        let mut chosen = self.listed.clone();
+        self.rng.shuffle(&mut chosen);
+        for &index in chosen.iter().take(moves) {
+            let (home, away) = self.goals[index];
+            let before = price(home, away, self.margin);
+            // A nudge of 3-10% either way; retried in the rare case that rounding to two
+            // decimals hides it, so a chosen event always changes.
+            for _ in 0..16 {
+                let mut nudge = || {
+                    let size = 0.03 + 0.07 * self.rng.f64();
+                    if self.rng.bool() {
+                        1.0 + size
+                    } else {
+                        1.0 / (1.0 + size)
+                    }
+                };
+                let moved = (
+                    (home * nudge()).clamp(0.2, 4.5),
+                    (away * nudge()).clamp(0.2, 4.5),
+                );
+                if price(moved.0, moved.1, self.margin) != before {
+                    self.goals[index] = moved;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The three markets of a match with expected goals `home` and `away`, at `margin`.
+fn price(home: f64, away: f64, margin: f64) -> Vec<Market> {
+    let (p_home, p_draw, p_away) = result_probabilities(home, away);
+    let p_over = 1.0 - poisson_cdf(home + away, 2);
+    let p_btts = (1.0 - (-home).exp()) * (1.0 - (-away).exp());
+    let market = |id: &str, name: &str, line: Option<f64>, outcomes: &[(&str, f64)]| Market {
+        market_id: id.into(),
+        name: name.into(),
+        line,
+        outcomes: outcomes
+            .iter()
+            .map(|&(name, p)| Outcome {
+                name: name.into(),
+                odds: decimal_odds(p, margin),
+            })
+            .collect(),
+    };
+    vec![
+        market(
+            "1x2",
+            "1X2",
+            None,
+            &[("1", p_home), ("X", p_draw), ("2", p_away)],
+        ),
+        market(
+            "over_under",
+            "Over/Under",
+            Some(2.5),
+            &[("Over", p_over), ("Under", 1.0 - p_over)],
+        ),
+        market(
+            "btts",
+            "Both Teams To Score",
+            None,
+            &[("Yes", p_btts), ("No", 1.0 - p_btts)],
+        ),
+    ]
+}
+
+/// Bookmaker odds for probability `p`: the fair price shortened by the margin, two decimals.
+fn decimal_odds(p: f64, margin: f64) -> f64 {
+    let fair = 1.0 / (p.clamp(0.005, 0.995) * (1.0 + margin));
+    ((fair * 100.0).round() / 100.0).max(1.01)
+}
+
+/// Home win, draw and away win probabilities for independent Poisson scores.
+fn result_probabilities(home: f64, away: f64) -> (f64, f64, f64) {
+    const MAX_GOALS: usize = 12;
+    let h = poisson_pmf(home, MAX_GOALS);
+    let a = poisson_pmf(away, MAX_GOALS);
+    let (mut win, mut draw, mut loss) = (0.0, 0.0, 0.0);
+    for (i, ph) in h.iter().enumerate() {
+        for (j, pa) in a.iter().enumerate() {
+            let p = ph * pa;
+            match i.cmp(&j) {
+                std::cmp::Ordering::Greater => win += p,
+                std::cmp::Ordering::Equal => draw += p,
+                std::cmp::Ordering::Less => loss += p,
+            }
+        }
+    }
+    let total = win + draw + loss;
+    (win / total, draw / total, loss / total)
+}
+
+fn poisson_pmf(lambda: f64, max: usize) -> Vec<f64> {
+    let mut p = (-lambda).exp();
+    let mut pmf = Vec::with_capacity(max + 1);
+    for k in 0..=max {
+        pmf.push(p);
+        p *= lambda / (k + 1) as f64;
+    }
+    pmf
+}
+
+fn poisson_cdf(lambda: f64, k: usize) -> f64 {
+    poisson_pmf(lambda, k).iter().sum()
+}
+
+/// A stable string hash (the standard library's may change between releases).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_are_plausible_and_carry_the_margin() {
+        for (home, away) in [(1.5, 1.1), (2.4, 0.6), (0.7, 1.9)] {
+            let markets = price(home, away, 0.05);
+            assert_eq!(markets.len(), 3);
+            for market in &markets {
+                let overround: f64 = market.outcomes.iter().map(|o| 1.0 / o.odds).sum();
+                assert!((1.03..1.08).contains(&overround), "{market:?}: {overround}");
+                assert!(market
+                    .outcomes
+                    .iter()
+                    .all(|o| o.odds >= 1.01 && o.odds < 100.0));
+            }
+        }
+        // The stronger side is the favourite.
+        let markets = price(2.4, 0.6, 0.05);
+        assert!(markets[0].outcomes[0].odds < markets[0].outcomes[2].odds);
+    }
+}

@@ -1,0 +1,361 @@
+//! Scrape runs over real sockets: the SSE stream, the `scrape_progress` topic, the simulated
+//! source, failures and periodic runs (PROTOCOL.md, "Scrape progress").
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{phases, SseClient, TestServer};
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use oddsbus::simulated::SimulatedSettings;
+use oddsbus::{OddsSource, Server, SimulatedSource, Snapshot, SourceError};
+use serde_json::{json, Value};
+
+const FULL_RUN: [&str; 8] = [
+    "started",
+    "platform_started:betpawa",
+    "platform_completed:betpawa",
+    "platform_started:sportybet",
+    "platform_completed:sportybet",
+    "platform_started:bet9ja",
+    "platform_completed:bet9ja",
+    "completed",
+];
+
+fn settings(seed: u64) -> SimulatedSettings {
+    SimulatedSettings {
+        seed,
+        events: 300,
+        change_fraction: 0.1,
+        latency: Duration::ZERO,
+    }
+}
+
+fn platforms() -> Vec<String> {
+    ["betpawa", "sportybet", "bet9ja"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// Acceptance scenario 2: while a scrape runs, an `odds_updates` subscriber gets the changes,
+/// the SSE stream shows the run from `started` to `completed`, and a `scrape_progress`
+/// subscriber sees the same run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_streams_progress_and_pushes_odds_updates() {
+    let server = TestServer::start().await;
+    let (mut odds, _) = server.ws_acked("?topics=odds_updates").await;
+    let (mut progress, _) = server.ws_acked("?topics=scrape_progress").await;
+
+    let events = SseClient::open(&server, "/api/scrape/stream")
+        .await
+        .collect()
+        .await;
+    assert_eq!(phases(&events), FULL_RUN);
+    let run_id = events[0]["run_id"].as_str().unwrap().to_owned();
+    assert!(uuid::Uuid::parse_str(&run_id).is_ok());
+    for event in &events {
+        assert_eq!(event["run_id"], run_id.as_str());
+        for field in ["events_scraped", "events_total"] {
+            assert!(event[field].is_u64(), "{event}");
+        }
+        assert!(event["message"].is_string());
+    }
+    let last = events.last().unwrap();
+    assert_eq!(last["events_scraped"], last["events_total"]);
+    assert!(last["events_total"].as_u64().unwrap() > 3_000, "{last}");
+
+    // The topic carries the same steps, in order.
+    let mut topic_phases = Vec::new();
+    while topic_phases.last().map(String::as_str) != Some("completed") {
+        let message = progress.recv().await;
+        assert_eq!(message["type"], "scrape_progress");
+        assert_eq!(message["data"]["run_id"], run_id.as_str());
+        topic_phases.extend(phases(&[message["data"].clone()]));
+    }
+    assert_eq!(topic_phases, FULL_RUN);
+
+    let mut updates = odds.until_pong().await;
+    updates.retain(|m| m["type"] == "odds_update");
+    assert!(
+        updates.len() >= 5,
+        "only {} odds_update messages",
+        updates.len()
+    );
+    for update in &updates {
+        let data = &update["data"];
+        assert!(["betpawa", "sportybet", "bet9ja"].contains(&data["source"].as_str().unwrap()));
+        assert_eq!(data["count"], data["event_ids"].as_array().unwrap().len());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_streams_join_the_same_run() {
+    let server = TestServer::start().await;
+    let (first, second) = tokio::join!(
+        SseClient::open(&server, "/api/scrape/stream"),
+        SseClient::open(&server, "/api/scrape/stream"),
+    );
+    let (first, second) = tokio::join!(first.collect(), second.collect());
+    assert_eq!(phases(&first), FULL_RUN);
+    assert_eq!(
+        phases(&second),
+        FULL_RUN,
+        "a late joiner still sees the whole run"
+    );
+    let ids: BTreeSet<&str> = first
+        .iter()
+        .chain(&second)
+        .map(|e| e["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+
+    // Once it has ended, the next request starts a new run.
+    let third = SseClient::open(&server, "/api/scrape/stream")
+        .await
+        .collect()
+        .await;
+    assert_ne!(third[0]["run_id"], first[0]["run_id"]);
+}
+
+/// Snapshot ids per (source, event): a new id means the cache stored a change.
+fn snapshot_ids(server: &TestServer) -> HashMap<(String, u64), u64> {
+    let cache = &server.broker.cache;
+    let mut ids = HashMap::new();
+    for event in cache.events() {
+        let odds = cache.event_odds(event.event_id).unwrap();
+        let all = odds
+            .betpawa
+            .map(|s| ("betpawa".to_owned(), s))
+            .into_iter()
+            .chain(
+                odds.competitors
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v)),
+            );
+        for (source, snapshot) in all {
+            ids.insert((source, event.event_id), snapshot.snapshot_id);
+        }
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_changes_about_the_configured_fraction_and_notifies_only_those() {
+    let server = TestServer::start().await;
+    let first = SseClient::open(&server, "/api/scrape/stream")
+        .await
+        .collect()
+        .await;
+    assert_eq!(first.last().unwrap()["phase"], "completed");
+    let before = snapshot_ids(&server);
+
+    let (mut client, _) = server.ws_acked("").await;
+    let second = SseClient::open(&server, "/api/scrape/stream")
+        .await
+        .collect()
+        .await;
+    assert_eq!(second.last().unwrap()["phase"], "completed");
+    let run_id = second[0]["run_id"].clone();
+
+    // Read until this run's `completed` arrives on the topic; the dispatcher publishes odds
+    // before the progress step that followed them, and the pong fence flushes the rest.
+    let mut notified: BTreeSet<(String, u64)> = BTreeSet::new();
+    let mut messages = Vec::new();
+    loop {
+        let message = client.recv().await;
+        let done = message["type"] == "scrape_progress"
+            && message["data"]["run_id"] == run_id
+            && message["data"]["phase"] == "completed";
+        messages.push(message);
+        if done {
+            break;
+        }
+    }
+    messages.extend(client.until_pong().await);
+    for message in messages.iter().filter(|m| m["type"] == "odds_update") {
+        let source = message["data"]["source"].as_str().unwrap();
+        for id in message["data"]["event_ids"].as_array().unwrap() {
+            notified.insert((source.to_owned(), id.as_u64().unwrap()));
+        }
+    }
+
+    let after = snapshot_ids(&server);
+    assert_eq!(before.len(), after.len(), "same events listed");
+    let changed: BTreeSet<(String, u64)> = after
+        .iter()
+        .filter(|(key, id)| before.get(*key) != Some(*id))
+        .map(|(key, _)| key.clone())
+        .collect();
+    assert_eq!(
+        notified, changed,
+        "notified exactly the events that changed"
+    );
+
+    let fraction = changed.len() as f64 / after.len() as f64;
+    assert!(
+        (0.09..=0.11).contains(&fraction),
+        "changed {fraction:.3} of the events"
+    );
+}
+
+/// A source that fails to list one platform's events.
+struct FailingFor {
+    inner: SimulatedSource,
+    platform: &'static str,
+}
+
+impl OddsSource for FailingFor {
+    fn list_events<'a>(
+        &'a self,
+        platform: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<u64>, SourceError>> {
+        if platform == self.platform {
+            return async move { Err(SourceError(format!("{platform} answered 503"))) }.boxed();
+        }
+        self.inner.list_events(platform)
+    }
+
+    fn fetch_odds<'a>(
+        &'a self,
+        platform: &'a str,
+        event_ids: &'a [u64],
+    ) -> BoxFuture<'a, Result<Vec<(u64, Snapshot)>, SourceError>> {
+        self.inner.fetch_odds(platform, event_ids)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_platform_is_reported_and_the_run_goes_on() {
+    let source = FailingFor {
+        inner: SimulatedSource::new(settings(7), &platforms()),
+        platform: "sportybet",
+    };
+    let server =
+        TestServer::with_server(Server::with_source(common::config(), Arc::new(source))).await;
+    let events = SseClient::open(&server, "/api/scrape/stream")
+        .await
+        .collect()
+        .await;
+    assert_eq!(
+        phases(&events),
+        [
+            "started",
+            "platform_started:betpawa",
+            "platform_completed:betpawa",
+            "platform_started:sportybet",
+            "failed:sportybet",
+            "platform_started:bet9ja",
+            "platform_completed:bet9ja",
+            "failed",
+        ]
+    );
+    assert!(
+        events[4]["message"].as_str().unwrap().contains("503"),
+        "{}",
+        events[4]
+    );
+    assert!(events[7]["message"].as_str().unwrap().contains("sportybet"));
+
+    let sources: BTreeSet<String> = server
+        .broker
+        .cache
+        .events()
+        .iter()
+        .flat_map(|e| e.sources.iter().map(|s| s.to_string()))
+        .collect();
+    assert_eq!(sources, BTreeSet::from(["betpawa".into(), "bet9ja".into()]));
+}
+
+#[tokio::test]
+async fn the_same_seed_gives_the_same_sequence_of_snapshots() {
+    async fn record(seed: u64) -> Vec<Value> {
+        let source = SimulatedSource::new(settings(seed), &platforms());
+        let mut seen = Vec::new();
+        for _round in 0..3 {
+            for platform in platforms() {
+                let ids = source.list_events(&platform).await.unwrap();
+                for (id, snapshot) in source.fetch_odds(&platform, &ids).await.unwrap() {
+                    seen.push(json!([
+                        platform,
+                        id,
+                        snapshot.bookmaker_id,
+                        snapshot.markets
+                    ]));
+                }
+            }
+        }
+        seen
+    }
+    let (a, b, other) = (record(11).await, record(11).await, record(12).await);
+    assert!(a.len() > 2_000);
+    assert_eq!(a, b);
+    assert_ne!(a, other);
+}
+
+#[tokio::test]
+async fn a_client_leaving_mid_run_does_not_stop_the_run() {
+    let server = TestServer::with_config(oddsbus::Config {
+        sim_latency_ms: 20,
+        ..common::config()
+    })
+    .await;
+    let (mut progress, _) = server.ws_acked("?topics=scrape_progress").await;
+    let mut sse = SseClient::open(&server, "/api/scrape/stream").await;
+    let started = sse.next().await.unwrap();
+    assert_eq!(started["phase"], "started");
+    drop(sse);
+
+    loop {
+        let message = progress.recv().await;
+        if message["data"]["phase"] == "completed" {
+            assert_eq!(message["data"]["run_id"], started["run_id"]);
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn streams_end_when_the_server_shuts_down() {
+    let server = TestServer::with_config(oddsbus::Config {
+        sim_latency_ms: 200,
+        ..common::config()
+    })
+    .await;
+    let mut sse = SseClient::open(&server, "/api/scrape/stream").await;
+    assert_eq!(sse.next().await.unwrap()["phase"], "started");
+    let stopping = tokio::spawn(server.stop());
+    let rest = sse.collect().await;
+    stopping.await.unwrap();
+    let last = rest.last().expect("the run reports how it ended");
+    assert_eq!(last["phase"], "failed");
+    assert!(
+        last["message"].as_str().unwrap().contains("shutting down"),
+        "{last}"
+    );
+}
+
+#[tokio::test]
+async fn periodic_scrapes_push_updates_without_any_request() {
+    let server = TestServer::with_config(oddsbus::Config {
+        scrape_interval: Duration::from_millis(300),
+        sim_events: 50,
+        ..common::config()
+    })
+    .await;
+    let (mut client, _) = server.ws_acked("").await;
+    let mut runs = BTreeSet::new();
+    let mut updates = 0;
+    while runs.len() < 2 || updates == 0 {
+        let message = client.recv().await;
+        match message["type"].as_str().unwrap() {
+            "odds_update" => updates += 1,
+            "scrape_progress" if message["data"]["phase"] == "completed" => {
+                runs.insert(message["data"]["run_id"].as_str().unwrap().to_owned());
+            }
+            _ => {}
+        }
+    }
+}
