@@ -217,6 +217,19 @@ pub struct ScrapeProgress {
     pub message: String,
 }
 
+impl ScrapePhase {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScrapePhase::Started => "started",
+            ScrapePhase::PlatformStarted => "platform_started",
+            ScrapePhase::PlatformCompleted => "platform_completed",
+            ScrapePhase::Completed => "completed",
+            ScrapePhase::Failed => "failed",
+        }
+    }
+}
+
 impl ScrapeProgress {
     /// Whether this is the last step of its run: `completed`, or `failed` for the whole run
     /// (a `failed` that names a platform is followed by the next platform).

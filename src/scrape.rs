@@ -293,7 +293,7 @@ impl Shared {
         tracing::info!(
             event = "scrape.progress",
             run_id = %progress.run_id,
-            phase = ?progress.phase,
+            phase = progress.phase.as_str(),
             platform = progress.platform.as_deref(),
             events_scraped = progress.events_scraped,
             events_total = progress.events_total,
