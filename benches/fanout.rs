@@ -68,10 +68,10 @@ fn coalescing(c: &mut Criterion) {
     let sources: [Arc<str>; 3] = ["betpawa".into(), "sportybet".into(), "bet9ja".into()];
     for backlog in [100usize, 1_000, 10_000] {
         group.throughput(Throughput::Elements(backlog as u64));
-        for (name, mode) in [
-            ("merged", Coalescing::PerSource),
-            ("one_per_put", Coalescing::Off),
-        ] {
+        let merged = Coalescing::PerSource {
+            window: Duration::ZERO,
+        };
+        for (name, mode) in [("merged", merged), ("one_per_put", Coalescing::Off)] {
             group.bench_with_input(BenchmarkId::new(name, backlog), &backlog, |b, &backlog| {
                 let manager = ConnectionManager::new();
                 let _subscriber = manager.register([Topic::OddsUpdates].into_iter().collect());
@@ -161,7 +161,9 @@ impl Rig {
         tokio::spawn(bridge::run_dispatcher(
             rx,
             manager.clone(),
-            Coalescing::PerSource,
+            Coalescing::PerSource {
+                window: Duration::from_millis(4),
+            },
             stop.clone(),
         ));
         let delivered = Arc::new(AtomicU64::new(0));

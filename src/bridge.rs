@@ -2,13 +2,23 @@
 //!
 //! The bridge is an OddsCache callback that only pushes onto an unbounded channel: it runs on
 //! the writer's thread, so it must never do I/O or wait. The dispatcher is the one task that
-//! drains that channel. Each time it wakes it takes everything queued at that moment (and
-//! never waits for more, so an idle broker adds no latency), merges the changed event ids per
-//! source, encodes each `odds_update` once and publishes it on the `odds_updates` topic. Under
-//! a burst, many puts therefore leave as few frames; when idle, each put leaves at once.
+//! drains that channel. Each time it wakes it takes everything queued at that moment, merges
+//! the changed event ids per source, encodes each `odds_update` once and publishes it on the
+//! `odds_updates` topic.
+//!
+//! A publication costs one socket write per subscriber, so under sustained load the number of
+//! publications, not of changes, is what the machine pays for. The dispatcher therefore paces
+//! itself with a token bucket: a quiet broker publishes each change at once, a short burst of
+//! up to [`BURST`] publications goes out back to back, and beyond that it publishes at most
+//! once per window, merging everything that arrived meanwhile. Past the window it also bounds
+//! the fan-out's duty cycle: it waits until subscribers have taken the previous publication,
+//! then three times as long again (up to [`MAX_STRETCH`] in all). Frames thus grow with the
+//! cost of a fan-out (the more subscribers, the more ids per frame) and the machine keeps room
+//! for ingest and for the clients themselves.
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -64,13 +74,62 @@ pub fn create_cache_update_bridge(cache: &OddsCache, bus: BusSender) {
     });
 }
 
+/// Publications that may go out back to back before the window applies.
+pub const BURST: f64 = 4.0;
+
+/// Under sustained load, how much longer than the window the dispatcher may wait because of
+/// the fan-out (see [`gather`]). Bounds the latency that a large or stuck fan-out adds.
+pub const MAX_STRETCH: Duration = Duration::from_millis(20);
+
+/// Under sustained load, the time between publications is at least this many times what
+/// subscribers needed to take the previous one: fan-out then runs at most a quarter of the
+/// time, which leaves room for ingest and, on a shared machine, for the clients.
+const DUTY_CYCLE_FACTOR: u32 = 4;
+
 /// How the dispatcher groups what it drains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Coalescing {
-    /// Merge the ids of all queued changes per source into one message (the default).
-    PerSource,
+    /// Merge the ids of all queued changes per source into one message (the default), and
+    /// under sustained load publish at most once per `window` (zero: never wait).
+    PerSource {
+        /// Shortest time between two publications once a burst is spent.
+        window: Duration,
+    },
     /// One message per put, as the original design did; kept to measure the difference.
     Off,
+}
+
+/// Token bucket deciding when the next publication may go out.
+#[derive(Debug)]
+struct Pacer {
+    window: Duration,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Pacer {
+    fn new(window: Duration) -> Pacer {
+        Pacer {
+            window,
+            tokens: BURST,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes a token for a publication; returns how long to wait before making it.
+    fn reserve(&mut self, now: Instant) -> Duration {
+        if self.window.is_zero() {
+            return Duration::ZERO;
+        }
+        let refill = now.duration_since(self.last).as_secs_f64() / self.window.as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + refill).min(BURST) - 1.0;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            self.window.mul_f64(-self.tokens)
+        }
+    }
 }
 
 /// The dispatcher task: runs until `stop` is cancelled, then publishes whatever is still
@@ -82,6 +141,11 @@ pub async fn run_dispatcher(
     stop: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(64);
+    let mut last_publication = Instant::now();
+    let mut pacer = Pacer::new(match coalescing {
+        Coalescing::PerSource { window } => window,
+        Coalescing::Off => Duration::ZERO,
+    });
     loop {
         tokio::select! {
             biased;
@@ -91,16 +155,46 @@ pub async fn run_dispatcher(
                 }
             }
             () = stop.cancelled() => {
-                while let Ok(event) = queue.try_recv() {
-                    batch.push(event);
-                }
+                drain(&mut queue, &mut batch);
                 dispatch(&mut batch, &manager, coalescing);
                 break;
             }
         }
+        let wait = pacer.reserve(Instant::now());
+        if !wait.is_zero() {
+            // Under load: let more changes gather, then publish them together.
+            tokio::select! {
+                () = gather(last_publication, wait, &manager) => {}
+                () = stop.cancelled() => {}
+            }
+            drain(&mut queue, &mut batch);
+        }
         dispatch(&mut batch, &manager, coalescing);
+        last_publication = Instant::now();
     }
     tracing::debug!(event = "dispatcher.stopped");
+}
+
+/// Under sustained load, waits before the next publication: `wait` (from the pacer), then
+/// until subscribers have taken the previous `odds_update`, then until [`DUTY_CYCLE_FACTOR`]
+/// times as long as they needed has passed since it. Never past `wait + MAX_STRETCH`.
+async fn gather(last_publication: Instant, wait: Duration, manager: &ConnectionManager) {
+    let start = tokio::time::Instant::now();
+    let deadline = start + wait + MAX_STRETCH;
+    tokio::time::sleep(wait).await;
+    while manager.backlog(Topic::OddsUpdates) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let fan_out = last_publication.elapsed();
+    let resume = tokio::time::Instant::from_std(last_publication + DUTY_CYCLE_FACTOR * fan_out);
+    tokio::time::sleep_until(resume.min(deadline)).await;
+}
+
+/// Moves everything queued right now into `batch`.
+fn drain(queue: &mut BusReceiver, batch: &mut Vec<BusEvent>) {
+    while let Ok(event) = queue.try_recv() {
+        batch.push(event);
+    }
 }
 
 /// Publishes one drained batch and empties it. Odds changes queued before a scrape-progress
@@ -110,7 +204,7 @@ fn dispatch(batch: &mut Vec<BusEvent>, manager: &ConnectionManager, coalescing: 
     for event in batch.drain(..) {
         match event {
             BusEvent::OddsChanged { event_ids, source } => match coalescing {
-                Coalescing::PerSource => merged.add(source, &event_ids),
+                Coalescing::PerSource { .. } => merged.add(source, &event_ids),
                 Coalescing::Off => publish_odds(manager, &source, &event_ids),
             },
             BusEvent::ScrapeProgress(progress) => {
@@ -177,6 +271,28 @@ impl Merged {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pacer_lets_a_burst_through_then_spaces_publications_by_the_window() {
+        let window = Duration::from_millis(4);
+        let mut pacer = Pacer::new(window);
+        let start = pacer.last;
+        for _ in 0..BURST as usize {
+            assert_eq!(pacer.reserve(start), Duration::ZERO);
+        }
+        assert_eq!(pacer.reserve(start), window);
+        // A quiet spell refills the bucket: the next change goes out at once.
+        assert_eq!(
+            pacer.reserve(start + Duration::from_secs(1)),
+            Duration::ZERO
+        );
+        // A steady stream slower than one per window never waits.
+        let mut now = start + Duration::from_secs(2);
+        for _ in 0..100 {
+            now += Duration::from_millis(5);
+            assert_eq!(pacer.reserve(now), Duration::ZERO);
+        }
+    }
 
     #[test]
     fn merge_keeps_first_appearance_order_and_distinct_ids() {

@@ -69,6 +69,15 @@ pub struct Config {
     #[arg(long, env = "ODDSBUS_NO_COALESCE")]
     pub no_coalesce: bool,
 
+    /// Under sustained load, the shortest time between two publications, in milliseconds
+    /// (changes arriving meanwhile are merged). A quiet broker never waits. 0: never wait.
+    #[arg(long, env = "ODDSBUS_COALESCE_WINDOW_MS", default_value_t = 4)]
+    pub coalesce_window_ms: u64,
+
+    /// Worker threads of the runtime that runs WebSocket connections (default: one per core).
+    #[arg(long, env = "ODDSBUS_FANOUT_THREADS")]
+    pub fanout_threads: Option<usize>,
+
     /// Seconds to wait for connections to finish on shutdown before giving up on them.
     #[arg(long, env = "ODDSBUS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
@@ -115,6 +124,17 @@ impl Default for Config {
 }
 
 impl Config {
+    /// How the dispatcher merges and paces, from `--no-coalesce` and `--coalesce-window-ms`.
+    pub fn coalescing(&self) -> crate::bridge::Coalescing {
+        if self.no_coalesce {
+            crate::bridge::Coalescing::Off
+        } else {
+            crate::bridge::Coalescing::PerSource {
+                window: Duration::from_millis(self.coalesce_window_ms),
+            }
+        }
+    }
+
     /// Whether `source` may push odds: the home bookmaker or a configured competitor.
     pub fn is_known_source(&self, source: &str) -> bool {
         source == HOME_SOURCE || self.competitors.iter().any(|c| c == source)

@@ -109,6 +109,12 @@ impl ConnectionManager {
         self.shared.topics[topic.index()].send(frame).unwrap_or(0)
     }
 
+    /// Messages of `topic` that some subscriber has not taken yet (0 when every subscriber has
+    /// caught up; [`TOPIC_CAPACITY`] while one is stuck).
+    pub fn backlog(&self, topic: Topic) -> usize {
+        self.shared.topics[topic.index()].len()
+    }
+
     /// Sends an encoded message to every live connection; returns how many there were.
     pub fn broadcast_all(&self, frame: Frame) -> usize {
         self.shared.all.send(frame).unwrap_or(0)

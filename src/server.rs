@@ -13,6 +13,13 @@
 //! warp hands upgraded sockets to detached tasks that no HTTP-level shutdown reaches, which
 //! is why WebSocket tasks watch [`Broker::ws_close`] themselves and are counted by
 //! [`Broker::tasks`].
+//!
+//! WebSocket connection tasks run on a runtime of their own, the fan-out runtime, while
+//! accepting, HTTP (ingest and reads), the dispatcher and scrapes run on the caller's. A
+//! publication wakes every subscribed connection at once; on one shared runtime an ingest
+//! request arriving then would wait in the run queue behind all of them. With two runtimes the
+//! operating system interleaves their threads, so ingest stays responsive during a fan-out and
+//! many changes merge into each frame.
 
 use std::future::Future;
 use std::io;
@@ -24,10 +31,11 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::runtime::{Handle, Runtime};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::bridge::{self, BusReceiver, BusSender, Coalescing};
+use crate::bridge::{self, BusReceiver, BusSender};
 use crate::cache::OddsCache;
 use crate::config::{Config, SourceKind};
 use crate::http;
@@ -54,6 +62,32 @@ pub struct Broker {
     pub ws_close: CancellationToken,
     /// Every WebSocket task, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// The fan-out runtime, where WebSocket connection tasks run.
+    pub fanout: Handle,
+}
+
+/// Owns the fan-out runtime; shuts it down without blocking when dropped, which may happen
+/// inside another runtime.
+#[derive(Debug)]
+struct FanoutRuntime(Option<Runtime>);
+
+impl FanoutRuntime {
+    fn start(threads: usize) -> io::Result<FanoutRuntime> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("oddsbus-fanout")
+            .enable_all()
+            .build()?;
+        Ok(FanoutRuntime(Some(runtime)))
+    }
+}
+
+impl Drop for FanoutRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// A broker that is built but not yet serving.
@@ -61,10 +95,15 @@ pub struct Broker {
 pub struct Server {
     broker: Broker,
     queue: BusReceiver,
+    _fanout: FanoutRuntime,
 }
 
 impl Server {
     /// Builds the broker with the scrape source that `config` names.
+    ///
+    /// # Panics
+    ///
+    /// If the operating system refuses the fan-out runtime's threads.
     pub fn new(config: Config) -> Server {
         let source: Arc<dyn OddsSource> = match config.source {
             SourceKind::Simulated => {
@@ -83,7 +122,19 @@ impl Server {
     }
 
     /// Builds the cache, the manager, the bridge between them and the scrape coordinator.
+    ///
+    /// # Panics
+    ///
+    /// If the operating system refuses the fan-out runtime's threads.
     pub fn with_source(config: Config, source: Arc<dyn OddsSource>) -> Server {
+        let threads = config
+            .fanout_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+        let fanout = FanoutRuntime::start(threads).expect("cannot start the fan-out runtime");
+        let handle = match &fanout.0 {
+            Some(runtime) => runtime.handle().clone(),
+            None => unreachable!("a started runtime is present"),
+        };
         let cache = OddsCache::new();
         let (bus, queue) = bridge::bus_channel();
         bridge::create_cache_update_bridge(&cache, bus.clone());
@@ -110,8 +161,10 @@ impl Server {
                 shutdown,
                 ws_close: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                fanout: handle,
             },
             queue,
+            _fanout: fanout,
         }
     }
 
@@ -122,12 +175,12 @@ impl Server {
 
     /// Serves on `listener` until `shutdown` completes, then shuts down in order.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        let Server { broker, queue } = self;
-        let coalescing = if broker.config.no_coalesce {
-            Coalescing::Off
-        } else {
-            Coalescing::PerSource
-        };
+        let Server {
+            broker,
+            queue,
+            _fanout,
+        } = self;
+        let coalescing = broker.config.coalescing();
         let stop_dispatcher = CancellationToken::new();
         let dispatcher = tokio::spawn(bridge::run_dispatcher(
             queue,

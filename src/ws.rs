@@ -5,7 +5,7 @@
 //! would copy every published frame once per connection. Here a frame published once is
 //! written to every socket from the same shared bytes.
 //!
-//! Each connection is one task. It selects over the server's close signal, the client's
+//! Each connection is one task, spawned on the fan-out runtime (see `server.rs`). It selects over the server's close signal, the client's
 //! frames and the connection's topic receivers; after a wake-up it drains everything that is
 //! ready, writes it all and flushes once, so a busy connection makes one write per batch.
 
@@ -33,8 +33,9 @@ use crate::protocol::{
 use crate::server::Broker;
 
 /// Bytes the socket reads at a time. Client messages are small; tungstenite allocates this
-/// eagerly per connection, so its 128 KiB default would dominate an idle connection's cost.
-const READ_BUFFER_SIZE: usize = 4 * 1024;
+/// eagerly per connection (its 128 KiB default would dominate an idle connection's cost) and
+/// zero-fills it before every read attempt, which happens on every wake-up.
+const READ_BUFFER_SIZE: usize = 1024;
 
 /// Bytes of encoded frames gathered before tungstenite writes to the socket on its own;
 /// a flush writes whatever is gathered regardless.
@@ -88,13 +89,16 @@ fn upgrade(
 
     let (topics, unknown) = requested_topics(query);
     let broker = broker.clone();
-    let tasks = broker.tasks.clone();
-    tasks.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => serve(broker, upgraded, topics, unknown).await,
-            Err(error) => tracing::debug!(event = "ws.upgrade_failed", %error),
-        }
-    });
+    let (tasks, fanout) = (broker.tasks.clone(), broker.fanout.clone());
+    tasks.spawn_on(
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => serve(broker, upgraded, topics, unknown).await,
+                Err(error) => tracing::debug!(event = "ws.upgrade_failed", %error),
+            }
+        },
+        &fanout,
+    );
 
     let mut response = warp::reply().into_response();
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
