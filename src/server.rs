@@ -72,13 +72,15 @@ pub struct Broker {
 struct FanoutRuntime(Option<Runtime>);
 
 impl FanoutRuntime {
-    fn start(threads: usize) -> io::Result<FanoutRuntime> {
+    /// Starts the runtime; returns it with a handle to spawn on.
+    fn start(threads: usize) -> io::Result<(FanoutRuntime, Handle)> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("oddsbus-fanout")
             .enable_all()
             .build()?;
-        Ok(FanoutRuntime(Some(runtime)))
+        let handle = runtime.handle().clone();
+        Ok((FanoutRuntime(Some(runtime)), handle))
     }
 }
 
@@ -130,11 +132,8 @@ impl Server {
         let threads = config
             .fanout_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
-        let fanout = FanoutRuntime::start(threads).expect("cannot start the fan-out runtime");
-        let handle = match &fanout.0 {
-            Some(runtime) => runtime.handle().clone(),
-            None => unreachable!("a started runtime is present"),
-        };
+        let (fanout, handle) =
+            FanoutRuntime::start(threads).expect("cannot start the fan-out runtime");
         let cache = OddsCache::new();
         let (bus, queue) = bridge::bus_channel();
         bridge::create_cache_update_bridge(&cache, bus.clone());

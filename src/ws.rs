@@ -214,16 +214,8 @@ struct Connection {
 
 impl Connection {
     async fn run(&mut self, broker: &Broker, unknown: Vec<String>) -> EndReason {
-        let ack = encode(&ServerMessage::ConnectionAck {
-            connection_id: self.subscriber.id(),
-            topics: self.subscriber.topics(),
-        });
-        let mut greeting = self.feed(ack).await;
-        if greeting.is_ok() && !unknown.is_empty() {
-            greeting = self.feed(unknown_topic_error(&unknown)).await;
-        }
-        if greeting.and(self.flush().await).is_err() {
-            return EndReason::SocketError;
+        if let Err(end) = self.greet(&unknown).await {
+            return end;
         }
 
         loop {
@@ -241,6 +233,19 @@ impl Connection {
                 return EndReason::SocketError;
             }
         }
+    }
+
+    /// `connection_ack` first, then the `unknown_topic` error for names the query got wrong.
+    async fn greet(&mut self, unknown: &[String]) -> Result<(), EndReason> {
+        let ack = encode(&ServerMessage::ConnectionAck {
+            connection_id: self.subscriber.id(),
+            topics: self.subscriber.topics(),
+        });
+        self.feed(ack).await?;
+        if !unknown.is_empty() {
+            self.feed(unknown_topic_error(unknown)).await?;
+        }
+        self.flush().await
     }
 
     /// Handles one client frame (or the end of the stream).

@@ -156,7 +156,16 @@ async fn connect_all(args: &Args) -> Result<Vec<Socket>, String> {
                 0,
                 1 + (i % usize::from(args.source_addrs.max(1))) as u8,
             );
-            async move { connect_one(&url, local, args.server).await }
+            async move {
+                // A server out of file descriptors leaves connections in its backlog: give up
+                // instead of waiting forever.
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    connect_one(&url, local, args.server),
+                )
+                .await
+                .map_err(|_| format!("connect from {local} timed out after 10 s"))?
+            }
         })
         .buffer_unordered(256)
         .collect::<Vec<_>>()
@@ -193,6 +202,9 @@ struct Shared {
     done: AtomicUsize,
     /// Time the last subscriber completed, ns since `started`.
     last_delivery: AtomicU64,
+    /// Time any subscriber last received one of our ids, ns since `started` (the end of a
+    /// run in which some subscriber never completes, e.g. after a resync).
+    last_receipt: AtomicU64,
     deliveries: AtomicU64,
     duplicates: AtomicU64,
     frames: AtomicU64,
@@ -210,6 +222,7 @@ impl Shared {
             sent_at: (0..args.events).map(|_| AtomicU64::new(u64::MAX)).collect(),
             done: AtomicUsize::new(0),
             last_delivery: AtomicU64::new(0),
+            last_receipt: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             frames: AtomicU64::new(0),
@@ -272,6 +285,9 @@ async fn read(mut socket: Socket, shared: Arc<Shared>, timed: bool) {
             }
         }
         shared.deliveries.fetch_add(fresh, Ordering::Relaxed);
+        if fresh > 0 {
+            shared.last_receipt.fetch_max(now, Ordering::Relaxed);
+        }
         distinct += fresh;
         if fresh > 0 && distinct == shared.events {
             shared.last_delivery.fetch_max(now, Ordering::AcqRel);
