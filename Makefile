@@ -1,19 +1,33 @@
 # oddsbus: `make run` starts the broker on its defaults, `make test` runs every check.
 CARGO ?= cargo
+# Debian's Chromium, used by the browser test of the live odds board.
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test fmt lint bench load build
+.PHONY: run test fmt lint browser-test bench load build
 
 run:
 	$(CARGO) run --release --bin oddsbus
 
+# Formatting, lints, every Rust test, then the board in a real browser.
 test: fmt lint
 	$(CARGO) test --all-targets
+	$(MAKE) browser-test
 
 fmt:
 	$(CARGO) fmt --all -- --check
 
 lint:
 	$(CARGO) clippy --all-targets -- -D warnings
+
+browser-test:
+	$(CARGO) build --bin oddsbus
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  echo "The browser test needs Chromium at $(CHROMIUM)."; \
+	  echo "Install it with 'apt-get install chromium' (Debian), or run with CHROMIUM=/path/to/chromium."; \
+	  exit 1; \
+	fi
+	@command -v npm >/dev/null || { echo "The browser test needs Node.js and npm: 'apt-get install nodejs npm'."; exit 1; }
+	cd tests/browser && npm ci --no-audit --no-fund --silent && CHROMIUM=$(CHROMIUM) npm test
 
 bench:
 	$(CARGO) bench

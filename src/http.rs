@@ -15,7 +15,7 @@ use warp::{Filter, Rejection, Reply};
 use crate::cache::{Market, Snapshot};
 use crate::protocol::Timestamp;
 use crate::server::Broker;
-use crate::ws;
+use crate::{web, ws};
 
 /// Every route of the broker, with errors turned into JSON replies.
 pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
@@ -63,7 +63,11 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
         .and(warp::get())
         .map(|| json_reply(StatusCode::OK, &json!({ "status": "ok" })));
 
+    let board = web::routes(&broker.config.sources());
+
     ws::route(broker)
+        .or(board)
+        .unify()
         .or(stats)
         .unify()
         .or(ingest)

@@ -18,6 +18,7 @@
 //! | [`http`] | ingest, cache-first reads, the scrape SSE stream, stats, health, JSON error replies |
 //! | [`scrape`] | scrape runs: the [`OddsSource`] trait, the coordinator, progress fan-out |
 //! | [`simulated`] | the simulated market, the embedded default source |
+//! | [`web`] | the live odds board page (`web/`), embedded and served at `/` |
 //! | [`protocol`] | every wire type, encoded and decoded by serde |
 //! | [`config`] | flags and environment variables |
 //! | [`server`] | wiring, the accept loop and ordered shutdown |
@@ -36,6 +37,7 @@ pub mod protocol;
 pub mod scrape;
 pub mod server;
 pub mod simulated;
+pub mod web;
 pub mod ws;
 
 pub use bridge::{create_cache_update_bridge, BusEvent, BusSender, Coalescing};

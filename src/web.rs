@@ -1,0 +1,42 @@
+//! The live odds board: a plain HTML/CSS/JS page compiled into the binary and served at `/`,
+//! so the board needs no web server and no build step (`web/` holds its files).
+
+use warp::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+const INDEX: &str = include_str!("../web/index.html");
+const APP: &str = include_str!("../web/app.js");
+const STYLE: &str = include_str!("../web/style.css");
+
+/// `GET /`, `/app.js` and `/style.css`. The page learns the configured sources (its table's
+/// columns) from a `<meta>` tag filled in here; source names are validated to
+/// `[a-z0-9_-]` at start-up, so they need no escaping.
+pub fn routes(sources: &[&str]) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let index = INDEX.replace("{{SOURCES}}", &sources.join(","));
+    let page = warp::path::end()
+        .and(warp::get())
+        .map(move || asset(index.clone(), "text/html; charset=utf-8"));
+    let app = warp::path!("app.js")
+        .and(warp::get())
+        .map(|| asset(APP.to_owned(), "text/javascript; charset=utf-8"));
+    let style = warp::path!("style.css")
+        .and(warp::get())
+        .map(|| asset(STYLE.to_owned(), "text/css; charset=utf-8"));
+    page.or(app).unify().or(style).unify()
+}
+
+fn asset(body: String, content_type: &'static str) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        content_type.parse().expect("a valid header value"),
+    );
+    // Always revalidate: a new binary may serve a new page.
+    headers.insert(
+        CACHE_CONTROL,
+        "no-cache".parse().expect("a valid header value"),
+    );
+    response
+}

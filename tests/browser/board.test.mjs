@@ -1,0 +1,172 @@
+// The live odds board in a real browser (Debian's headless Chromium, driven by playwright-core)
+// against the real oddsbus binary on an ephemeral port. Run by `make test`; the screenshots
+// land in target/browser/.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import fs from "node:fs";
+import path from "node:path";
+import readline from "node:readline";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const BINARY = process.env.ODDSBUS_BIN ?? path.join(ROOT, "target/debug/oddsbus");
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const ARTIFACTS = path.join(ROOT, "target/browser");
+// Without the background-networking flags Chromium keeps dialling out, which this
+// environment refuses; --no-sandbox because CI runs as root.
+const CHROMIUM_ARGS = [
+  "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+];
+
+/** Starts oddsbus on `listen` and resolves once it logs the address it bound. */
+async function startServer(listen) {
+  const child = spawn(BINARY, [
+    "--listen", listen, "--log-format", "json", "--log", "info",
+    "--scrape-interval", "0", "--sim-events", "200", "--sim-latency-ms", "20",
+  ], { stdio: ["ignore", "pipe", "inherit"] });
+  const lines = readline.createInterface({ input: child.stdout });
+  const addr = await new Promise((resolve, reject) => {
+    lines.on("line", (line) => {
+      try {
+        const log = JSON.parse(line);
+        if (log.event === "server.listening") resolve(log.addr);
+      } catch { /* not a log line */ }
+    });
+    child.once("exit", (code) => reject(new Error(`oddsbus exited early with ${code}`)));
+  });
+  return { child, addr };
+}
+
+async function stopServer(server) {
+  if (server.child.exitCode !== null) return;
+  server.child.kill("SIGTERM");
+  const [code] = await once(server.child, "exit");
+  assert.equal(code, 0, "oddsbus exits 0 on SIGTERM");
+}
+
+async function ingest(base, source, eventId, price) {
+  const response = await fetch(`${base}/api/odds`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      source,
+      snapshots: [{
+        event_id: eventId,
+        markets: [{ market_id: "1x2", name: "1X2", outcomes: [
+          { name: "1", odds: price }, { name: "X", odds: 3.2 }, { name: "2", odds: 3.5 },
+        ] }],
+      }],
+    }),
+  });
+  assert.equal(response.status, 200, await response.text());
+}
+
+async function stats(base) {
+  return (await fetch(`${base}/api/ws/stats`)).json();
+}
+
+/** Polls `check` until it holds (or fails after `ms`). */
+async function eventually(check, what, ms = 10000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+const cell = (id, source, outcome) =>
+  `tr[data-event="${id}"] td[data-source="${source}"][data-outcome="${outcome}"]`;
+
+async function textOf(page, selector) {
+  const element = await page.$(selector);
+  return element ? (await element.textContent()).trim() : null;
+}
+
+test("the live odds board", async (t) => {
+  assert.ok(fs.existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: install it with 'apt-get install chromium'`);
+  assert.ok(fs.existsSync(BINARY), `no oddsbus binary at ${BINARY}: run 'cargo build' first`);
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+
+  let server = await startServer("127.0.0.1:0");
+  const base = `http://${server.addr}`;
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  const pageErrors = [];
+  page.on("pageerror", (error) => pageErrors.push(error.message));
+  try {
+    await ingest(base, "betpawa", 501, 2.1);
+    await ingest(base, "sportybet", 501, 2.25);
+
+    await t.test("the page connects and shows live with its connection id", async () => {
+      await page.goto(`${base}/`);
+      await page.waitForSelector('#status[data-state="live"]');
+      assert.match(await textOf(page, "#connection-id"), /^[0-9a-f-]{36}$/);
+      assert.equal(await page.isChecked('input[data-topic="odds_updates"]'), true);
+    });
+
+    await t.test("an ingest changes a price and the row shows it, best price highlighted", async () => {
+      await eventually(async () => (await textOf(page, cell(501, "betpawa", "1"))) === "2.10", "the first price");
+      assert.equal(await textOf(page, cell(501, "sportybet", "1")), "2.25");
+      assert.match(await page.getAttribute(cell(501, "sportybet", "1"), "class"), /\bbest\b/);
+
+      await ingest(base, "betpawa", 501, 2.4);
+      await eventually(async () => (await textOf(page, cell(501, "betpawa", "1"))) === "2.40", "the new price");
+      assert.match(await page.getAttribute(cell(501, "betpawa", "1"), "class"), /\bbest\b/);
+      assert.doesNotMatch(await page.getAttribute(cell(501, "sportybet", "1"), "class"), /\bbest\b/);
+    });
+
+    await t.test("turning odds_updates off stops changes and the topic count drops", async () => {
+      assert.equal((await stats(base)).topics.odds_updates, 1);
+      await page.click('input[data-topic="odds_updates"]');
+      await eventually(async () => (await stats(base)).topics.odds_updates === 0, "the topic count to drop");
+      await eventually(async () => !(await page.isChecked('input[data-topic="odds_updates"]')), "the toggle to show the server's set");
+
+      await ingest(base, "betpawa", 501, 2.55);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      assert.equal(await textOf(page, cell(501, "betpawa", "1")), "2.40", "no update while unsubscribed");
+    });
+
+    await t.test("turning it back on resumes updates", async () => {
+      await page.click('input[data-topic="odds_updates"]');
+      await eventually(async () => (await stats(base)).topics.odds_updates === 1, "the topic count to return");
+      await ingest(base, "betpawa", 501, 2.7);
+      await eventually(async () => (await textOf(page, cell(501, "betpawa", "1"))) === "2.70", "the resumed update");
+    });
+
+    await t.test("a scrape shows its progress to completion", async () => {
+      await page.click("#scrape");
+      await page.waitForSelector('#run-status[data-phase="completed"]', { timeout: 30000 });
+      for (const platform of ["betpawa", "sportybet", "bet9ja"]) {
+        const value = await page.$eval(`.platform[data-platform="${platform}"] progress`, (p) => p.value);
+        assert.equal(value, 1, `${platform} bar full`);
+      }
+      // The scraped events arrive through odds_update and their refetches.
+      await eventually(async () => Number(await textOf(page, "#event-count")) >= 200, "the scraped rows", 20000);
+      await page.screenshot({ path: path.join(ARTIFACTS, "board.png") });
+    });
+
+    await t.test("the page reconnects by itself when the server restarts", async () => {
+      const before = await textOf(page, "#connection-id");
+      await stopServer(server);
+      await page.waitForSelector('#status[data-state="reconnecting"]');
+      server = await startServer(server.addr); // same address: the page dials it again
+      await page.waitForSelector('#status[data-state="live"]', { timeout: 20000 });
+      assert.notEqual(await textOf(page, "#connection-id"), before);
+      // A fresh server starts empty; the page refetched, and new changes show up.
+      await ingest(base, "betpawa", 777, 1.95);
+      await eventually(async () => (await textOf(page, cell(777, "betpawa", "1"))) === "1.95", "an update after reconnecting");
+      await eventually(async () => (await textOf(page, "#event-count")) === "1", "the refetched board");
+      await page.screenshot({ path: path.join(ARTIFACTS, "board-after-restart.png") });
+    });
+
+    assert.deepEqual(pageErrors, [], "no script errors on the page");
+  } finally {
+    await browser.close();
+    await stopServer(server);
+  }
+});

@@ -1,0 +1,367 @@
+// The oddsbus live odds board: plain JavaScript, no build step.
+//
+// It subscribes over WebSocket, and on `odds_update` refetches only the named events from the
+// cache-first reads (many updates arriving close together share one refetch round); on
+// `resync` or after a reconnect it refetches everything. Rows are updated in place, so a
+// message never re-renders the table.
+"use strict";
+
+const SOURCES = document.querySelector('meta[name="oddsbus-sources"]').content.split(",");
+const HOME = "betpawa";
+const OUTCOMES = ["1", "X", "2"];
+const TOPICS = ["odds_updates", "scrape_progress"];
+/** Refetches in flight at once, and how long updates may gather before a refetch round. */
+const FETCH_CONCURRENCY = 8;
+const FETCH_DELAY_MS = 100;
+/** Reconnect backoff: doubles from the base up to the cap, each delay with ±50% jitter. */
+const BACKOFF_BASE_MS = 250;
+const BACKOFF_CAP_MS = 10000;
+
+const $ = (selector) => document.querySelector(selector);
+
+const state = {
+  socket: null,
+  connectionId: null,
+  attempt: 0,
+  /** Topics the user wants; the toggles show `serverTopics`, which the server confirms. */
+  wanted: new Set(TOPICS),
+  serverTopics: new Set(),
+  /** event id -> { tr, cells: Map(source -> [td, td, td]) } */
+  rows: new Map(),
+  /** Sorted event ids, parallel to the table body's rows. */
+  order: [],
+  pending: new Set(),
+  flushTimer: null,
+  fetching: 0,
+  /** [timestamp ms, ids] of recent odds_update messages, for the rate counter. */
+  recent: [],
+  scrape: null,
+};
+
+// ---- connection ------------------------------------------------------------------------
+
+function setStatus(status) {
+  const el = $("#status");
+  el.dataset.state = status;
+  el.textContent = status;
+  $("#connection-id").textContent = status === "live" ? state.connectionId : "";
+}
+
+function connect() {
+  setStatus(state.attempt === 0 ? "connecting" : "reconnecting");
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  // Connect to what the user wants; an empty `topics` would mean every topic, so ask for
+  // odds_updates and let `reconcile` unsubscribe.
+  const topics = state.wanted.size ? [...state.wanted].join(",") : "odds_updates";
+  const socket = new WebSocket(`${scheme}://${location.host}/api/ws?topics=${topics}`);
+  state.socket = socket;
+  socket.onmessage = (event) => onMessage(JSON.parse(event.data));
+  socket.onclose = () => {
+    if (state.socket !== socket) return;
+    state.socket = null;
+    state.serverTopics = new Set();
+    renderToggles();
+    state.attempt += 1;
+    setStatus("reconnecting");
+    const delay = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (state.attempt - 1));
+    setTimeout(connect, delay * (0.5 + Math.random()));
+  };
+}
+
+function send(message) {
+  if (state.socket && state.socket.readyState === WebSocket.OPEN) {
+    state.socket.send(JSON.stringify(message));
+  }
+}
+
+/** Brings the server's subscription set to what the user wants. */
+function reconcile() {
+  const add = [...state.wanted].filter((t) => !state.serverTopics.has(t));
+  const remove = [...state.serverTopics].filter((t) => !state.wanted.has(t));
+  if (add.length) send({ type: "subscribe", topics: add });
+  if (remove.length) send({ type: "unsubscribe", topics: remove });
+  renderToggles();
+}
+
+function onMessage(message) {
+  switch (message.type) {
+    case "connection_ack":
+      state.connectionId = message.connection_id;
+      state.serverTopics = new Set(message.topics);
+      state.attempt = 0;
+      setStatus("live");
+      reconcile();
+      refetchAll(); // whatever changed while we were away
+      break;
+    case "subscribed":
+    case "unsubscribed":
+      state.serverTopics = new Set(message.topics);
+      renderToggles();
+      break;
+    case "odds_update":
+      state.recent.push([Date.now(), message.data.count]);
+      for (const id of message.data.event_ids) state.pending.add(id);
+      scheduleFlush();
+      break;
+    case "resync":
+      log(`fell behind on ${message.topic} (${message.missed} missed): refetching everything`);
+      refetchAll();
+      break;
+    case "scrape_progress":
+      showProgress(message.data);
+      break;
+    case "error":
+      log(`server: ${message.code}: ${message.message}`);
+      break;
+  }
+}
+
+// ---- topic toggles -----------------------------------------------------------------------
+
+function renderToggles() {
+  for (const input of document.querySelectorAll("#topics input")) {
+    const topic = input.dataset.topic;
+    input.checked = state.serverTopics.has(topic);
+    const pending = state.wanted.has(topic) !== state.serverTopics.has(topic);
+    input.parentElement.classList.toggle("pending", pending && state.socket !== null);
+  }
+}
+
+for (const input of document.querySelectorAll("#topics input")) {
+  input.addEventListener("change", () => {
+    const topic = input.dataset.topic;
+    if (input.checked) {
+      state.wanted.add(topic);
+      send({ type: "subscribe", topics: [topic] });
+    } else {
+      state.wanted.delete(topic);
+      send({ type: "unsubscribe", topics: [topic] });
+    }
+    renderToggles(); // shows the server's set until it answers
+  });
+}
+
+// ---- cache-first reads -------------------------------------------------------------------
+
+function scheduleFlush() {
+  if (state.flushTimer === null) {
+    state.flushTimer = setTimeout(flush, FETCH_DELAY_MS);
+  }
+}
+
+function flush() {
+  state.flushTimer = null;
+  while (state.fetching < FETCH_CONCURRENCY && state.pending.size) {
+    const id = state.pending.values().next().value;
+    state.pending.delete(id);
+    state.fetching += 1;
+    fetchEvent(id).finally(() => {
+      state.fetching -= 1;
+      if (state.pending.size) flush();
+    });
+  }
+}
+
+async function fetchEvent(id) {
+  try {
+    const response = await fetch(`/api/events/${id}/odds`);
+    if (response.status === 404) return removeRow(id);
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    renderRow(await response.json());
+  } catch (error) {
+    log(`refetch of event ${id} failed: ${error.message}`);
+  }
+}
+
+async function refetchAll() {
+  try {
+    const response = await fetch("/api/events");
+    const { events } = await response.json();
+    const present = new Set(events.map((e) => e.event_id));
+    for (const id of [...state.rows.keys()]) if (!present.has(id)) removeRow(id);
+    for (const id of present) state.pending.add(id);
+    flush();
+  } catch (error) {
+    log(`refetch failed: ${error.message}`);
+  }
+}
+
+// ---- the table ---------------------------------------------------------------------------
+
+function renderHeader() {
+  const head = $("#board thead");
+  const top = document.createElement("tr");
+  const sub = document.createElement("tr");
+  top.innerHTML = '<th rowspan="2">event</th>';
+  for (const source of SOURCES) {
+    const th = document.createElement("th");
+    th.colSpan = OUTCOMES.length;
+    th.className = "source";
+    th.textContent = source;
+    top.appendChild(th);
+    OUTCOMES.forEach((outcome, i) => {
+      const cell = document.createElement("th");
+      cell.textContent = outcome;
+      if (i === 0) cell.className = "source";
+      sub.appendChild(cell);
+    });
+  }
+  head.replaceChildren(top, sub);
+}
+
+function rowFor(id) {
+  let row = state.rows.get(id);
+  if (row) return row;
+  const tr = document.createElement("tr");
+  tr.dataset.event = id;
+  const label = document.createElement("td");
+  label.className = "event";
+  label.textContent = id;
+  tr.appendChild(label);
+  const cells = new Map();
+  for (const source of SOURCES) {
+    const tds = OUTCOMES.map((outcome, i) => {
+      const td = document.createElement("td");
+      td.dataset.source = source;
+      td.dataset.outcome = outcome;
+      td.className = i === 0 ? "first missing" : "missing";
+      td.textContent = "–";
+      tr.appendChild(td);
+      return td;
+    });
+    cells.set(source, tds);
+  }
+  row = { tr, cells };
+  // Keep rows sorted by id: binary search for the insertion point.
+  let low = 0;
+  let high = state.order.length;
+  while (low < high) {
+    const mid = (low + high) >> 1;
+    if (state.order[mid] < id) low = mid + 1;
+    else high = mid;
+  }
+  const before = state.order[low];
+  $("#board tbody").insertBefore(tr, before === undefined ? null : state.rows.get(before).tr);
+  state.order.splice(low, 0, id);
+  state.rows.set(id, row);
+  $("#event-count").textContent = state.rows.size;
+  return row;
+}
+
+function removeRow(id) {
+  const row = state.rows.get(id);
+  if (!row) return;
+  row.tr.remove();
+  state.rows.delete(id);
+  state.order.splice(state.order.indexOf(id), 1);
+  $("#event-count").textContent = state.rows.size;
+}
+
+/** The 1X2 prices of a snapshot, by outcome name. */
+function prices(snapshot) {
+  const market = snapshot && snapshot.markets.find((m) => m.market_id === "1x2");
+  const byName = new Map(market ? market.outcomes.map((o) => [o.name, o.odds]) : []);
+  return OUTCOMES.map((name) => byName.get(name));
+}
+
+function renderRow(odds) {
+  const row = rowFor(odds.event_id);
+  const bySource = new Map(SOURCES.map((s) => [s, prices(s === HOME ? odds.betpawa : odds.competitors[s])]));
+  const best = OUTCOMES.map((_, i) =>
+    Math.max(...SOURCES.map((s) => bySource.get(s)[i] ?? -Infinity)));
+  for (const source of SOURCES) {
+    row.cells.get(source).forEach((td, i) => {
+      const price = bySource.get(source)[i];
+      const text = price === undefined ? "–" : price.toFixed(2);
+      if (td.textContent !== text) {
+        const wasShown = td.textContent !== "–";
+        td.textContent = text;
+        if (wasShown) {
+          td.animate([{ background: "var(--flash)" }, { background: "transparent" }], { duration: 1200 });
+        }
+      }
+      td.classList.toggle("missing", price === undefined);
+      td.classList.toggle("best", price !== undefined && price === best[i]);
+    });
+  }
+}
+
+// ---- scrape progress ---------------------------------------------------------------------
+
+function platformBox(platform) {
+  let box = document.querySelector(`.platform[data-platform="${platform}"]`);
+  if (!box) {
+    box = document.createElement("div");
+    box.className = "platform";
+    box.dataset.platform = platform;
+    box.innerHTML = `<div class="name"></div><progress max="1"></progress><div class="note"></div>`;
+    box.querySelector(".name").textContent = platform;
+    $("#platforms").appendChild(box);
+  }
+  return box;
+}
+
+function showProgress(progress) {
+  if (progress.phase === "started") {
+    $("#platforms").replaceChildren();
+    for (const source of SOURCES) platformBox(source).querySelector(".note").textContent = "waiting";
+  }
+  const box = progress.platform ? platformBox(progress.platform) : null;
+  const bar = box && box.querySelector("progress");
+  switch (progress.phase) {
+    case "platform_started":
+      bar.removeAttribute("value"); // indeterminate while it runs
+      box.querySelector(".note").textContent = "scraping…";
+      break;
+    case "platform_completed":
+      bar.value = 1;
+      box.querySelector(".note").textContent = progress.message;
+      break;
+    case "failed":
+      if (box) {
+        box.classList.add("failed");
+        bar.value = 0;
+        box.querySelector(".note").textContent = progress.message;
+      }
+      break;
+  }
+  const done = progress.phase === "completed" || (progress.phase === "failed" && !progress.platform);
+  $("#run-status").textContent = done
+    ? `${progress.phase}: ${progress.message}`
+    : `running (${progress.events_scraped} of ${progress.events_total} events)`;
+  $("#run-status").dataset.phase = done ? progress.phase : "running";
+}
+
+$("#scrape").addEventListener("click", () => {
+  if (state.scrape) return;
+  const button = $("#scrape");
+  button.disabled = true;
+  const stream = new EventSource("/api/scrape/stream");
+  state.scrape = stream;
+  const finish = () => {
+    stream.close(); // EventSource would otherwise reconnect, starting another run
+    state.scrape = null;
+    button.disabled = false;
+  };
+  stream.onmessage = (event) => {
+    const progress = JSON.parse(event.data);
+    showProgress(progress);
+    if (progress.phase === "completed" || (progress.phase === "failed" && !progress.platform)) finish();
+  };
+  stream.onerror = finish;
+});
+
+// ---- updates per second and messages -----------------------------------------------------
+
+setInterval(() => {
+  const now = Date.now();
+  state.recent = state.recent.filter(([t]) => now - t < 1000);
+  $("#rate").textContent = state.recent.reduce((sum, [, n]) => sum + n, 0);
+}, 250);
+
+function log(text) {
+  $("#log").textContent = text;
+}
+
+renderHeader();
+connect();
