@@ -44,6 +44,12 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
             json_reply(StatusCode::OK, &json!({ "events": broker.cache.events() }))
         });
 
+    let many_odds = warp::path!("api" / "events" / "odds")
+        .and(warp::get())
+        .and(with_broker.clone())
+        .and(warp::query::<Vec<(String, String)>>())
+        .map(|broker: Broker, query: Vec<(String, String)>| many_event_odds(&broker, &query));
+
     let event_odds = warp::path!("api" / "events" / String / "odds")
         .and(warp::get())
         .and(with_broker.clone())
@@ -73,6 +79,8 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
         .or(ingest)
         .unify()
         .or(events)
+        .unify()
+        .or(many_odds)
         .unify()
         .or(event_odds)
         .unify()
@@ -317,6 +325,51 @@ fn scrape_stream(broker: &Broker) -> Response {
         .join_or_start()
         .map(|progress| Event::default().json_data(progress));
     warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response()
+}
+
+/// Most event ids one `GET /api/events/odds` may name.
+const MAX_IDS_PER_READ: usize = 500;
+
+/// `GET /api/events/odds?ids=1,2,3`: the odds of several events in one read (ids the cache
+/// does not hold are left out). An addition to the contract's reads, so that a client
+/// refetching many changed events does not need one request per event.
+fn many_event_odds(broker: &Broker, query: &[(String, String)]) -> Response {
+    let mut ids = Vec::new();
+    for text in query
+        .iter()
+        .filter(|(key, _)| key == "ids")
+        .flat_map(|(_, value)| value.split(','))
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+    {
+        match text.parse::<u64>() {
+            Ok(id) => ids.push(id),
+            Err(_) => {
+                return error_reply(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_event_id",
+                    &format!("`{text}` is not an event id (a non-negative integer)"),
+                )
+            }
+        }
+    }
+    if ids.len() > MAX_IDS_PER_READ {
+        return error_reply(
+            StatusCode::BAD_REQUEST,
+            "too_many_ids",
+            &format!(
+                "{} ids in one read; the limit is {MAX_IDS_PER_READ}",
+                ids.len()
+            ),
+        );
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let events: Vec<_> = ids
+        .into_iter()
+        .filter_map(|id| broker.cache.event_odds(id))
+        .collect();
+    json_reply(StatusCode::OK, &json!({ "events": events }))
 }
 
 fn event_odds(broker: &Broker, id: &str) -> Response {

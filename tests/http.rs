@@ -103,6 +103,41 @@ async fn reads_serve_what_the_cache_holds() {
     assert_eq!(body["error"]["code"], "invalid_event_id");
 }
 
+#[tokio::test]
+async fn several_events_can_be_read_at_once() {
+    let server = TestServer::start().await;
+    server.ingest_ok("betpawa", &[1, 2, 3], 2.0).await;
+    server.ingest_ok("bet9ja", &[2], 2.2).await;
+
+    let (status, body) = server.get("/api/events/odds?ids=3,2,99,2").await;
+    assert_eq!(status, 200);
+    let events = body["events"].as_array().unwrap();
+    let ids: Vec<u64> = events
+        .iter()
+        .map(|e| e["event_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [2, 3], "sorted, distinct, unknown ids left out");
+    assert_eq!(events[0], server.get("/api/events/2/odds").await.1);
+
+    assert_eq!(
+        server.get("/api/events/odds").await.1,
+        json!({"events": []})
+    );
+    let (status, body) = server.get("/api/events/odds?ids=1,x").await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("invalid_event_id"))
+    );
+    let many: Vec<String> = (0..501).map(|i| i.to_string()).collect();
+    let (status, body) = server
+        .get(&format!("/api/events/odds?ids={}", many.join(",")))
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("too_many_ids"))
+    );
+}
+
 /// Every malformed body gets a 4xx JSON error and changes nothing: not the cache, not the
 /// subscribers, and the next good request still works.
 #[tokio::test]

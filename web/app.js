@@ -10,8 +10,10 @@ const SOURCES = document.querySelector('meta[name="oddsbus-sources"]').content.s
 const HOME = "betpawa";
 const OUTCOMES = ["1", "X", "2"];
 const TOPICS = ["odds_updates", "scrape_progress"];
-/** Refetches in flight at once, and how long updates may gather before a refetch round. */
-const FETCH_CONCURRENCY = 8;
+/** Refetch rounds: updates gather for FETCH_DELAY_MS, then their events are read in requests
+ * of up to FETCH_BATCH ids, at most FETCH_CONCURRENCY requests at a time. */
+const FETCH_CONCURRENCY = 2;
+const FETCH_BATCH = 200;
 const FETCH_DELAY_MS = 100;
 /** Reconnect backoff: doubles from the base up to the cap, each delay with ±50% jitter. */
 const BACKOFF_BASE_MS = 250;
@@ -31,6 +33,8 @@ const state = {
   /** Sorted event ids, parallel to the table body's rows. */
   order: [],
   pending: new Set(),
+  /** Rows on screen: only these flash, so a burst of changes costs no off-screen painting. */
+  visible: new Set(),
   flushTimer: null,
   fetching: 0,
   /** [timestamp ms, ids] of recent odds_update messages, for the rate counter. */
@@ -152,24 +156,35 @@ function scheduleFlush() {
 function flush() {
   state.flushTimer = null;
   while (state.fetching < FETCH_CONCURRENCY && state.pending.size) {
-    const id = state.pending.values().next().value;
-    state.pending.delete(id);
+    const ids = [];
+    for (const id of state.pending) {
+      ids.push(id);
+      if (ids.length === FETCH_BATCH) break;
+    }
+    for (const id of ids) state.pending.delete(id);
     state.fetching += 1;
-    fetchEvent(id).finally(() => {
+    fetchEvents(ids).finally(() => {
       state.fetching -= 1;
-      if (state.pending.size) flush();
+      if (state.pending.size) scheduleFlush();
     });
   }
 }
 
-async function fetchEvent(id) {
+/** Reads the named events in one request; events the cache no longer has lose their row. */
+async function fetchEvents(ids) {
   try {
-    const response = await fetch(`/api/events/${id}/odds`);
-    if (response.status === 404) return removeRow(id);
+    const response = await fetch(`/api/events/odds?ids=${ids.join(",")}`);
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    renderRow(await response.json());
+    const { events } = await response.json();
+    const returned = new Set();
+    for (const odds of events) {
+      returned.add(odds.event_id);
+      renderRow(odds);
+    }
+    for (const id of ids) if (!returned.has(id)) removeRow(id);
   } catch (error) {
-    log(`refetch of event ${id} failed: ${error.message}`);
+    log(`refetch failed: ${error.message}`);
+    for (const id of ids) state.pending.add(id); // try again with the next round
   }
 }
 
@@ -186,52 +201,62 @@ async function refetchAll() {
   }
 }
 
-// ---- the table ---------------------------------------------------------------------------
+// ---- the board ---------------------------------------------------------------------------
+
+const visibility = new IntersectionObserver((entries) => {
+  for (const entry of entries) {
+    if (entry.isIntersecting) state.visible.add(entry.target);
+    else state.visible.delete(entry.target);
+  }
+});
+
+function cellElement(text, className) {
+  const el = document.createElement("div");
+  el.className = className ? `cell ${className}` : "cell";
+  el.setAttribute("role", "cell");
+  el.textContent = text;
+  return el;
+}
+
+function rowElement() {
+  const el = document.createElement("div");
+  el.className = "row";
+  el.setAttribute("role", "row");
+  return el;
+}
 
 function renderHeader() {
-  const head = $("#board thead");
-  const top = document.createElement("tr");
-  const sub = document.createElement("tr");
-  top.innerHTML = '<th rowspan="2">event</th>';
+  $("#board").style.setProperty("--cells", SOURCES.length * OUTCOMES.length);
+  const top = rowElement();
+  const sub = rowElement();
+  top.appendChild(cellElement("event", "event"));
+  sub.appendChild(cellElement("", "event"));
   for (const source of SOURCES) {
-    const th = document.createElement("th");
-    th.colSpan = OUTCOMES.length;
-    th.className = "source";
-    th.textContent = source;
-    top.appendChild(th);
-    OUTCOMES.forEach((outcome, i) => {
-      const cell = document.createElement("th");
-      cell.textContent = outcome;
-      if (i === 0) cell.className = "source";
-      sub.appendChild(cell);
-    });
+    top.appendChild(cellElement(source, "source"));
+    OUTCOMES.forEach((outcome, i) => sub.appendChild(cellElement(outcome, i === 0 ? "first" : "")));
   }
-  head.replaceChildren(top, sub);
+  $("#board-head").replaceChildren(top, sub);
 }
 
 function rowFor(id) {
   let row = state.rows.get(id);
   if (row) return row;
-  const tr = document.createElement("tr");
+  const tr = rowElement();
   tr.dataset.event = id;
-  const label = document.createElement("td");
-  label.className = "event";
-  label.textContent = id;
-  tr.appendChild(label);
+  tr.appendChild(cellElement(String(id), "event"));
   const cells = new Map();
   for (const source of SOURCES) {
     const tds = OUTCOMES.map((outcome, i) => {
-      const td = document.createElement("td");
+      const td = cellElement("–", i === 0 ? "first missing" : "missing");
       td.dataset.source = source;
       td.dataset.outcome = outcome;
-      td.className = i === 0 ? "first missing" : "missing";
-      td.textContent = "–";
       tr.appendChild(td);
       return td;
     });
     cells.set(source, tds);
   }
   row = { tr, cells };
+  visibility.observe(tr);
   // Keep rows sorted by id: binary search for the insertion point.
   let low = 0;
   let high = state.order.length;
@@ -241,7 +266,7 @@ function rowFor(id) {
     else high = mid;
   }
   const before = state.order[low];
-  $("#board tbody").insertBefore(tr, before === undefined ? null : state.rows.get(before).tr);
+  $("#rows").insertBefore(tr, before === undefined ? null : state.rows.get(before).tr);
   state.order.splice(low, 0, id);
   state.rows.set(id, row);
   $("#event-count").textContent = state.rows.size;
@@ -251,6 +276,8 @@ function rowFor(id) {
 function removeRow(id) {
   const row = state.rows.get(id);
   if (!row) return;
+  visibility.unobserve(row.tr);
+  state.visible.delete(row.tr);
   row.tr.remove();
   state.rows.delete(id);
   state.order.splice(state.order.indexOf(id), 1);
@@ -269,6 +296,7 @@ function renderRow(odds) {
   const bySource = new Map(SOURCES.map((s) => [s, prices(s === HOME ? odds.betpawa : odds.competitors[s])]));
   const best = OUTCOMES.map((_, i) =>
     Math.max(...SOURCES.map((s) => bySource.get(s)[i] ?? -Infinity)));
+  const flash = state.visible.has(row.tr);
   for (const source of SOURCES) {
     row.cells.get(source).forEach((td, i) => {
       const price = bySource.get(source)[i];
@@ -276,7 +304,7 @@ function renderRow(odds) {
       if (td.textContent !== text) {
         const wasShown = td.textContent !== "–";
         td.textContent = text;
-        if (wasShown) {
+        if (wasShown && flash) {
           td.animate([{ background: "var(--flash)" }, { background: "transparent" }], { duration: 1200 });
         }
       }
@@ -294,7 +322,7 @@ function platformBox(platform) {
     box = document.createElement("div");
     box.className = "platform";
     box.dataset.platform = platform;
-    box.innerHTML = `<div class="name"></div><progress max="1"></progress><div class="note"></div>`;
+    box.innerHTML = `<div class="name"></div><progress max="1" value="0"></progress><div class="note"></div>`;
     box.querySelector(".name").textContent = platform;
     $("#platforms").appendChild(box);
   }

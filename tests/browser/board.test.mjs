@@ -80,7 +80,7 @@ async function eventually(check, what, ms = 10000) {
 }
 
 const cell = (id, source, outcome) =>
-  `tr[data-event="${id}"] td[data-source="${source}"][data-outcome="${outcome}"]`;
+  `#rows [data-event="${id}"] [data-source="${source}"][data-outcome="${outcome}"]`;
 
 async function textOf(page, selector) {
   const element = await page.$(selector);
