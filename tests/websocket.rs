@@ -127,6 +127,7 @@ async fn subscribe_with_an_unknown_topic_applies_the_valid_ones_and_reports_the_
 #[tokio::test]
 async fn each_bad_input_gets_its_error_code_and_the_connection_stays_open() {
     let server = TestServer::start().await;
+    let (mut bystander, _) = server.ws_acked("?topics=odds_updates").await;
     let (mut client, _) = server.ws_acked("?topics=odds_updates").await;
     let cases: &[(&str, &str)] = &[
         ("not json", "invalid_json"),
@@ -169,6 +170,11 @@ async fn each_bad_input_gets_its_error_code_and_the_connection_stays_open() {
     let update = client.recv().await;
     assert_eq!(update["type"], "odds_update");
     assert_eq!(update["data"]["event_ids"], json!([5]));
+
+    // The other client saw none of it: just the update.
+    assert_eq!(bystander.recv().await["data"]["event_ids"], json!([5]));
+    assert_eq!(bystander.until_pong().await, Vec::<Value>::new());
+    assert_eq!(server.stats().await["active_connections"], 2);
 }
 
 #[tokio::test]
