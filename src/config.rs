@@ -74,6 +74,21 @@ pub struct Config {
     #[arg(long, env = "ODDSBUS_COALESCE_WINDOW_MS", default_value_t = 4)]
     pub coalesce_window_ms: u64,
 
+    /// Seconds between the server's pings on each WebSocket (fractions allowed); 0 turns
+    /// heartbeats off.
+    #[arg(long, env = "ODDSBUS_HEARTBEAT_INTERVAL", default_value = "20", value_parser = parse_seconds)]
+    pub heartbeat_interval: Duration,
+
+    /// Seconds a WebSocket client may stay silent (no message, no pong) before it is taken
+    /// for dead (a half-open TCP connection) and dropped.
+    #[arg(long, env = "ODDSBUS_HEARTBEAT_TIMEOUT", default_value = "60", value_parser = parse_seconds)]
+    pub heartbeat_timeout: Duration,
+
+    /// Seconds a write to a WebSocket client may make no progress (it stopped reading) before
+    /// the client is closed with 1008.
+    #[arg(long, env = "ODDSBUS_STUCK_TIMEOUT", default_value = "30", value_parser = parse_positive_seconds)]
+    pub stuck_timeout: Duration,
+
     /// Worker threads of the runtime that runs WebSocket connections (default: one per core).
     #[arg(long, env = "ODDSBUS_FANOUT_THREADS")]
     pub fanout_threads: Option<usize>,
@@ -155,6 +170,13 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
         .map_err(|_| format!("`{text}` is not a number of seconds"))?;
     Duration::try_from_secs_f64(seconds)
         .map_err(|_| format!("`{text}`: expected 0 or more seconds"))
+}
+
+fn parse_positive_seconds(text: &str) -> Result<Duration, String> {
+    parse_seconds(text)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("`{text}`: expected more than 0 seconds"))
 }
 
 fn parse_fraction(text: &str) -> Result<f64, String> {

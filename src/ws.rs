@@ -9,7 +9,7 @@
 //! frames and the connection's topic receivers; after a wake-up it drains everything that is
 //! ready, writes it all and flushes once, so a busy connection makes one write per batch.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
@@ -40,6 +40,9 @@ const READ_BUFFER_SIZE: usize = 1024;
 /// Bytes of encoded frames gathered before tungstenite writes to the socket on its own;
 /// a flush writes whatever is gathered regardless.
 const WRITE_BUFFER_SIZE: usize = 64 * 1024;
+
+/// How long a closing frame may take to leave before the socket is simply dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Most frames written between two flushes, so one connection with a deep backlog still
 /// reaches the socket (and its other select branches) regularly.
@@ -171,6 +174,8 @@ async fn serve(broker: Broker, upgraded: Upgraded, topics: TopicSet, unknown: Ve
             socket,
             subscriber,
             pending: 0,
+            stuck_timeout: broker.config.stuck_timeout,
+            last_heard: Instant::now(),
         };
         let reason = connection.run(&broker, unknown).await;
         drop(connection); // leaves the registry before the count below is read
@@ -192,6 +197,10 @@ enum EndReason {
     MessageTooLarge,
     ServerShutdown,
     SocketError,
+    /// A write made no progress for the stuck timeout: the client stopped reading.
+    TooSlow,
+    /// The client sent nothing, not even a pong, for the heartbeat timeout.
+    HeartbeatTimeout,
 }
 
 impl EndReason {
@@ -201,6 +210,8 @@ impl EndReason {
             EndReason::MessageTooLarge => "message_too_large",
             EndReason::ServerShutdown => "server_shutdown",
             EndReason::SocketError => "socket_error",
+            EndReason::TooSlow => "too_slow",
+            EndReason::HeartbeatTimeout => "heartbeat_timeout",
         }
     }
 }
@@ -210,29 +221,74 @@ struct Connection {
     subscriber: Subscriber,
     /// Frames fed to the socket since the last flush.
     pending: usize,
+    /// Longest a write may make no progress before the client counts as stuck.
+    stuck_timeout: Duration,
+    /// When the client last sent anything; heartbeats drop it once this is too old.
+    last_heard: Instant,
 }
 
 impl Connection {
     async fn run(&mut self, broker: &Broker, unknown: Vec<String>) -> EndReason {
         if let Err(end) = self.greet(&unknown).await {
-            return end;
+            return self.end(end).await;
         }
+        let beats = broker.config.heartbeat_interval;
+        // A zero period would spin; with heartbeats off the branch below is disabled anyway.
+        let period = beats.max(Duration::from_millis(1));
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         loop {
             let step = tokio::select! {
                 biased;
                 () = broker.ws_close.cancelled() => return self.close_for_shutdown().await,
-                incoming = self.socket.next() => self.on_incoming(incoming).await,
+                incoming = self.socket.next() => {
+                    self.last_heard = Instant::now();
+                    self.on_incoming(incoming).await
+                }
                 delivery = self.subscriber.recv() => self.on_delivery(delivery).await,
+                _ = heartbeat.tick(), if !beats.is_zero() => {
+                    self.on_heartbeat(broker.config.heartbeat_timeout).await
+                }
             };
-            let flushed = match step {
+            let outcome = match step {
                 Ok(()) => self.flush().await,
-                Err(end) => return end,
+                Err(end) => Err(end),
             };
-            if flushed.is_err() {
-                return EndReason::SocketError;
+            if let Err(end) = outcome {
+                return self.end(end).await;
             }
         }
+    }
+
+    /// Pings the client, or gives up on it if it has been silent too long. A half-open TCP
+    /// connection never answers, and would otherwise stay in the registry for ever.
+    async fn on_heartbeat(&mut self, timeout: Duration) -> Result<(), EndReason> {
+        if self.last_heard.elapsed() >= timeout {
+            return Err(EndReason::HeartbeatTimeout);
+        }
+        self.write(Message::Ping(Default::default())).await
+    }
+
+    /// Says why the connection ends, where the client can still hear it, and returns `reason`.
+    async fn end(&mut self, reason: EndReason) -> EndReason {
+        let close = match reason {
+            EndReason::MessageTooLarge => Some(close_message(CloseCode::Size, "message too large")),
+            EndReason::TooSlow => Some(close_message(
+                CloseCode::Policy,
+                "too slow: the connection stopped reading its messages",
+            )),
+            // Gone, dead or already answered: there is nobody to tell.
+            EndReason::ClientClosed
+            | EndReason::SocketError
+            | EndReason::HeartbeatTimeout
+            | EndReason::ServerShutdown => None,
+        };
+        if let Some(close) = close {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.socket.send(close)).await;
+        }
+        tracing::info!(event = "ws.closing", reason = reason.as_str());
+        reason
     }
 
     /// `connection_ack` first, then the `unknown_topic` error for names the query got wrong.
@@ -258,10 +314,6 @@ impl Connection {
             Some(Ok(message)) => message,
             Some(Err(tungstenite::Error::Capacity(error))) => {
                 tracing::info!(event = "ws.message_too_large", %error);
-                let _ = self
-                    .socket
-                    .send(close_message(CloseCode::Size, "message too large"))
-                    .await;
                 return Err(EndReason::MessageTooLarge);
             }
             Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => {
@@ -360,11 +412,13 @@ impl Connection {
     /// Queues a frame in the socket's write buffer (tungstenite writes it out by itself once
     /// the buffer passes `WRITE_BUFFER_SIZE`).
     async fn feed(&mut self, frame: Frame) -> Result<(), EndReason> {
+        self.write(Message::Text(frame)).await
+    }
+
+    async fn write(&mut self, message: Message) -> Result<(), EndReason> {
         self.pending += 1;
-        self.socket
-            .feed(Message::Text(frame))
-            .await
-            .map_err(|_| EndReason::SocketError)
+        let fed = tokio::time::timeout(self.stuck_timeout, self.socket.feed(message)).await;
+        progress(fed)
     }
 
     async fn flush(&mut self) -> Result<(), EndReason> {
@@ -372,10 +426,8 @@ impl Connection {
             return Ok(());
         }
         self.pending = 0;
-        self.socket
-            .flush()
-            .await
-            .map_err(|_| EndReason::SocketError)
+        let flushed = tokio::time::timeout(self.stuck_timeout, self.socket.flush()).await;
+        progress(flushed)
     }
 
     /// Delivers what is already queued for this connection, then says goodbye with 1001.
@@ -388,6 +440,17 @@ impl Connection {
             .send(close_message(CloseCode::Away, "server shutting down"))
             .await;
         EndReason::ServerShutdown
+    }
+}
+
+/// A write that timed out made no progress: the client is stuck.
+fn progress(
+    outcome: Result<Result<(), tungstenite::Error>, tokio::time::error::Elapsed>,
+) -> Result<(), EndReason> {
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(EndReason::SocketError),
+        Err(_) => Err(EndReason::TooSlow),
     }
 }
 

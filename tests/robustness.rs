@@ -1,0 +1,111 @@
+//! Clients that stop reading or stop answering, over real sockets.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::TestServer;
+use futures_util::StreamExt;
+use oddsbus::protocol::{encode, OddsUpdate, ServerMessage};
+use oddsbus::Topic;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A client that is connected but never reads (so never answers a ping) is dropped after the
+/// heartbeat timeout; a client that reads keeps receiving pings and stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_drop_a_client_that_never_answers_and_keep_one_that_does() {
+    let server = TestServer::with_config(oddsbus::Config {
+        heartbeat_interval: Duration::from_millis(100),
+        heartbeat_timeout: Duration::from_millis(400),
+        ..common::config()
+    })
+    .await;
+    let (mut alive, _) = server.ws_acked("?topics=odds_updates").await;
+    let (_silent, _) = server.ws_acked("?topics=odds_updates").await;
+    assert_eq!(server.stats().await["active_connections"], 2);
+
+    // Reading lets tungstenite answer each ping with a pong.
+    let pings = Arc::new(AtomicUsize::new(0));
+    let seen = pings.clone();
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(message)) = alive.stream.next().await {
+            if message.is_ping() {
+                seen.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+
+    server
+        .wait_for_stats(|s| s["active_connections"] == 1)
+        .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        server.stats().await["active_connections"],
+        1,
+        "the live one stays"
+    );
+    assert!(pings.load(Ordering::Relaxed) >= 5, "pinged every 100 ms");
+    reader.abort();
+}
+
+/// A client that stops reading fills its socket buffers; once a write has made no progress
+/// for the stuck timeout it is closed with 1008, and a client that reads carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_with_1008() {
+    let server = TestServer::with_config(oddsbus::Config {
+        stuck_timeout: Duration::from_millis(500),
+        ..common::config()
+    })
+    .await;
+    let (mut stuck, _) = server.ws_acked("?topics=odds_updates").await;
+    let (mut reader, _) = server.ws_acked("?topics=odds_updates").await;
+    let draining = tokio::spawn(async move {
+        while let Some(Ok(_)) = reader.stream.next().await {}
+        reader
+    });
+
+    // 64 MiB of frames: far more than loopback socket buffers hold.
+    let ids: Vec<u64> = (1_000_000..1_002_000).collect();
+    for _ in 0..4_096 {
+        let frame = encode(&ServerMessage::OddsUpdate {
+            data: OddsUpdate {
+                event_ids: &ids,
+                source: "betpawa",
+                count: ids.len(),
+            },
+        });
+        server.broker.manager.publish(Topic::OddsUpdates, frame);
+        tokio::task::yield_now().await;
+    }
+    server
+        .wait_for_stats(|s| s["active_connections"] == 1)
+        .await;
+
+    // What the stuck client finds when it reads again: frames, then the end of the
+    // connection, with a 1008 close frame if it fit in the buffers.
+    let mut close = None;
+    loop {
+        match tokio::time::timeout(common::WAIT, stuck.stream.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => close = frame.map(|f| f.code),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_))) | Ok(None) => break,
+            Err(_) => panic!("the stuck client's connection never ended"),
+        }
+    }
+    assert!(matches!(close, None | Some(CloseCode::Policy)), "{close:?}");
+
+    // The one left is the reader, and the broker still answers newcomers.
+    let stats = server.stats().await;
+    assert_eq!(
+        stats["topics"],
+        json!({"odds_updates": 1, "scrape_progress": 0})
+    );
+    assert!(!draining.is_finished(), "the reader is still connected");
+    draining.abort();
+    let (mut fresh, _) = server.ws_acked("?topics=odds_updates").await;
+    assert_eq!(fresh.until_pong().await, Vec::<Value>::new());
+}
