@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::bucket::TokenBucket;
 use crate::cache::OddsCache;
 use crate::manager::ConnectionManager;
 use crate::protocol::{encode, OddsUpdate, ScrapeProgress, ServerMessage, Topic};
@@ -99,39 +100,6 @@ pub enum Coalescing {
     Off,
 }
 
-/// Token bucket deciding when the next publication may go out.
-#[derive(Debug)]
-struct Pacer {
-    window: Duration,
-    tokens: f64,
-    last: Instant,
-}
-
-impl Pacer {
-    fn new(window: Duration) -> Pacer {
-        Pacer {
-            window,
-            tokens: BURST,
-            last: Instant::now(),
-        }
-    }
-
-    /// Takes a token for a publication; returns how long to wait before making it.
-    fn reserve(&mut self, now: Instant) -> Duration {
-        if self.window.is_zero() {
-            return Duration::ZERO;
-        }
-        let refill = now.duration_since(self.last).as_secs_f64() / self.window.as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + refill).min(BURST) - 1.0;
-        if self.tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            self.window.mul_f64(-self.tokens)
-        }
-    }
-}
-
 /// The dispatcher task: runs until `stop` is cancelled, then publishes whatever is still
 /// queued and returns, so that every change accepted before shutdown reaches subscribers.
 pub async fn run_dispatcher(
@@ -142,10 +110,13 @@ pub async fn run_dispatcher(
 ) {
     let mut batch = Vec::with_capacity(64);
     let mut last_publication = Instant::now();
-    let mut pacer = Pacer::new(match coalescing {
-        Coalescing::PerSource { window } => window,
-        Coalescing::Off => Duration::ZERO,
-    });
+    // Paces publications once a burst is spent; none with a zero window or coalescing off.
+    let mut pacer = match coalescing {
+        Coalescing::PerSource { window } if !window.is_zero() => {
+            Some(TokenBucket::new(window, BURST, Instant::now()))
+        }
+        _ => None,
+    };
     loop {
         tokio::select! {
             biased;
@@ -160,7 +131,9 @@ pub async fn run_dispatcher(
                 break;
             }
         }
-        let wait = pacer.reserve(Instant::now());
+        let wait = pacer
+            .as_mut()
+            .map_or(Duration::ZERO, |p| p.reserve(Instant::now()));
         if !wait.is_zero() {
             // Under load: let more changes gather, then publish them together.
             tokio::select! {
@@ -271,28 +244,6 @@ impl Merged {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pacer_lets_a_burst_through_then_spaces_publications_by_the_window() {
-        let window = Duration::from_millis(4);
-        let mut pacer = Pacer::new(window);
-        let start = pacer.last;
-        for _ in 0..BURST as usize {
-            assert_eq!(pacer.reserve(start), Duration::ZERO);
-        }
-        assert_eq!(pacer.reserve(start), window);
-        // A quiet spell refills the bucket: the next change goes out at once.
-        assert_eq!(
-            pacer.reserve(start + Duration::from_secs(1)),
-            Duration::ZERO
-        );
-        // A steady stream slower than one per window never waits.
-        let mut now = start + Duration::from_secs(2);
-        for _ in 0..100 {
-            now += Duration::from_millis(5);
-            assert_eq!(pacer.reserve(now), Duration::ZERO);
-        }
-    }
 
     #[test]
     fn merge_keeps_first_appearance_order_and_distinct_ids() {

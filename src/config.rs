@@ -74,6 +74,23 @@ pub struct Config {
     #[arg(long, env = "ODDSBUS_COALESCE_WINDOW_MS", default_value_t = 4)]
     pub coalesce_window_ms: u64,
 
+    /// Most WebSocket connections at once; more get HTTP 503 before the upgrade.
+    #[arg(long, env = "ODDSBUS_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Most topics one connection may subscribe to.
+    #[arg(long, env = "ODDSBUS_MAX_TOPICS_PER_CONNECTION", default_value_t = 16)]
+    pub max_topics_per_connection: usize,
+
+    /// Messages per second a WebSocket client may send on average; more get `rate_limited`.
+    #[arg(long, env = "ODDSBUS_CLIENT_RATE", default_value_t = 20.0, value_parser = parse_rate)]
+    pub client_rate: f64,
+
+    /// Messages a client may send at once before the rate applies. A client that goes on
+    /// sending this many more after being refused is closed with 1008.
+    #[arg(long, env = "ODDSBUS_CLIENT_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    pub client_burst: u32,
+
     /// Seconds between the server's pings on each WebSocket (fractions allowed); 0 turns
     /// heartbeats off.
     #[arg(long, env = "ODDSBUS_HEARTBEAT_INTERVAL", default_value = "20", value_parser = parse_seconds)]
@@ -177,6 +194,15 @@ fn parse_positive_seconds(text: &str) -> Result<Duration, String> {
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("`{text}`: expected more than 0 seconds"))
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "`{text}`: expected a number of messages per second above 0"
+        )),
+    }
 }
 
 fn parse_fraction(text: &str) -> Result<f64, String> {

@@ -20,6 +20,7 @@
 //! | [`simulated`] | the simulated market, the embedded default source |
 //! | [`web`] | the live odds board page (`web/`), embedded and served at `/` |
 //! | [`protocol`] | every wire type, encoded and decoded by serde |
+//! | [`bucket`] | the token bucket behind the dispatcher's pacing and the client message rate limit |
 //! | [`config`] | flags and environment variables |
 //! | [`server`] | wiring, the accept loop and ordered shutdown |
 //!
@@ -29,6 +30,7 @@
 #![deny(missing_docs, missing_debug_implementations)]
 
 pub mod bridge;
+pub mod bucket;
 pub mod cache;
 pub mod config;
 pub mod http;

@@ -256,6 +256,10 @@ pub enum ErrorCode {
     UnknownTopic,
     /// A binary frame.
     UnsupportedFrame,
+    /// The client sends messages faster than its allowed rate; this one was dropped.
+    RateLimited,
+    /// The subscription would exceed the topics allowed per connection; nothing changed.
+    TooManyTopics,
 }
 
 /// A message from server to client. Serialised with the `type` tag and a `timestamp`

@@ -32,6 +32,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::runtime::{Handle, Runtime};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -64,6 +65,9 @@ pub struct Broker {
     pub tasks: TaskTracker,
     /// The fan-out runtime, where WebSocket connection tasks run.
     pub fanout: Handle,
+    /// One permit per WebSocket connection allowed (`--max-connections`); a connection task
+    /// owns its permit, so it is returned however the connection ends.
+    pub connection_slots: Arc<Semaphore>,
 }
 
 /// Owns the fan-out runtime; shuts it down without blocking when dropped, which may happen
@@ -134,6 +138,7 @@ impl Server {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
         let (fanout, handle) =
             FanoutRuntime::start(threads).expect("cannot start the fan-out runtime");
+        let max_connections = config.max_connections.min(Semaphore::MAX_PERMITS);
         let cache = OddsCache::new();
         let (bus, queue) = bridge::bus_channel();
         bridge::create_cache_update_bridge(&cache, bus.clone());
@@ -161,6 +166,7 @@ impl Server {
                 ws_close: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 fanout: handle,
+                connection_slots: Arc::new(Semaphore::new(max_connections)),
             },
             queue,
             _fanout: fanout,

@@ -24,6 +24,7 @@ use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
+use crate::bucket::TokenBucket;
 use crate::http::error_reply;
 use crate::manager::{Delivery, Subscriber};
 use crate::protocol::{
@@ -91,6 +92,22 @@ fn upgrade(
     };
 
     let (topics, unknown) = requested_topics(query);
+    let most = broker.config.max_topics_per_connection;
+    if topics.len() > most {
+        return error_reply(
+            StatusCode::BAD_REQUEST,
+            "too_many_topics",
+            &format!("at most {most} topics per connection"),
+        );
+    }
+    let Ok(slot) = broker.connection_slots.clone().try_acquire_owned() else {
+        tracing::warn!(event = "ws.refused", reason = "max_connections");
+        return error_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            "the broker is at its connection limit; retry later",
+        );
+    };
     let broker = broker.clone();
     let (tasks, fanout) = (broker.tasks.clone(), broker.fanout.clone());
     tasks.spawn_on(
@@ -99,6 +116,7 @@ fn upgrade(
                 Ok(upgraded) => serve(broker, upgraded, topics, unknown).await,
                 Err(error) => tracing::debug!(event = "ws.upgrade_failed", %error),
             }
+            drop(slot);
         },
         &fanout,
     );
@@ -176,6 +194,13 @@ async fn serve(broker: Broker, upgraded: Upgraded, topics: TopicSet, unknown: Ve
             pending: 0,
             stuck_timeout: broker.config.stuck_timeout,
             last_heard: Instant::now(),
+            rate: TokenBucket::new(
+                Duration::from_secs_f64(1.0 / broker.config.client_rate),
+                f64::from(broker.config.client_burst),
+                Instant::now(),
+            ),
+            refused: 0,
+            max_topics: broker.config.max_topics_per_connection,
         };
         let reason = connection.run(&broker, unknown).await;
         drop(connection); // leaves the registry before the count below is read
@@ -199,6 +224,8 @@ enum EndReason {
     SocketError,
     /// A write made no progress for the stuck timeout: the client stopped reading.
     TooSlow,
+    /// The client went on flooding after being told `rate_limited`.
+    RateLimited,
     /// The client sent nothing, not even a pong, for the heartbeat timeout.
     HeartbeatTimeout,
 }
@@ -211,6 +238,7 @@ impl EndReason {
             EndReason::ServerShutdown => "server_shutdown",
             EndReason::SocketError => "socket_error",
             EndReason::TooSlow => "too_slow",
+            EndReason::RateLimited => "rate_limited",
             EndReason::HeartbeatTimeout => "heartbeat_timeout",
         }
     }
@@ -225,6 +253,12 @@ struct Connection {
     stuck_timeout: Duration,
     /// When the client last sent anything; heartbeats drop it once this is too old.
     last_heard: Instant,
+    /// The client's message rate limit.
+    rate: TokenBucket,
+    /// Messages refused in a row; a client that ignores `rate_limited` is closed.
+    refused: u32,
+    /// Most topics this connection may hold.
+    max_topics: usize,
 }
 
 impl Connection {
@@ -278,6 +312,10 @@ impl Connection {
                 CloseCode::Policy,
                 "too slow: the connection stopped reading its messages",
             )),
+            EndReason::RateLimited => Some(close_message(
+                CloseCode::Policy,
+                "message rate limit exceeded",
+            )),
             // Gone, dead or already answered: there is nobody to tell.
             EndReason::ClientClosed
             | EndReason::SocketError
@@ -324,9 +362,21 @@ impl Connection {
                 return Err(EndReason::SocketError);
             }
         };
-        // Whatever the topics already hold goes out before the replies, so a `pong` follows
-        // every message published before its `ping` (clients can use it as a barrier).
         if matches!(message, Message::Text(_) | Message::Binary(_)) {
+            if !self.rate.try_take(Instant::now()) {
+                self.refused += 1;
+                if self.refused > self.rate_burst() {
+                    return Err(EndReason::RateLimited);
+                }
+                let refusal = error_frame(
+                    ErrorCode::RateLimited,
+                    "too many messages: this one was dropped; slow down",
+                );
+                return self.feed(refusal).await;
+            }
+            self.refused = 0;
+            // Whatever the topics already hold goes out before the replies, so a `pong`
+            // follows every message published before its `ping` (a barrier for clients).
             self.drain_ready().await?;
         }
         let replies = match message {
@@ -366,6 +416,13 @@ impl Connection {
                 topics.remove(topic);
             }
         }
+        if topics.len() > self.max_topics {
+            let message = format!(
+                "at most {} topics per connection; the subscription is unchanged",
+                self.max_topics
+            );
+            return vec![error_frame(ErrorCode::TooManyTopics, &message)];
+        }
         self.subscriber.set_topics(topics);
         tracing::debug!(event = "ws.topics", subscribe, topics = ?topics);
         let reply = if subscribe {
@@ -378,6 +435,11 @@ impl Connection {
             replies.push(unknown_topic_error(&unknown));
         }
         replies
+    }
+
+    /// How many refusals in a row end the connection: a whole burst's worth.
+    fn rate_burst(&self) -> u32 {
+        self.rate.burst() as u32
     }
 
     /// Writes one delivery, then whatever else is ready, without flushing.
