@@ -131,6 +131,8 @@ pub async fn run_dispatcher(
                 break;
             }
         }
+        let metrics = manager.metrics();
+        metrics.dispatcher_queue_depth.set(queue.len() as i64);
         let wait = pacer
             .as_mut()
             .map_or(Duration::ZERO, |p| p.reserve(Instant::now()));
@@ -142,6 +144,7 @@ pub async fn run_dispatcher(
             }
             drain(&mut queue, &mut batch);
         }
+        metrics.dispatcher_batch_size.observe(batch.len() as f64);
         dispatch(&mut batch, &manager, coalescing);
         last_publication = Instant::now();
     }

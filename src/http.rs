@@ -13,6 +13,7 @@ use warp::sse::Event;
 use warp::{Filter, Rejection, Reply};
 
 use crate::cache::{Market, Snapshot};
+use crate::metrics::label;
 use crate::protocol::Timestamp;
 use crate::server::Broker;
 use crate::{web, ws};
@@ -31,10 +32,14 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
         .and(warp::body::stream())
         .then(|broker: Broker, length, body| async move {
             let limit = broker.config.max_body_bytes;
-            match read_body(length, body, limit).await {
+            let reply = match read_body(length, body, limit).await {
                 Ok(body) => ingest(&broker, &body),
                 Err(reply) => reply,
-            }
+            };
+            let status = reply.status().as_u16().to_string();
+            let requests = &broker.manager.metrics().ingest_requests;
+            requests.get_or_create(&label("status", status)).inc();
+            reply
         });
 
     let events = warp::path!("api" / "events")
@@ -62,8 +67,23 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
 
     let scrape_stream = warp::path!("api" / "scrape" / "stream")
         .and(warp::get())
-        .and(with_broker)
+        .and(with_broker.clone())
         .map(|broker: Broker| scrape_stream(&broker));
+
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_broker)
+        .map(|broker: Broker| {
+            let text = broker.manager.metrics().render();
+            let mut reply = text.into_response();
+            let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+            if let Ok(value) = content_type.parse() {
+                reply
+                    .headers_mut()
+                    .insert(warp::http::header::CONTENT_TYPE, value);
+            }
+            reply
+        });
 
     let health = warp::path!("healthz")
         .and(warp::get())
@@ -85,6 +105,8 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
         .or(event_odds)
         .unify()
         .or(scrape_stream)
+        .unify()
+        .or(metrics)
         .unify()
         .or(health)
         .unify()

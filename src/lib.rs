@@ -22,6 +22,7 @@
 //! | [`protocol`] | every wire type, encoded and decoded by serde |
 //! | [`bucket`] | the token bucket behind the dispatcher's pacing and the client message rate limit |
 //! | [`config`] | flags and environment variables |
+//! | [`metrics`] | counters, gauges and histograms served by `GET /metrics` |
 //! | [`server`] | wiring, the accept loop and ordered shutdown |
 //!
 //! `src/main.rs` only parses the configuration, sets up logging and waits for Ctrl-C or
@@ -35,6 +36,7 @@ pub mod cache;
 pub mod config;
 pub mod http;
 pub mod manager;
+pub mod metrics;
 pub mod protocol;
 pub mod scrape;
 pub mod server;

@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use uuid::Uuid;
 
+use crate::metrics::{label, Metrics};
 use crate::protocol::{Frame, Topic, TopicSet};
 
 /// Messages each topic channel keeps for its slowest subscriber before that subscriber
@@ -55,6 +56,8 @@ pub struct ConnectionManager {
 }
 
 struct Shared {
+    /// Counters for `/metrics`; publications are counted here.
+    metrics: Arc<Metrics>,
     /// One channel per topic, indexed by [`Topic::index`].
     topics: [broadcast::Sender<Frame>; Topic::ALL.len()],
     /// Reaches every connection, whatever it subscribed to.
@@ -93,10 +96,16 @@ impl Default for ConnectionManager {
 }
 
 impl ConnectionManager {
-    /// Creates the topic channels and an empty registry.
+    /// Creates the topic channels and an empty registry, with metrics of its own.
     pub fn new() -> ConnectionManager {
+        ConnectionManager::with_metrics(Arc::new(Metrics::new()))
+    }
+
+    /// Creates the topic channels and an empty registry, counting into `metrics`.
+    pub fn with_metrics(metrics: Arc<Metrics>) -> ConnectionManager {
         ConnectionManager {
             shared: Arc::new(Shared {
+                metrics,
                 topics: Topic::ALL.map(|_| broadcast::channel(TOPIC_CAPACITY).0),
                 all: broadcast::channel(ALL_CAPACITY).0,
                 registry: Mutex::new(Registry::default()),
@@ -106,7 +115,17 @@ impl ConnectionManager {
 
     /// Sends an encoded message to every subscriber of `topic`; returns how many there were.
     pub fn publish(&self, topic: Topic, frame: Frame) -> usize {
+        let metrics = &self.shared.metrics;
+        metrics
+            .messages_published
+            .get_or_create(&label("topic", topic.name()))
+            .inc();
         self.shared.topics[topic.index()].send(frame).unwrap_or(0)
+    }
+
+    /// The broker's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
     }
 
     /// Messages of `topic` that some subscriber has not taken yet (0 when every subscriber has

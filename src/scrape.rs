@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::bridge::{BusEvent, BusSender};
 use crate::cache::{OddsCache, Snapshot};
+use crate::metrics::{label, Metrics};
 use crate::protocol::{ScrapePhase, ScrapeProgress};
 
 /// Why a source could not deliver.
@@ -76,10 +77,13 @@ struct Shared {
     stop: CancellationToken,
     /// The run in progress, if any. Held only to append a step or to join.
     current: Mutex<Option<Run>>,
+    /// Run counts and durations for `/metrics`.
+    metrics: Arc<Metrics>,
 }
 
 struct Run {
     id: Uuid,
+    started: Instant,
     history: Vec<ScrapeProgress>,
     listeners: async_broadcast::Sender<ScrapeProgress>,
     /// Keeps the channel open while no listener is attached.
@@ -106,6 +110,7 @@ impl ScrapeCoordinator {
         bus: BusSender,
         settings: ScrapeSettings,
         stop: CancellationToken,
+        metrics: Arc<Metrics>,
     ) -> ScrapeCoordinator {
         ScrapeCoordinator {
             shared: Arc::new(Shared {
@@ -115,6 +120,7 @@ impl ScrapeCoordinator {
                 settings,
                 stop,
                 current: Mutex::new(None),
+                metrics,
             }),
         }
     }
@@ -131,6 +137,7 @@ impl ScrapeCoordinator {
                 let id = Uuid::new_v4();
                 let run = current.insert(Run {
                     id,
+                    started: Instant::now(),
                     history: Vec::new(),
                     listeners: sender,
                     _idle: receiver.deactivate(),
@@ -306,7 +313,11 @@ impl Shared {
                 // an error here only means nobody is listening.
                 let _ = run.listeners.try_broadcast(progress.clone());
                 if progress.is_final() {
+                    let seconds = run.started.elapsed().as_secs_f64();
                     *current = None;
+                    let outcome = label("outcome", progress.phase.as_str());
+                    self.metrics.scrape_runs.get_or_create(&outcome).inc();
+                    self.metrics.scrape_run_seconds.observe(seconds);
                 }
             }
         }

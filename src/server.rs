@@ -41,6 +41,7 @@ use crate::cache::OddsCache;
 use crate::config::{Config, SourceKind};
 use crate::http;
 use crate::manager::ConnectionManager;
+use crate::metrics::Metrics;
 use crate::scrape::{self, OddsSource, ScrapeCoordinator, ScrapeSettings};
 use crate::simulated::{SimulatedSettings, SimulatedSource};
 
@@ -148,18 +149,20 @@ impl Server {
             batch_size: usize::from(config.scrape_batch_size),
             concurrency: usize::from(config.scrape_concurrency),
         };
+        let manager = ConnectionManager::with_metrics(Arc::new(Metrics::new()));
         let scrape = ScrapeCoordinator::new(
             source,
             cache.clone(),
             bus.clone(),
             settings,
             shutdown.clone(),
+            manager.metrics().clone(),
         );
         Server {
             broker: Broker {
                 config: Arc::new(config),
                 cache,
-                manager: ConnectionManager::new(),
+                manager,
                 bus,
                 scrape,
                 shutdown,

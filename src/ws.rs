@@ -9,6 +9,7 @@
 //! frames and the connection's topic receivers; after a wake-up it drains everything that is
 //! ready, writes it all and flushes once, so a busy connection makes one write per batch.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -27,6 +28,7 @@ use warp::{Filter, Rejection, Reply};
 use crate::bucket::TokenBucket;
 use crate::http::error_reply;
 use crate::manager::{Delivery, Subscriber};
+use crate::metrics::{label, Metrics};
 use crate::protocol::{
     decode_client, encode, parse_topics, unknown_topics_message, ClientMessage, ErrorCode, Frame,
     ServerMessage, TopicSet,
@@ -102,6 +104,10 @@ fn upgrade(
     }
     let Ok(slot) = broker.connection_slots.clone().try_acquire_owned() else {
         tracing::warn!(event = "ws.refused", reason = "max_connections");
+        let refused = &broker.manager.metrics().connections_refused;
+        refused
+            .get_or_create(&label("reason", "max_connections"))
+            .inc();
         return error_reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_connections",
@@ -181,7 +187,10 @@ async fn serve(broker: Broker, upgraded: Upgraded, topics: TopicSet, unknown: Ve
     let subscriber = broker.manager.register(topics);
     let id = subscriber.id();
     let span = tracing::info_span!("ws", connection_id = %id);
+    let metrics = broker.manager.metrics().clone();
     async move {
+        metrics.connections_opened.inc();
+        metrics.active_connections.inc();
         tracing::info!(
             event = "ws.connect",
             topics = ?topics.iter().map(|t| t.name()).collect::<Vec<_>>(),
@@ -194,6 +203,9 @@ async fn serve(broker: Broker, upgraded: Upgraded, topics: TopicSet, unknown: Ve
             pending: 0,
             stuck_timeout: broker.config.stuck_timeout,
             last_heard: Instant::now(),
+            sent_frames: 0,
+            sent_bytes: 0,
+            metrics: metrics.clone(),
             rate: TokenBucket::new(
                 Duration::from_secs_f64(1.0 / broker.config.client_rate),
                 f64::from(broker.config.client_burst),
@@ -204,6 +216,11 @@ async fn serve(broker: Broker, upgraded: Upgraded, topics: TopicSet, unknown: Ve
         };
         let reason = connection.run(&broker, unknown).await;
         drop(connection); // leaves the registry before the count below is read
+        metrics.active_connections.dec();
+        metrics
+            .connections_closed
+            .get_or_create(&label("reason", reason.as_str()))
+            .inc();
         tracing::info!(
             event = "ws.disconnect",
             reason = reason.as_str(),
@@ -253,6 +270,10 @@ struct Connection {
     stuck_timeout: Duration,
     /// When the client last sent anything; heartbeats drop it once this is too old.
     last_heard: Instant,
+    /// Frames and payload bytes written since the last flush, added to the metrics then.
+    sent_frames: u64,
+    sent_bytes: u64,
+    metrics: Arc<Metrics>,
     /// The client's message rate limit.
     rate: TokenBucket,
     /// Messages refused in a row; a client that ignores `rate_limited` is closed.
@@ -451,6 +472,8 @@ impl Connection {
                 Delivery::Frame(frame) => frame,
                 Delivery::Lagged { topic, missed } => {
                     tracing::info!(event = "ws.resync", topic = topic.name(), missed);
+                    self.metrics.resyncs.inc();
+                    self.metrics.resync_missed.inc_by(missed);
                     encode(&ServerMessage::Resync { topic, missed })
                 }
             };
@@ -474,6 +497,8 @@ impl Connection {
     /// Queues a frame in the socket's write buffer (tungstenite writes it out by itself once
     /// the buffer passes `WRITE_BUFFER_SIZE`).
     async fn feed(&mut self, frame: Frame) -> Result<(), EndReason> {
+        self.sent_frames += 1;
+        self.sent_bytes += frame.len() as u64;
         self.write(Message::Text(frame)).await
     }
 
@@ -488,6 +513,12 @@ impl Connection {
             return Ok(());
         }
         self.pending = 0;
+        self.metrics
+            .frames_sent
+            .inc_by(std::mem::take(&mut self.sent_frames));
+        self.metrics
+            .bytes_sent
+            .inc_by(std::mem::take(&mut self.sent_bytes));
         let flushed = tokio::time::timeout(self.stuck_timeout, self.socket.flush()).await;
         progress(flushed)
     }

@@ -1,0 +1,166 @@
+//! Operational metrics, served by `GET /metrics` in the Prometheus text format.
+//!
+//! One [`Metrics`] per broker, reached through the ConnectionManager. Counters on the hot
+//! path (frames and bytes written) are added once per flush, not once per frame.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// One label, e.g. `("topic", "odds_updates")`.
+pub type Label = [(&'static str, String); 1];
+
+/// Every metric oddsbus exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// WebSocket connections open now.
+    pub active_connections: Gauge,
+    /// WebSocket connections opened since start.
+    pub connections_opened: Counter,
+    /// WebSocket connections closed, by `reason` (as in the `ws.disconnect` log).
+    pub connections_closed: Family<Label, Counter>,
+    /// Upgrades refused, by `reason`.
+    pub connections_refused: Family<Label, Counter>,
+    /// Messages published, by `topic`.
+    pub messages_published: Family<Label, Counter>,
+    /// WebSocket frames written to clients.
+    pub frames_sent: Counter,
+    /// Payload bytes written to clients.
+    pub bytes_sent: Counter,
+    /// `resync` messages sent.
+    pub resyncs: Counter,
+    /// Messages dropped for slow clients, as told by `resync`.
+    pub resync_missed: Counter,
+    /// Changes queued for the dispatcher when it last looked.
+    pub dispatcher_queue_depth: Gauge,
+    /// Changes the dispatcher took per publication round.
+    pub dispatcher_batch_size: Histogram,
+    /// `POST /api/odds` requests, by HTTP `status`.
+    pub ingest_requests: Family<Label, Counter>,
+    /// Scrape runs, by `outcome` (`completed` or `failed`).
+    pub scrape_runs: Family<Label, Counter>,
+    /// Scrape run durations.
+    pub scrape_run_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh set of metrics, registered under the `oddsbus_` prefix.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("oddsbus");
+        let metrics = Metrics {
+            active_connections: Gauge::default(),
+            connections_opened: Counter::default(),
+            connections_closed: Family::default(),
+            connections_refused: Family::default(),
+            messages_published: Family::default(),
+            frames_sent: Counter::default(),
+            bytes_sent: Counter::default(),
+            resyncs: Counter::default(),
+            resync_missed: Counter::default(),
+            dispatcher_queue_depth: Gauge::default(),
+            dispatcher_batch_size: Histogram::new(exponential_buckets(1.0, 4.0, 8)),
+            ingest_requests: Family::default(),
+            scrape_runs: Family::default(),
+            scrape_run_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "active_connections",
+            "WebSocket connections open now",
+            metrics.active_connections.clone(),
+        );
+        r.register(
+            "connections_opened",
+            "WebSocket connections opened",
+            metrics.connections_opened.clone(),
+        );
+        r.register(
+            "connections_closed",
+            "WebSocket connections closed, by reason",
+            metrics.connections_closed.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "WebSocket upgrades refused, by reason",
+            metrics.connections_refused.clone(),
+        );
+        r.register(
+            "messages_published",
+            "Messages published, by topic",
+            metrics.messages_published.clone(),
+        );
+        r.register(
+            "frames_sent",
+            "WebSocket frames written to clients",
+            metrics.frames_sent.clone(),
+        );
+        r.register(
+            "bytes_sent",
+            "Payload bytes written to clients",
+            metrics.bytes_sent.clone(),
+        );
+        r.register(
+            "resyncs",
+            "resync messages sent to slow clients",
+            metrics.resyncs.clone(),
+        );
+        r.register(
+            "resync_missed",
+            "Messages dropped for slow clients",
+            metrics.resync_missed.clone(),
+        );
+        r.register(
+            "dispatcher_queue_depth",
+            "Changes queued for the dispatcher",
+            metrics.dispatcher_queue_depth.clone(),
+        );
+        r.register(
+            "dispatcher_batch_size",
+            "Changes per publication round",
+            metrics.dispatcher_batch_size.clone(),
+        );
+        r.register(
+            "ingest_requests",
+            "POST /api/odds requests, by status",
+            metrics.ingest_requests.clone(),
+        );
+        r.register(
+            "scrape_runs",
+            "Scrape runs, by outcome",
+            metrics.scrape_runs.clone(),
+        );
+        r.register(
+            "scrape_run_seconds",
+            "Scrape run durations",
+            metrics.scrape_run_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The metrics in the Prometheus (OpenMetrics) text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// A one-label set.
+pub fn label(name: &'static str, value: impl Into<String>) -> Label {
+    [(name, value.into())]
+}

@@ -1,0 +1,84 @@
+//! `GET /metrics`: the Prometheus text format, counting what really happened.
+
+mod common;
+
+use common::{SseClient, TestServer};
+
+/// The value of one sample line, e.g. `oddsbus_frames_sent_total`.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|line| line.split_whitespace().next() == Some(name))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|value| value.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_connections_publications_frames_ingests_and_scrapes() {
+    let server = TestServer::start().await;
+    let (mut client, _) = server.ws_acked("?topics=odds_updates").await;
+    server.ingest_ok("betpawa", &[1, 2], 2.0).await;
+    assert_eq!(client.recv().await["type"], "odds_update");
+    let (status, _) = server.post_raw("not json").await;
+    assert_eq!(status, 400);
+    let run = SseClient::open(&server, "/api/scrape/stream")
+        .await
+        .collect()
+        .await;
+    assert_eq!(run.last().unwrap()["phase"], "completed");
+
+    let response = reqwest::get(server.url("/metrics")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let text = response.text().await.unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+
+    let value = |name: &str| sample(&text, name).unwrap_or_else(|| panic!("no {name} in\n{text}"));
+    assert_eq!(value("oddsbus_active_connections"), 1.0);
+    assert_eq!(value("oddsbus_connections_opened_total"), 1.0);
+    assert_eq!(value(r#"oddsbus_ingest_requests_total{status="200"}"#), 1.0);
+    assert_eq!(value(r#"oddsbus_ingest_requests_total{status="400"}"#), 1.0);
+    assert!(value(r#"oddsbus_messages_published_total{topic="odds_updates"}"#) >= 2.0);
+    assert_eq!(
+        value(r#"oddsbus_messages_published_total{topic="scrape_progress"}"#),
+        8.0
+    );
+    assert!(
+        value("oddsbus_frames_sent_total") >= 2.0,
+        "ack and the update at least"
+    );
+    assert!(value("oddsbus_bytes_sent_total") > 100.0);
+    assert_eq!(
+        value(r#"oddsbus_scrape_runs_total{outcome="completed"}"#),
+        1.0
+    );
+    assert_eq!(value("oddsbus_scrape_run_seconds_count"), 1.0);
+    assert!(value("oddsbus_dispatcher_batch_size_count") >= 1.0);
+
+    // Closing is counted by reason once the connection has left.
+    client.stream.close(None).await.unwrap();
+    server
+        .wait_for_stats(|s| s["active_connections"] == 0)
+        .await;
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(sample(&text, "oddsbus_active_connections"), Some(0.0));
+    assert_eq!(
+        sample(
+            &text,
+            r#"oddsbus_connections_closed_total{reason="client_closed"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}
