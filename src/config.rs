@@ -74,6 +74,16 @@ pub struct Config {
     #[arg(long, env = "ODDSBUS_COALESCE_WINDOW_MS", default_value_t = 4)]
     pub coalesce_window_ms: u64,
 
+    /// Secret for HS256 tokens. When set, WebSocket connections and ingest need a token
+    /// (see README, "Access control"); unset, nobody needs one.
+    #[arg(long, env = "ODDSBUS_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+
+    /// Browser origins allowed to open WebSockets, comma-separated (e.g.
+    /// `https://odds.example`); unset, any origin may.
+    #[arg(long, env = "ODDSBUS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
     /// Most WebSocket connections at once; more get HTTP 503 before the upgrade.
     #[arg(long, env = "ODDSBUS_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,

@@ -7,11 +7,12 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
-use warp::http::StatusCode;
+use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::sse::Event;
 use warp::{Filter, Rejection, Reply};
 
+use crate::auth::Denied;
 use crate::cache::{Market, Snapshot};
 use crate::metrics::label;
 use crate::protocol::Timestamp;
@@ -28,13 +29,17 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
     let ingest = warp::path!("api" / "odds")
         .and(warp::post())
         .and(with_broker.clone())
+        .and(warp::header::headers_cloned())
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
-        .then(|broker: Broker, length, body| async move {
+        .then(|broker: Broker, headers, length, body| async move {
             let limit = broker.config.max_body_bytes;
-            let reply = match read_body(length, body, limit).await {
-                Ok(body) => ingest(&broker, &body),
-                Err(reply) => reply,
+            let reply = match may_ingest(&broker, &headers) {
+                Err(denied) => error_reply(denied.status, denied.code, &denied.message),
+                Ok(()) => match read_body(length, body, limit).await {
+                    Ok(body) => ingest(&broker, &body),
+                    Err(reply) => reply,
+                },
             };
             let status = reply.status().as_u16().to_string();
             let requests = &broker.manager.metrics().ingest_requests;
@@ -198,6 +203,17 @@ where
         }
     }
     Ok(collected.freeze())
+}
+
+/// With tokens required, ingest needs a bearer token with the `ingest` claim.
+fn may_ingest(broker: &Broker, headers: &HeaderMap) -> Result<(), Denied> {
+    let denied = match broker.auth.claims(headers, None) {
+        Ok(claims) if claims.ingest => return Ok(()),
+        Ok(_) => Denied::forbidden("the token does not allow ingest (claim `ingest`)"),
+        Err(denied) => denied,
+    };
+    tracing::info!(event = "ingest.refused", code = denied.code, reason = %denied.message);
+    Err(denied)
 }
 
 /// The body of `POST /api/odds`. Unknown fields are ignored, so clients may send more.

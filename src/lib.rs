@@ -22,6 +22,7 @@
 //! | [`protocol`] | every wire type, encoded and decoded by serde |
 //! | [`bucket`] | the token bucket behind the dispatcher's pacing and the client message rate limit |
 //! | [`config`] | flags and environment variables |
+//! | [`auth`] | optional tokens (HS256 JWT) and allowed origins |
 //! | [`metrics`] | counters, gauges and histograms served by `GET /metrics` |
 //! | [`server`] | wiring, the accept loop and ordered shutdown |
 //!
@@ -30,6 +31,7 @@
 
 #![deny(missing_docs, missing_debug_implementations)]
 
+pub mod auth;
 pub mod bridge;
 pub mod bucket;
 pub mod cache;

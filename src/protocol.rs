@@ -91,6 +91,11 @@ impl TopicSet {
         Topic::ALL.into_iter().filter(move |t| self.contains(*t))
     }
 
+    /// The topics in both sets.
+    pub fn intersection(self, other: TopicSet) -> TopicSet {
+        TopicSet(self.0 & other.0)
+    }
+
     /// Number of topics in the set.
     pub fn len(self) -> usize {
         self.0.count_ones() as usize
@@ -260,6 +265,8 @@ pub enum ErrorCode {
     RateLimited,
     /// The subscription would exceed the topics allowed per connection; nothing changed.
     TooManyTopics,
+    /// The connection's token does not allow a topic it asked for.
+    Forbidden,
 }
 
 /// A message from server to client. Serialised with the `type` tag and a `timestamp`

@@ -36,6 +36,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Auth;
 use crate::bridge::{self, BusReceiver, BusSender};
 use crate::cache::OddsCache;
 use crate::config::{Config, SourceKind};
@@ -66,6 +67,8 @@ pub struct Broker {
     pub tasks: TaskTracker,
     /// The fan-out runtime, where WebSocket connection tasks run.
     pub fanout: Handle,
+    /// Tokens and origins.
+    pub auth: Arc<Auth>,
     /// One permit per WebSocket connection allowed (`--max-connections`); a connection task
     /// owns its permit, so it is returned however the connection ends.
     pub connection_slots: Arc<Semaphore>,
@@ -150,6 +153,7 @@ impl Server {
             concurrency: usize::from(config.scrape_concurrency),
         };
         let manager = ConnectionManager::with_metrics(Arc::new(Metrics::new()));
+        let auth = Arc::new(Auth::from_config(&config));
         let scrape = ScrapeCoordinator::new(
             source,
             cache.clone(),
@@ -170,6 +174,7 @@ impl Server {
                 tasks: TaskTracker::new(),
                 fanout: handle,
                 connection_slots: Arc::new(Semaphore::new(max_connections)),
+                auth,
             },
             queue,
             _fanout: fanout,

@@ -25,6 +25,7 @@ use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
+use crate::auth::Denied;
 use crate::bucket::TokenBucket;
 use crate::http::error_reply;
 use crate::manager::{Delivery, Subscriber};
@@ -93,7 +94,34 @@ fn upgrade(
         );
     };
 
-    let (topics, unknown) = requested_topics(query);
+    if let Err(denied) = broker.auth.check_origin(headers) {
+        return denied_reply(denied);
+    }
+    let token = query
+        .iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.as_str());
+    let claims = match broker.auth.claims(headers, token) {
+        Ok(claims) => claims,
+        Err(denied) => return denied_reply(denied),
+    };
+    let allowed = claims.allowed_topics();
+    let (topics, unknown) = match requested_topics(query) {
+        // Every topic by default means every topic the token allows.
+        None => (allowed, Vec::new()),
+        Some((topics, unknown)) => {
+            let forbidden: Vec<&str> = topics
+                .iter()
+                .filter(|t| !allowed.contains(*t))
+                .map(|t| t.name())
+                .collect();
+            if !forbidden.is_empty() {
+                let message = format!("the token does not allow: {}", forbidden.join(", "));
+                return denied_reply(Denied::forbidden(message));
+            }
+            (topics, unknown)
+        }
+    };
     let most = broker.config.max_topics_per_connection;
     if topics.len() > most {
         return error_reply(
@@ -119,7 +147,7 @@ fn upgrade(
     tasks.spawn_on(
         async move {
             match on_upgrade.await {
-                Ok(upgraded) => serve(broker, upgraded, topics, unknown).await,
+                Ok(upgraded) => serve(broker, upgraded, topics, allowed, unknown).await,
                 Err(error) => tracing::debug!(event = "ws.upgrade_failed", %error),
             }
             drop(slot);
@@ -158,8 +186,9 @@ fn handshake_key(headers: &HeaderMap) -> Option<&HeaderValue> {
         .flatten()
 }
 
-/// Topics named by `?topics=a,b`; absent or empty means every topic.
-fn requested_topics(query: &[(String, String)]) -> (TopicSet, Vec<String>) {
+/// Topics named by `?topics=a,b` (known, unknown); `None` when absent or empty, which
+/// means every topic.
+fn requested_topics(query: &[(String, String)]) -> Option<(TopicSet, Vec<String>)> {
     let names: Vec<&str> = query
         .iter()
         .filter(|(key, _)| key == "topics")
@@ -167,15 +196,22 @@ fn requested_topics(query: &[(String, String)]) -> (TopicSet, Vec<String>) {
         .map(str::trim)
         .filter(|name| !name.is_empty())
         .collect();
-    if names.is_empty() {
-        (TopicSet::all(), Vec::new())
-    } else {
-        parse_topics(names)
-    }
+    (!names.is_empty()).then(|| parse_topics(names))
+}
+
+fn denied_reply(denied: Denied) -> Response {
+    tracing::info!(event = "ws.refused", reason = denied.code, detail = %denied.message);
+    error_reply(denied.status, denied.code, &denied.message)
 }
 
 /// Runs one upgraded connection to its end.
-async fn serve(broker: Broker, upgraded: Upgraded, topics: TopicSet, unknown: Vec<String>) {
+async fn serve(
+    broker: Broker,
+    upgraded: Upgraded,
+    topics: TopicSet,
+    allowed: TopicSet,
+    unknown: Vec<String>,
+) {
     let max_frame = broker.config.max_frame_bytes;
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_SIZE)
@@ -213,6 +249,7 @@ async fn serve(broker: Broker, upgraded: Upgraded, topics: TopicSet, unknown: Ve
             ),
             refused: 0,
             max_topics: broker.config.max_topics_per_connection,
+            allowed,
         };
         let reason = connection.run(&broker, unknown).await;
         drop(connection); // leaves the registry before the count below is read
@@ -280,6 +317,8 @@ struct Connection {
     refused: u32,
     /// Most topics this connection may hold.
     max_topics: usize,
+    /// Topics its token allows.
+    allowed: TopicSet,
 }
 
 impl Connection {
@@ -430,7 +469,15 @@ impl Connection {
         };
         let (named, unknown) = parse_topics(names.iter().map(String::as_str));
         let mut topics = self.subscriber.topics();
-        for topic in named.iter() {
+        let forbidden: Vec<&str> = named
+            .iter()
+            .filter(|t| subscribe && !self.allowed.contains(*t))
+            .map(|t| t.name())
+            .collect();
+        for topic in named
+            .iter()
+            .filter(|t| !subscribe || self.allowed.contains(*t))
+        {
             if subscribe {
                 topics.insert(topic);
             } else {
@@ -454,6 +501,10 @@ impl Connection {
         let mut replies = vec![encode(&reply)];
         if !unknown.is_empty() {
             replies.push(unknown_topic_error(&unknown));
+        }
+        if !forbidden.is_empty() {
+            let message = format!("the token does not allow: {}", forbidden.join(", "));
+            replies.push(error_frame(ErrorCode::Forbidden, &message));
         }
         replies
     }
@@ -574,17 +625,15 @@ mod tests {
     }
 
     #[test]
-    fn absent_or_empty_topics_mean_every_topic() {
-        assert_eq!(requested_topics(&[]), (TopicSet::all(), vec![]));
-        assert_eq!(
-            requested_topics(&query(&[("topics", "")])),
-            (TopicSet::all(), vec![])
-        );
+    fn absent_or_empty_topics_mean_the_default() {
+        assert_eq!(requested_topics(&[]), None);
+        assert_eq!(requested_topics(&query(&[("topics", "")])), None);
     }
 
     #[test]
     fn unknown_names_are_reported_and_skipped() {
-        let (topics, unknown) = requested_topics(&query(&[("topics", "odds_updates, nope,")]));
+        let (topics, unknown) =
+            requested_topics(&query(&[("topics", "odds_updates, nope,")])).unwrap();
         assert_eq!(
             topics.iter().map(|t| t.name()).collect::<Vec<_>>(),
             ["odds_updates"]
