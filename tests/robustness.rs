@@ -109,3 +109,42 @@ async fn a_client_that_stops_reading_is_closed_with_1008() {
     let (mut fresh, _) = server.ws_acked("?topics=odds_updates").await;
     assert_eq!(fresh.until_pong().await, Vec::<Value>::new());
 }
+
+/// An ingest still arriving when shutdown starts is finished and answered 200, and its
+/// notification reaches the subscriber before the 1001 close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_an_ingest_in_flight_and_delivers_it() {
+    let server = TestServer::start().await;
+    let (mut client, _) = server.ws_acked("?topics=odds_updates").await;
+
+    // The body arrives in two parts; shutdown begins between them.
+    let body = json!({"source": "betpawa", "snapshots": [common::snapshot(4242, 2.5)]}).to_string();
+    let (first, second) = body.split_at(body.len() / 2);
+    let (first, second) = (first.to_owned(), second.to_owned());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let parts = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(
+        futures_util::stream::once(async move {
+            let _ = rx.await;
+            Ok(second)
+        }),
+    );
+    let url = server.url("/api/odds");
+    let request = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .body(reqwest::Body::wrap_stream(parts))
+            .send()
+            .await
+            .map(|response| response.status().as_u16())
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopping = tokio::spawn(server.stop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = tx.send(()); // the rest of the body, after shutdown began
+    assert_eq!(request.await.unwrap().unwrap(), 200);
+
+    let update = client.recv().await;
+    assert_eq!(update["data"]["event_ids"], json!([4242]));
+    assert_eq!(client.recv_close().await, Some(CloseCode::Away));
+    stopping.await.unwrap();
+}
