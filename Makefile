@@ -3,7 +3,7 @@ CARGO ?= cargo
 # Debian's Chromium, used by the browser test of the live odds board.
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test fmt lint browser-test bench load build
+.PHONY: run test fmt lint browser-test soak bench load build
 
 run:
 	$(CARGO) run --release --bin oddsbus
@@ -28,6 +28,11 @@ browser-test:
 	fi
 	@command -v npm >/dev/null || { echo "The browser test needs Node.js and npm: 'apt-get install nodejs npm'."; exit 1; }
 	cd tests/browser && npm ci --no-audit --no-fund --silent && CHROMIUM=$(CHROMIUM) npm test
+
+# Connection churn plus continuous updates for SOAK_SECS (default 5 minutes); see RELIABILITY.md.
+SOAK_SECS ?= 300
+soak:
+	ODDSBUS_SOAK_SECS=$(SOAK_SECS) $(CARGO) test --release --test soak -- --nocapture
 
 bench:
 	$(CARGO) bench
