@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use common::TestServer;
 use futures_util::StreamExt;
-use oddsbus::protocol::{encode, OddsUpdate, ServerMessage};
-use oddsbus::Topic;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -68,19 +66,8 @@ async fn a_client_that_stops_reading_is_closed_with_1008() {
         reader
     });
 
-    // 64 MiB of frames: far more than loopback socket buffers hold.
-    let ids: Vec<u64> = (1_000_000..1_002_000).collect();
-    for _ in 0..4_096 {
-        let frame = encode(&ServerMessage::OddsUpdate {
-            data: OddsUpdate {
-                event_ids: &ids,
-                source: "betpawa",
-                count: ids.len(),
-            },
-        });
-        server.broker.manager.publish(Topic::OddsUpdates, frame);
-        tokio::task::yield_now().await;
-    }
+    // About 56 MiB of frames: far more than loopback socket buffers hold.
+    server.publish_bulky(4_096);
     server
         .wait_for_stats(|s| s["active_connections"] == 1)
         .await;

@@ -240,26 +240,15 @@ async fn after_unsubscribing_updates_stop_and_after_resubscribing_they_resume() 
 /// published message is either received or counted as missed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_falls_behind_gets_resync_with_the_missed_count() {
-    use oddsbus::protocol::{encode, OddsUpdate, ServerMessage};
-    use oddsbus::{Topic, TOPIC_CAPACITY};
+    use oddsbus::TOPIC_CAPACITY;
 
     let server = TestServer::start().await;
     let (mut slow, _) = server.ws_acked("?topics=odds_updates").await;
 
     // Large frames fill the socket buffers quickly, so the connection task blocks on its
     // write and the topic channel overflows behind it.
-    let ids: Vec<u64> = (0..2_000).collect();
     let published = 4 * TOPIC_CAPACITY as u64;
-    for _ in 0..published {
-        let frame = encode(&ServerMessage::OddsUpdate {
-            data: OddsUpdate {
-                event_ids: &ids,
-                source: "betpawa",
-                count: ids.len(),
-            },
-        });
-        server.broker.manager.publish(Topic::OddsUpdates, frame);
-    }
+    server.publish_bulky(published);
 
     let mut received = 0u64;
     let mut missed = 0u64;

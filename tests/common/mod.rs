@@ -140,6 +140,26 @@ impl TestServer {
         }
     }
 
+    /// Publishes `frames` `odds_update` messages of 2,000 ids each (about 14 KB) straight onto
+    /// the topic channel, as the dispatcher would: enough bytes to fill any client's socket
+    /// buffers.
+    pub fn publish_bulky(&self, frames: u64) {
+        use oddsbus::protocol::{encode, OddsUpdate, ServerMessage};
+        let ids: Vec<u64> = (1_000_000..1_002_000).collect();
+        for _ in 0..frames {
+            let frame = encode(&ServerMessage::OddsUpdate {
+                data: OddsUpdate {
+                    event_ids: &ids,
+                    source: "betpawa",
+                    count: ids.len(),
+                },
+            });
+            self.broker
+                .manager
+                .publish(oddsbus::Topic::OddsUpdates, frame);
+        }
+    }
+
     /// Triggers shutdown and waits for the server to finish it.
     pub async fn stop(mut self) {
         self.shutdown.take().map(|tx| tx.send(()));
