@@ -3,15 +3,16 @@ CARGO ?= cargo
 # Debian's Chromium, used by the browser test of the live odds board.
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test fmt lint browser-test soak bench load build
+.PHONY: run test fmt lint browser-test fuzz soak bench load build
 
 run:
 	$(CARGO) run --release --bin oddsbus
 
-# Formatting, lints, every Rust test, then the board in a real browser.
+# Formatting, lints, every Rust test, the board in a real browser, then a short fuzz run.
 test: fmt lint
 	$(CARGO) test --all-targets
 	$(MAKE) browser-test
+	$(MAKE) fuzz
 
 fmt:
 	$(CARGO) fmt --all -- --check
@@ -28,6 +29,11 @@ browser-test:
 	fi
 	@command -v npm >/dev/null || { echo "The browser test needs Node.js and npm: 'apt-get install nodejs npm'."; exit 1; }
 	cd tests/browser && npm ci --no-audit --no-fund --silent && CHROMIUM=$(CHROMIUM) npm test
+
+# Each cargo-fuzz target for FUZZ_SECS (30 s in `make test`); longer runs: make fuzz FUZZ_SECS=600
+FUZZ_SECS ?= 30
+fuzz:
+	FUZZ_SECS=$(FUZZ_SECS) scripts/fuzz.sh
 
 # Connection churn plus continuous updates for SOAK_SECS (default 5 minutes); see RELIABILITY.md.
 SOAK_SECS ?= 300

@@ -5,7 +5,6 @@ use std::convert::Infallible;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use serde::Deserialize;
 use serde_json::json;
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
@@ -13,11 +12,10 @@ use warp::sse::Event;
 use warp::{Filter, Rejection, Reply};
 
 use crate::auth::Denied;
-use crate::cache::{Market, Snapshot};
 use crate::metrics::label;
 use crate::protocol::Timestamp;
 use crate::server::Broker;
-use crate::{web, ws};
+use crate::{ingest, web, ws};
 
 /// Every route of the broker, with errors turned into JSON replies.
 pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
@@ -216,48 +214,13 @@ fn may_ingest(broker: &Broker, headers: &HeaderMap) -> Result<(), Denied> {
     Err(denied)
 }
 
-/// The body of `POST /api/odds`. Unknown fields are ignored, so clients may send more.
-#[derive(Debug, Deserialize)]
-struct IngestRequest {
-    source: String,
-    snapshots: Vec<IngestSnapshot>,
-}
-
-#[derive(Debug, Deserialize)]
-struct IngestSnapshot {
-    event_id: u64,
-    #[serde(default)]
-    bookmaker_id: Option<i64>,
-    #[serde(default)]
-    captured_at: Option<Timestamp>,
-    markets: Vec<Market>,
-}
-
-/// A refused ingest: nothing of it was applied.
-#[derive(Debug)]
-struct Refused {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl Refused {
-    fn bad_request(code: &'static str, message: String) -> Refused {
-        Refused {
-            status: StatusCode::BAD_REQUEST,
-            code,
-            message,
-        }
-    }
-}
-
 fn ingest(broker: &Broker, body: &[u8]) -> Response {
-    match validate(broker, body) {
-        Ok((source, snapshots)) => {
-            let outcome = broker.cache.put_batch(&source, snapshots);
+    match ingest::decode(&broker.config, body, Timestamp::now()) {
+        Ok(batch) => {
+            let outcome = broker.cache.put_batch(&batch.source, batch.snapshots);
             tracing::info!(
                 event = "ingest.accepted",
-                source,
+                source = batch.source,
                 accepted = outcome.accepted,
                 changed = outcome.changed.len(),
             );
@@ -268,90 +231,9 @@ fn ingest(broker: &Broker, body: &[u8]) -> Response {
         }
         Err(refused) => {
             tracing::info!(event = "ingest.refused", code = refused.code, reason = %refused.message);
-            error_reply(refused.status, refused.code, &refused.message)
+            error_reply(StatusCode::BAD_REQUEST, refused.code, &refused.message)
         }
     }
-}
-
-/// Checks a whole ingest request before any of it touches the cache.
-fn validate(broker: &Broker, body: &[u8]) -> Result<(String, Vec<(u64, Snapshot)>), Refused> {
-    let request: IngestRequest = serde_json::from_slice(body).map_err(|e| {
-        let code = if e.is_data() {
-            "invalid_body"
-        } else {
-            "invalid_json"
-        };
-        Refused::bad_request(code, format!("the body is not a valid ingest request: {e}"))
-    })?;
-    if !broker.config.is_known_source(&request.source) {
-        return Err(Refused::bad_request(
-            "unknown_source",
-            format!(
-                "unknown source `{}`: expected one of {}",
-                request.source,
-                broker.config.sources().join(", ")
-            ),
-        ));
-    }
-    let limit = broker.config.max_snapshots_per_request;
-    if request.snapshots.len() > limit {
-        return Err(Refused::bad_request(
-            "too_many_snapshots",
-            format!(
-                "{} snapshots in one request; the limit is {limit}",
-                request.snapshots.len()
-            ),
-        ));
-    }
-    let now = Timestamp::now();
-    let mut snapshots = Vec::with_capacity(request.snapshots.len());
-    for (index, snapshot) in request.snapshots.into_iter().enumerate() {
-        check_markets(&snapshot.markets).map_err(|reason| {
-            Refused::bad_request(
-                "invalid_snapshot",
-                format!("snapshots[{index}] (event {}): {reason}", snapshot.event_id),
-            )
-        })?;
-        snapshots.push((
-            snapshot.event_id,
-            Snapshot {
-                bookmaker_id: snapshot.bookmaker_id,
-                captured_at: snapshot.captured_at.unwrap_or(now),
-                markets: snapshot.markets,
-            },
-        ));
-    }
-    Ok((request.source, snapshots))
-}
-
-/// Odds must be usable prices: finite decimal odds of at least 1.0, under named outcomes.
-fn check_markets(markets: &[Market]) -> Result<(), String> {
-    for market in markets {
-        if market.market_id.is_empty() {
-            return Err("a market has an empty `market_id`".into());
-        }
-        if market.line.is_some_and(|line| !line.is_finite()) {
-            return Err(format!(
-                "market `{}` has a non-finite line",
-                market.market_id
-            ));
-        }
-        for outcome in &market.outcomes {
-            if outcome.name.is_empty() {
-                return Err(format!(
-                    "market `{}` has an unnamed outcome",
-                    market.market_id
-                ));
-            }
-            if !(outcome.odds.is_finite() && outcome.odds >= 1.0) {
-                return Err(format!(
-                    "market `{}` outcome `{}` has odds {}; decimal odds are at least 1.0",
-                    market.market_id, outcome.name, outcome.odds
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// `GET /api/scrape/stream`: joins or starts a run and streams it as SSE until it ends. On

@@ -15,6 +15,7 @@
 //! | [`bridge`] | the cache-update bridge (a callback that only queues) and the dispatcher task that merges, encodes once and publishes |
 //! | [`manager`] | the [`ConnectionManager`]: one `broadcast` channel per topic and the registry of live connections |
 //! | [`ws`] | `GET /api/ws`: the upgrade and the task that runs each connection |
+//! | [`ingest`] | decoding and checking an ingest body before any of it is applied |
 //! | [`http`] | ingest, cache-first reads, the scrape SSE stream, stats, health, JSON error replies |
 //! | [`scrape`] | scrape runs: the [`OddsSource`] trait, the coordinator, progress fan-out |
 //! | [`simulated`] | the simulated market, the embedded default source |
@@ -37,6 +38,7 @@ pub mod bucket;
 pub mod cache;
 pub mod config;
 pub mod http;
+pub mod ingest;
 pub mod manager;
 pub mod metrics;
 pub mod protocol;

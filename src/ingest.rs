@@ -1,0 +1,142 @@
+//! Decoding and checking the body of `POST /api/odds`, apart from HTTP so that the fuzz
+//! target (`fuzz/fuzz_targets/ingest_body.rs`) runs exactly what the route runs.
+
+use serde::Deserialize;
+
+use crate::cache::{Market, Snapshot};
+use crate::config::Config;
+use crate::protocol::Timestamp;
+
+/// The body of `POST /api/odds`. Unknown fields are ignored, so clients may send more.
+#[derive(Debug, Deserialize)]
+struct IngestRequest {
+    source: String,
+    snapshots: Vec<IngestSnapshot>,
+}
+
+#[derive(Debug, Deserialize)]
+struct IngestSnapshot {
+    event_id: u64,
+    #[serde(default)]
+    bookmaker_id: Option<i64>,
+    #[serde(default)]
+    captured_at: Option<Timestamp>,
+    markets: Vec<Market>,
+}
+
+/// A whole request that passed every check, ready for [`crate::OddsCache::put_batch`].
+#[derive(Debug)]
+pub struct IngestBatch {
+    /// A configured source.
+    pub source: String,
+    /// Event id and snapshot, in request order; at most `max_snapshots_per_request`.
+    pub snapshots: Vec<(u64, Snapshot)>,
+}
+
+/// A refused request (HTTP 400): nothing of it may be applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestError {
+    /// The error code of the JSON reply.
+    pub code: &'static str,
+    /// What was wrong, for a person.
+    pub message: String,
+}
+
+/// Every code [`decode`] can refuse with.
+pub const ERROR_CODES: [&str; 5] = [
+    "invalid_json",
+    "invalid_body",
+    "unknown_source",
+    "too_many_snapshots",
+    "invalid_snapshot",
+];
+
+impl IngestError {
+    fn new(code: &'static str, message: String) -> IngestError {
+        IngestError { code, message }
+    }
+}
+
+/// Checks a whole ingest request before any of it touches the cache. Snapshots without
+/// `captured_at` get `now`.
+pub fn decode(config: &Config, body: &[u8], now: Timestamp) -> Result<IngestBatch, IngestError> {
+    let request: IngestRequest = serde_json::from_slice(body).map_err(|e| {
+        let code = if e.is_data() {
+            "invalid_body"
+        } else {
+            "invalid_json"
+        };
+        IngestError::new(code, format!("the body is not a valid ingest request: {e}"))
+    })?;
+    if !config.is_known_source(&request.source) {
+        return Err(IngestError::new(
+            "unknown_source",
+            format!(
+                "unknown source `{}`: expected one of {}",
+                request.source,
+                config.sources().join(", ")
+            ),
+        ));
+    }
+    let limit = config.max_snapshots_per_request;
+    if request.snapshots.len() > limit {
+        return Err(IngestError::new(
+            "too_many_snapshots",
+            format!(
+                "{} snapshots in one request; the limit is {limit}",
+                request.snapshots.len()
+            ),
+        ));
+    }
+    let mut snapshots = Vec::with_capacity(request.snapshots.len());
+    for (index, snapshot) in request.snapshots.into_iter().enumerate() {
+        check_markets(&snapshot.markets).map_err(|reason| {
+            IngestError::new(
+                "invalid_snapshot",
+                format!("snapshots[{index}] (event {}): {reason}", snapshot.event_id),
+            )
+        })?;
+        snapshots.push((
+            snapshot.event_id,
+            Snapshot {
+                bookmaker_id: snapshot.bookmaker_id,
+                captured_at: snapshot.captured_at.unwrap_or(now),
+                markets: snapshot.markets,
+            },
+        ));
+    }
+    Ok(IngestBatch {
+        source: request.source,
+        snapshots,
+    })
+}
+
+/// Odds must be usable prices: finite decimal odds of at least 1.0, under named outcomes.
+pub fn check_markets(markets: &[Market]) -> Result<(), String> {
+    for market in markets {
+        if market.market_id.is_empty() {
+            return Err("a market has an empty `market_id`".into());
+        }
+        if market.line.is_some_and(|line| !line.is_finite()) {
+            return Err(format!(
+                "market `{}` has a non-finite line",
+                market.market_id
+            ));
+        }
+        for outcome in &market.outcomes {
+            if outcome.name.is_empty() {
+                return Err(format!(
+                    "market `{}` has an unnamed outcome",
+                    market.market_id
+                ));
+            }
+            if !(outcome.odds.is_finite() && outcome.odds >= 1.0) {
+                return Err(format!(
+                    "market `{}` outcome `{}` has odds {}; decimal odds are at least 1.0",
+                    market.market_id, outcome.name, outcome.odds
+                ));
+            }
+        }
+    }
+    Ok(())
+}
