@@ -5,7 +5,7 @@
 //! ids changed and from which source. That is how the broker learns about changes: the
 //! cache-update bridge (`bridge.rs`) is one such callback.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -97,7 +97,9 @@ pub type UpdateCallback = Arc<dyn Fn(&[u64], &str) + Send + Sync>;
 
 #[derive(Debug)]
 struct EventEntry {
-    by_source: BTreeMap<Arc<str>, StoredSnapshot>,
+    /// One snapshot per source. A vector, not a map: an event has a handful of sources, and
+    /// a `BTreeMap`'s first node alone takes about 1 KiB.
+    by_source: Vec<(Arc<str>, StoredSnapshot)>,
     updated_at: Timestamp,
 }
 
@@ -176,32 +178,38 @@ impl OddsCache {
         let source: Arc<str> = Arc::from(source);
         let now = Timestamp::now();
         let mut changed = Vec::new();
+        // Distinct ids in a batch; `changed` keeps their order.
+        let mut seen = HashSet::new();
         let mut accepted = 0;
         let mut events = self.shared.events.write();
         for (event_id, snapshot) in snapshots {
             accepted += 1;
             let entry = events.entry(event_id).or_insert_with(|| EventEntry {
-                by_source: BTreeMap::new(),
+                by_source: Vec::new(),
                 updated_at: now,
             });
             entry.updated_at = now;
-            match entry.by_source.get_mut(&source) {
-                Some(stored) if stored.snapshot.markets == snapshot.markets => {
+            let slot = entry.by_source.iter().position(|(name, _)| *name == source);
+            if let Some(index) = slot {
+                let stored = &mut entry.by_source[index].1;
+                if stored.snapshot.markets == snapshot.markets {
                     stored.snapshot.captured_at = snapshot.captured_at;
                     stored.snapshot.bookmaker_id = snapshot.bookmaker_id;
+                    continue;
                 }
-                _ => {
-                    let snapshot_id = self.shared.next_snapshot_id.fetch_add(1, Ordering::Relaxed);
-                    let stored = StoredSnapshot {
-                        snapshot_id: snapshot_id + 1,
-                        event_id,
-                        snapshot,
-                    };
-                    entry.by_source.insert(source.clone(), stored);
-                    if !changed.contains(&event_id) {
-                        changed.push(event_id);
-                    }
-                }
+            }
+            let snapshot_id = self.shared.next_snapshot_id.fetch_add(1, Ordering::Relaxed);
+            let stored = StoredSnapshot {
+                snapshot_id: snapshot_id + 1,
+                event_id,
+                snapshot,
+            };
+            match slot {
+                Some(index) => entry.by_source[index].1 = stored,
+                None => entry.by_source.push((source.clone(), stored)),
+            }
+            if seen.insert(event_id) {
+                changed.push(event_id);
             }
         }
         PutOutcome { accepted, changed }
@@ -230,7 +238,7 @@ impl OddsCache {
             .iter()
             .map(|(&event_id, entry)| EventSummary {
                 event_id,
-                sources: home_first(entry.by_source.keys().cloned()),
+                sources: home_first(entry.by_source.iter().map(|(name, _)| name.clone())),
                 updated_at: entry.updated_at,
             })
             .collect();
@@ -243,7 +251,8 @@ impl OddsCache {
     pub fn event_odds(&self, event_id: u64) -> Option<EventOdds> {
         let events = self.shared.events.read();
         let entry = events.get(&event_id)?;
-        let mut competitors = entry.by_source.clone();
+        let mut competitors: BTreeMap<Arc<str>, StoredSnapshot> =
+            entry.by_source.iter().cloned().collect();
         let betpawa = competitors.remove(HOME_SOURCE);
         Some(EventOdds {
             event_id,
