@@ -116,6 +116,12 @@ pub struct Config {
     #[arg(long, env = "ODDSBUS_STUCK_TIMEOUT", default_value = "30", value_parser = parse_positive_seconds)]
     pub stuck_timeout: Duration,
 
+    /// Bytes the kernel may hold unsent per connection (SO_SNDBUF). Unset leaves it to the
+    /// kernel's autotuning (up to `net.ipv4.tcp_wmem`'s maximum, often 4 MiB), which is also
+    /// what a client that stopped reading can pin before its writes stall.
+    #[arg(long, env = "ODDSBUS_SEND_BUFFER_BYTES", value_parser = clap::value_parser!(u32).range(4096..))]
+    pub send_buffer_bytes: Option<u32>,
+
     /// Worker threads of the runtime that runs WebSocket connections (default: one per core).
     #[arg(long, env = "ODDSBUS_FANOUT_THREADS")]
     pub fanout_threads: Option<usize>,

@@ -230,6 +230,12 @@ impl Server {
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(event = "server.nodelay_failed", %error);
             }
+            if let Some(bytes) = broker.config.send_buffer_bytes {
+                let socket = socket2::SockRef::from(&stream);
+                if let Err(error) = socket.set_send_buffer_size(bytes as usize) {
+                    tracing::debug!(event = "server.send_buffer_failed", %error);
+                }
+            }
             let service = TowerToHyperService::new(service.clone());
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder.http1().timer(TokioTimer::new());
