@@ -14,11 +14,14 @@ test: fmt lint
 	$(MAKE) browser-test
 	$(MAKE) fuzz
 
+# Each includes the fuzz targets, a separate workspace (`fuzz/`), which shares `target/`.
 fmt:
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 
 lint:
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --manifest-path fuzz/Cargo.toml --target-dir target -- -D warnings
 
 browser-test:
 	$(CARGO) build --bin oddsbus

@@ -9,7 +9,6 @@ secs="${FUZZ_SECS:-30}"
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --version 0.13.2 --locked
 fi
-cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 
 # cargo-fuzz passes compiler flags that only nightly accepts (-Zsanitizer=address);
 # RUSTC_BOOTSTRAP lets the stable compiler take them, so no nightly toolchain is needed.
