@@ -189,30 +189,32 @@ impl OddsCache {
                 updated_at: now,
             });
             entry.updated_at = now;
-            let slot = entry.by_source.iter().position(|(name, _)| *name == source);
-            if let Some(index) = slot {
-                let stored = &mut entry.by_source[index].1;
-                if stored.snapshot.markets == snapshot.markets {
+            match entry.by_source.iter_mut().find(|(name, _)| *name == source) {
+                Some((_, stored)) if stored.snapshot.markets == snapshot.markets => {
                     stored.snapshot.captured_at = snapshot.captured_at;
                     stored.snapshot.bookmaker_id = snapshot.bookmaker_id;
                     continue;
                 }
-            }
-            let snapshot_id = self.shared.next_snapshot_id.fetch_add(1, Ordering::Relaxed);
-            let stored = StoredSnapshot {
-                snapshot_id: snapshot_id + 1,
-                event_id,
-                snapshot,
-            };
-            match slot {
-                Some(index) => entry.by_source[index].1 = stored,
-                None => entry.by_source.push((source.clone(), stored)),
+                Some((_, stored)) => *stored = self.numbered(event_id, snapshot),
+                None => {
+                    let stored = self.numbered(event_id, snapshot);
+                    entry.by_source.push((source.clone(), stored));
+                }
             }
             if seen.insert(event_id) {
                 changed.push(event_id);
             }
         }
         PutOutcome { accepted, changed }
+    }
+
+    /// A changed snapshot, stored under the next `snapshot_id`.
+    fn numbered(&self, event_id: u64, snapshot: Snapshot) -> StoredSnapshot {
+        StoredSnapshot {
+            snapshot_id: self.shared.next_snapshot_id.fetch_add(1, Ordering::Relaxed) + 1,
+            event_id,
+            snapshot,
+        }
     }
 
     fn notify(&self, event_ids: &[u64], source: &str) {
