@@ -1,7 +1,8 @@
 //! The `oddsbus` binary itself: flags, JSON logs, and a graceful exit on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -11,26 +12,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn sigterm_closes_websockets_with_1001_and_exits_zero() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_oddsbus"))
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(["--competitors", "sportybet,bet9ja"])
-        .env("ODDSBUS_LOG", "info")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-
-    // The first JSON log line with the bound address tells where to connect.
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("binary exited before listening")
-            .unwrap();
-        let log: Value = serde_json::from_str(&line).expect("log lines are JSON");
-        if log["event"] == "server.listening" {
-            break log["addr"].as_str().unwrap().to_owned();
-        }
-    };
+    let (mut child, addr, lines) =
+        common::spawn_binary(&["--competitors", "sportybet,bet9ja"], "info");
     let logs = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<String>>());
 
     let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/ws"))

@@ -6,8 +6,9 @@
 //! the stuck client is resynced or closed (1008) rather than buffered for; and the server's
 //! peak RSS stays within [`RSS_GROWTH_BOUND`] of what it used before the updates began.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -38,25 +39,17 @@ struct Broker {
 
 impl Broker {
     fn start() -> Broker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_oddsbus"))
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(["--scrape-interval", "0", "--stuck-timeout", "1"])
-            .args(["--send-buffer-bytes", "65536"])
-            .env("ODDSBUS_LOG", "warn,oddsbus::server=info")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("the oddsbus binary starts");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("binary exited before listening")
-                .expect("log line");
-            let log: Value = serde_json::from_str(&line).expect("log lines are JSON");
-            if log["event"] == "server.listening" {
-                break log["addr"].as_str().expect("addr").to_owned();
-            }
-        };
+        let (child, addr, lines) = common::spawn_binary(
+            &[
+                "--scrape-interval",
+                "0",
+                "--stuck-timeout",
+                "1",
+                "--send-buffer-bytes",
+                "65536",
+            ],
+            "warn,oddsbus::server=info",
+        );
         // Keep draining the logs so the broker never blocks on a full pipe.
         std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
         Broker { child, addr }

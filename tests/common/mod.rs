@@ -172,6 +172,40 @@ impl TestServer {
     }
 }
 
+/// Starts the built `oddsbus` binary on an ephemeral port with JSON logs at `log_filter`, and
+/// waits for its `server.listening` line. Returns the process, its address and the rest of
+/// its log lines (read them, or the binary blocks once the pipe is full).
+pub fn spawn_binary(
+    args: &[&str],
+    log_filter: &str,
+) -> (
+    std::process::Child,
+    String,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_oddsbus"))
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(args)
+        .env("ODDSBUS_LOG", log_filter)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the oddsbus binary starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("binary exited before listening")
+            .expect("log line");
+        let log: Value = serde_json::from_str(&line).expect("log lines are JSON");
+        if log["event"] == "server.listening" {
+            break log["addr"].as_str().expect("addr").to_owned();
+        }
+    };
+    (child, addr, lines)
+}
+
 /// An odds snapshot in the ingest shape, with a 1X2 market priced from `price`.
 pub fn snapshot(event_id: u64, price: f64) -> Value {
     json!({
