@@ -5,8 +5,9 @@ CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: run test fmt lint browser-test fuzz soak bench load build
 
+# Flags go in ARGS, e.g. make run ARGS="--listen 0.0.0.0:8000 --scrape-interval 0"
 run:
-	$(CARGO) run --release --bin oddsbus
+	$(CARGO) run --release --bin oddsbus -- $(ARGS)
 
 # Formatting, lints, every Rust test, the board in a real browser, then a short fuzz run.
 test: fmt lint
@@ -14,14 +15,12 @@ test: fmt lint
 	$(MAKE) browser-test
 	$(MAKE) fuzz
 
-# Each includes the fuzz targets, a separate workspace (`fuzz/`), which shares `target/`.
+# The whole workspace: the server, the load tool (`load/`) and the fuzz targets (`fuzz/`).
 fmt:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 
 lint:
-	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) clippy --manifest-path fuzz/Cargo.toml --target-dir target -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 browser-test:
 	$(CARGO) build --bin oddsbus
@@ -48,7 +47,7 @@ bench:
 
 # The load tool against a running broker, e.g. make load ARGS="--clients 1000 --batch 50"
 load:
-	$(CARGO) run --release --bin oddsbus-load -- $(ARGS)
+	$(CARGO) run --release -p oddsbus-load -- $(ARGS)
 
 build:
 	$(CARGO) build --release

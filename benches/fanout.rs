@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use oddsbus::bridge::{self, BusEvent, Coalescing};
-use oddsbus::protocol::{encode, OddsUpdate, ServerMessage};
+use oddsbus::{bus_channel, create_cache_update_bridge, run_dispatcher, BusEvent, Coalescing};
+use oddsbus::{encode, OddsUpdate, ServerMessage};
 use oddsbus::{
     ConnectionManager, Delivery, Market, OddsCache, Outcome, Snapshot, Timestamp, Topic,
 };
@@ -77,7 +77,7 @@ fn coalescing(c: &mut Criterion) {
                 let _subscriber = manager.register([Topic::OddsUpdates].into_iter().collect());
                 b.iter_batched(
                     || {
-                        let (tx, rx) = bridge::bus_channel();
+                        let (tx, rx) = bus_channel();
                         for i in 0..backlog {
                             let _ = tx.send(BusEvent::OddsChanged {
                                 event_ids: vec![i as u64],
@@ -89,7 +89,7 @@ fn coalescing(c: &mut Criterion) {
                     |rx| {
                         let stop = CancellationToken::new();
                         stop.cancel(); // drain what is queued, then return
-                        runtime.block_on(bridge::run_dispatcher(rx, manager.clone(), mode, stop));
+                        runtime.block_on(run_dispatcher(rx, manager.clone(), mode, stop));
                     },
                     criterion::BatchSize::SmallInput,
                 )
@@ -155,10 +155,10 @@ impl Rig {
     async fn start(subscribers: usize) -> Rig {
         let cache = OddsCache::new();
         let manager = ConnectionManager::new();
-        let (tx, rx) = bridge::bus_channel();
-        bridge::create_cache_update_bridge(&cache, tx);
+        let (tx, rx) = bus_channel();
+        create_cache_update_bridge(&cache, tx);
         let stop = CancellationToken::new();
-        tokio::spawn(bridge::run_dispatcher(
+        tokio::spawn(run_dispatcher(
             rx,
             manager.clone(),
             // No pacing window: rounds follow each other back to back, which the broker would

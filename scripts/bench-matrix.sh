@@ -4,7 +4,7 @@
 # Usage: scripts/bench-matrix.sh [quick]   (quick: the five target runs only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --bins >/dev/null
+cargo build --release --workspace --bins >/dev/null
 
 ADDR=127.0.0.1:8100
 SERVER_PID=

@@ -9,10 +9,10 @@
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use warp::http::{HeaderMap, StatusCode};
+use warp::http::HeaderMap;
 
 use crate::config::Config;
-use crate::protocol::{parse_topics, TopicSet};
+use crate::protocol::{parse_topics, HttpError, HttpErrorCode, TopicSet};
 
 /// What a valid token allows.
 #[derive(Debug, Clone, Deserialize)]
@@ -34,36 +34,6 @@ impl Claims {
         match &self.topics {
             None => TopicSet::all(),
             Some(names) => parse_topics(names.iter().map(String::as_str)).0,
-        }
-    }
-}
-
-/// Why a request was turned away: `status` 401 (no valid token) or 403 (not allowed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Denied {
-    /// 401 or 403.
-    pub status: StatusCode,
-    /// `unauthorized` or `forbidden`.
-    pub code: &'static str,
-    /// For a person.
-    pub message: String,
-}
-
-impl Denied {
-    fn unauthorized(message: impl Into<String>) -> Denied {
-        Denied {
-            status: StatusCode::UNAUTHORIZED,
-            code: "unauthorized",
-            message: message.into(),
-        }
-    }
-
-    /// 403 with code `forbidden`.
-    pub fn forbidden(message: impl Into<String>) -> Denied {
-        Denied {
-            status: StatusCode::FORBIDDEN,
-            code: "forbidden",
-            message: message.into(),
         }
     }
 }
@@ -100,14 +70,14 @@ impl Auth {
         }
     }
 
-    /// Whether tokens are required.
-    pub fn enabled(&self) -> bool {
-        self.key.is_some()
-    }
-
     /// The claims of the request's token (`token` query parameter or `Authorization: Bearer`),
     /// or every right when tokens are not required.
-    pub fn claims(&self, headers: &HeaderMap, query_token: Option<&str>) -> Result<Claims, Denied> {
+    /// A refusal is `unauthorized` (401).
+    pub fn claims(
+        &self,
+        headers: &HeaderMap,
+        query_token: Option<&str>,
+    ) -> Result<Claims, HttpError> {
         let Some(key) = &self.key else {
             return Ok(Claims {
                 sub: None,
@@ -116,26 +86,29 @@ impl Auth {
             });
         };
         let token = query_token.or_else(|| bearer(headers)).ok_or_else(|| {
-            Denied::unauthorized("a token is required: `?token=` or `Authorization: Bearer`")
+            HttpError::new(
+                HttpErrorCode::Unauthorized,
+                "a token is required: `?token=` or `Authorization: Bearer`",
+            )
         })?;
         jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map(|data| data.claims)
-            .map_err(|e| Denied::unauthorized(format!("invalid token: {e}")))
+            .map_err(|e| HttpError::new(HttpErrorCode::Unauthorized, format!("invalid token: {e}")))
     }
 
-    /// Refuses browsers from origins not on the list (requests without `Origin`, i.e. not
-    /// from a browser, pass).
-    pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), Denied> {
+    /// Refuses browsers from origins not on the list with `forbidden` (requests without
+    /// `Origin`, i.e. not from a browser, pass).
+    pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), HttpError> {
         if self.origins.is_empty() {
             return Ok(());
         }
         match headers.get(warp::http::header::ORIGIN).map(|o| o.to_str()) {
             None => Ok(()),
             Some(Ok(origin)) if self.origins.iter().any(|allowed| allowed == origin) => Ok(()),
-            Some(origin) => Err(Denied::forbidden(format!(
-                "origin {:?} is not allowed",
-                origin.unwrap_or("(not text)")
-            ))),
+            Some(origin) => Err(HttpError::new(
+                HttpErrorCode::Forbidden,
+                format!("origin {:?} is not allowed", origin.unwrap_or("(not text)")),
+            )),
         }
     }
 }

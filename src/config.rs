@@ -3,9 +3,9 @@
 //! [`Config::default`] is the embedded default that `make run` uses; tests start from it and
 //! change what they need.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{Parser, ValueEnum};
 
 use crate::protocol::HOME_SOURCE;
@@ -30,9 +30,10 @@ pub enum SourceKind {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "oddsbus", version, about = "Real-time odds broker")]
 pub struct Config {
-    /// Address to listen on.
-    #[arg(long, env = "ODDSBUS_LISTEN", default_value = "127.0.0.1:8000")]
-    pub listen: SocketAddr,
+    /// Address to listen on, `HOST:PORT`; the host may be a name (`localhost:8000`). Only this
+    /// machine can connect to a loopback address: `0.0.0.0:8000` listens on every interface.
+    #[arg(long, env = "ODDSBUS_LISTEN", default_value = "127.0.0.1:8000", value_parser = parse_listen)]
+    pub listen: String,
 
     /// Competitor sources accepted besides the home bookmaker `betpawa`, comma-separated.
     #[arg(
@@ -65,8 +66,8 @@ pub struct Config {
     pub max_frame_bytes: usize,
 
     /// Send one `odds_update` per cache put instead of merging what is queued per source.
-    /// Only useful to measure what merging saves.
-    #[arg(long, env = "ODDSBUS_NO_COALESCE")]
+    /// Only useful to measure what merging saves. The variable takes `1`, `true`, `yes`, `on`.
+    #[arg(long, env = "ODDSBUS_NO_COALESCE", value_parser = BoolishValueParser::new())]
     pub no_coalesce: bool,
 
     /// Under sustained load, the shortest time between two publications, in milliseconds
@@ -172,17 +173,6 @@ impl Default for Config {
 }
 
 impl Config {
-    /// How the dispatcher merges and paces, from `--no-coalesce` and `--coalesce-window-ms`.
-    pub fn coalescing(&self) -> crate::bridge::Coalescing {
-        if self.no_coalesce {
-            crate::bridge::Coalescing::Off
-        } else {
-            crate::bridge::Coalescing::PerSource {
-                window: Duration::from_millis(self.coalesce_window_ms),
-            }
-        }
-    }
-
     /// Whether `source` may push odds: the home bookmaker or a configured competitor.
     pub fn is_known_source(&self, source: &str) -> bool {
         source == HOME_SOURCE || self.competitors.iter().any(|c| c == source)
@@ -193,6 +183,19 @@ impl Config {
         std::iter::once(HOME_SOURCE)
             .chain(self.competitors.iter().map(String::as_str))
             .collect()
+    }
+}
+
+fn parse_listen(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let port = text
+        .rsplit_once(':')
+        .map(|(host, port)| (host, port.parse::<u16>()));
+    match port {
+        Some((host, Ok(_))) if !host.is_empty() => Ok(text.to_owned()),
+        _ => Err(format!(
+            "`{text}`: expected HOST:PORT, e.g. 127.0.0.1:8000, localhost:8000 or 0.0.0.0:8000"
+        )),
     }
 }
 
@@ -256,11 +259,27 @@ mod tests {
     #[test]
     fn defaults_match_the_contract() {
         let config = Config::try_parse_from(["oddsbus"]).unwrap();
-        assert_eq!(config.listen.to_string(), "127.0.0.1:8000");
+        assert_eq!(config.listen, "127.0.0.1:8000");
         assert_eq!(config.sources(), ["betpawa", "sportybet", "bet9ja"]);
         assert_eq!(config.scrape_interval, Duration::from_secs(5));
         let off = Config::try_parse_from(["oddsbus", "--scrape-interval", "0"]).unwrap();
         assert!(off.scrape_interval.is_zero());
+    }
+
+    #[test]
+    fn listen_takes_host_names_and_flags_take_the_usual_words() {
+        for listen in ["localhost:8000", "0.0.0.0:80", "[::1]:8000"] {
+            let config = Config::try_parse_from(["oddsbus", "--listen", listen]).unwrap();
+            assert_eq!(config.listen, listen);
+        }
+        for bad in ["localhost", ":8000", "localhost:http", "localhost:70000"] {
+            assert!(
+                Config::try_parse_from(["oddsbus", "--listen", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        let on = Config::try_parse_from(["oddsbus", "--no-coalesce"]).unwrap();
+        assert!(on.no_coalesce);
     }
 
     #[test]

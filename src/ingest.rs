@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use crate::cache::{Market, Snapshot};
 use crate::config::Config;
-use crate::protocol::Timestamp;
+use crate::protocol::{HttpError, HttpErrorCode, Timestamp};
 
 /// The body of `POST /api/odds`. Unknown fields are ignored, so clients may send more.
 #[derive(Debug, Deserialize)]
@@ -33,44 +33,20 @@ pub struct IngestBatch {
     pub snapshots: Vec<(u64, Snapshot)>,
 }
 
-/// A refused request (HTTP 400): nothing of it may be applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IngestError {
-    /// The error code of the JSON reply.
-    pub code: &'static str,
-    /// What was wrong, for a person.
-    pub message: String,
-}
-
-/// Every code [`decode`] can refuse with.
-pub const ERROR_CODES: [&str; 5] = [
-    "invalid_json",
-    "invalid_body",
-    "unknown_source",
-    "too_many_snapshots",
-    "invalid_snapshot",
-];
-
-impl IngestError {
-    fn new(code: &'static str, message: String) -> IngestError {
-        IngestError { code, message }
-    }
-}
-
 /// Checks a whole ingest request before any of it touches the cache. Snapshots without
-/// `captured_at` get `now`.
-pub fn decode(config: &Config, body: &[u8], now: Timestamp) -> Result<IngestBatch, IngestError> {
+/// `captured_at` get `now`. A refusal is a 400 error: nothing of the request may be applied.
+pub fn decode(config: &Config, body: &[u8], now: Timestamp) -> Result<IngestBatch, HttpError> {
     let request: IngestRequest = serde_json::from_slice(body).map_err(|e| {
         let code = if e.is_data() {
-            "invalid_body"
+            HttpErrorCode::InvalidBody
         } else {
-            "invalid_json"
+            HttpErrorCode::InvalidJson
         };
-        IngestError::new(code, format!("the body is not a valid ingest request: {e}"))
+        HttpError::new(code, format!("the body is not a valid ingest request: {e}"))
     })?;
     if !config.is_known_source(&request.source) {
-        return Err(IngestError::new(
-            "unknown_source",
+        return Err(HttpError::new(
+            HttpErrorCode::UnknownSource,
             format!(
                 "unknown source `{}`: expected one of {}",
                 request.source,
@@ -80,8 +56,8 @@ pub fn decode(config: &Config, body: &[u8], now: Timestamp) -> Result<IngestBatc
     }
     let limit = config.max_snapshots_per_request;
     if request.snapshots.len() > limit {
-        return Err(IngestError::new(
-            "too_many_snapshots",
+        return Err(HttpError::new(
+            HttpErrorCode::TooManySnapshots,
             format!(
                 "{} snapshots in one request; the limit is {limit}",
                 request.snapshots.len()
@@ -91,8 +67,8 @@ pub fn decode(config: &Config, body: &[u8], now: Timestamp) -> Result<IngestBatc
     let mut snapshots = Vec::with_capacity(request.snapshots.len());
     for (index, snapshot) in request.snapshots.into_iter().enumerate() {
         check_markets(&snapshot.markets).map_err(|reason| {
-            IngestError::new(
-                "invalid_snapshot",
+            HttpError::new(
+                HttpErrorCode::InvalidSnapshot,
                 format!("snapshots[{index}] (event {}): {reason}", snapshot.event_id),
             )
         })?;

@@ -3,56 +3,96 @@
 //! Scrapers and backends put odds snapshots into the [`OddsCache`]; whenever a put changes
 //! something, every WebSocket client subscribed to `odds_updates` is told which event ids
 //! changed, and refetches them from the cache-first HTTP reads. The wire contract is
-//! `shared/PROTOCOL.md`.
+//! `docs/PROTOCOL.md`.
 //!
 //! # Map
 //!
-//! A change travels through the modules in this order:
+//! A change travels through these files in this order:
 //!
-//! | module | holds |
+//! | step | file | what happens |
+//! |---|---|---|
+//! | 1 | `http/ingest.rs` | `POST /api/odds`: the body is read within its limit and the caller checked |
+//! | 2 | `ingest.rs` | the body is decoded and checked whole, before any of it is applied |
+//! | 3 | `cache.rs` | the [`OddsCache`] stores the batch under one lock, then calls its update callbacks |
+//! | 4 | `dispatcher.rs` | the cache-update bridge (a callback that only queues) feeds the dispatcher task, which merges, encodes once and publishes |
+//! | 5 | `manager.rs` | the [`ConnectionManager`]'s `broadcast` channel of the topic hands the frame to every subscriber |
+//! | 6 | `ws/connection.rs` | each connection's task drains its receivers and writes the shared bytes to its socket |
+//!
+//! Around that path:
+//!
+//! | file | holds |
 //! |---|---|
-//! | [`cache`] | the [`OddsCache`]: latest snapshot per event and source, update callbacks |
-//! | [`bridge`] | the cache-update bridge (a callback that only queues) and the dispatcher task that merges, encodes once and publishes |
-//! | [`manager`] | the [`ConnectionManager`]: one `broadcast` channel per topic and the registry of live connections |
-//! | [`ws`] | `GET /api/ws`: the upgrade and the task that runs each connection |
-//! | [`ingest`] | decoding and checking an ingest body before any of it is applied |
-//! | [`http`] | ingest, cache-first reads, the scrape SSE stream, stats, health, JSON error replies |
-//! | [`scrape`] | scrape runs: the [`OddsSource`] trait, the coordinator, progress fan-out |
-//! | [`simulated`] | the simulated market, the embedded default source |
-//! | [`web`] | the live odds board page (`web/`), embedded and served at `/` |
-//! | [`protocol`] | every wire type, encoded and decoded by serde |
-//! | [`bucket`] | the token bucket behind the dispatcher's pacing and the client message rate limit |
-//! | [`config`] | flags and environment variables |
-//! | [`auth`] | optional tokens (HS256 JWT) and allowed origins |
-//! | [`metrics`] | counters, gauges and histograms served by `GET /metrics` |
-//! | [`server`] | wiring, the accept loop and ordered shutdown |
+//! | `protocol/` | every wire type (WebSocket messages, topics, timestamps, HTTP errors and reply bodies), encoded and decoded by serde |
+//! | `broker.rs` | the [`Broker`]: the shared handle every route and task holds |
+//! | `server.rs` | the [`Server`]: wiring, the accept loop and ordered shutdown |
+//! | `http/` | every route; `events.rs` holds the cache-first reads |
+//! | `reply.rs` | JSON replies and errors, for HTTP routes and the WebSocket handshake alike |
+//! | `ws/` | `GET /api/ws`: `admission.rs` (handshake, limits, auth), `connection.rs`, `commands.rs` (client messages as a pure function) |
+//! | `scrape/` | scrape runs: the [`OddsSource`] trait, the coordinator, the simulated market |
+//! | `auth.rs` | optional tokens (HS256 JWT) and allowed origins |
+//! | `bucket.rs` | the token bucket behind the dispatcher's pacing and the client message rate |
+//! | `metrics.rs` | what `GET /metrics` serves |
+//! | `config.rs` | flags and environment variables |
+//! | `web.rs` | the live odds board (`web/`), embedded and served at `/` |
 //!
 //! `src/main.rs` only parses the configuration, sets up logging and waits for Ctrl-C or
 //! SIGTERM; everything else runs in-process in tests.
+//!
+//! Without its default `server` feature the crate is only the wire types, the decoders and
+//! the cache: what the fuzz targets (`fuzz/`) exercise, built with a fraction of the
+//! dependencies.
 
 #![deny(missing_docs, missing_debug_implementations)]
 
-pub mod auth;
-pub mod bridge;
-pub mod bucket;
-pub mod cache;
-pub mod config;
-pub mod http;
-pub mod ingest;
-pub mod manager;
-pub mod metrics;
-pub mod protocol;
-pub mod scrape;
-pub mod server;
-pub mod simulated;
-pub mod web;
-pub mod ws;
+mod cache;
+mod config;
+mod ingest;
+mod protocol;
 
-pub use bridge::{create_cache_update_bridge, BusEvent, BusSender, Coalescing};
-pub use cache::{Market, OddsCache, Outcome, PutOutcome, Snapshot, StoredSnapshot};
+#[cfg(feature = "server")]
+mod auth;
+#[cfg(feature = "server")]
+mod broker;
+#[cfg(feature = "server")]
+mod bucket;
+#[cfg(feature = "server")]
+mod dispatcher;
+#[cfg(feature = "server")]
+mod http;
+#[cfg(feature = "server")]
+mod manager;
+#[cfg(feature = "server")]
+mod metrics;
+#[cfg(feature = "server")]
+mod reply;
+#[cfg(feature = "server")]
+mod scrape;
+#[cfg(feature = "server")]
+mod server;
+#[cfg(feature = "server")]
+mod web;
+#[cfg(feature = "server")]
+mod ws;
+
+pub use cache::{EventOdds, EventSummary, Market, OddsCache, Outcome, PutOutcome, Snapshot};
 pub use config::{Config, LogFormat, SourceKind};
+pub use ingest::{check_markets, decode as decode_ingest, IngestBatch};
+pub use protocol::{
+    decode_client, encode, parse_topics, ClientError, ClientMessage, ErrorCode, Events, Frame,
+    Health, HttpError, HttpErrorCode, IngestReply, OddsUpdate, ScrapePhase, ScrapeProgress,
+    ServerMessage, Timestamp, Topic, TopicSet,
+};
+
+#[cfg(feature = "server")]
+pub use broker::Broker;
+#[cfg(feature = "server")]
+pub use dispatcher::{
+    bus_channel, create_cache_update_bridge, run_dispatcher, BusEvent, BusReceiver, BusSender,
+    Coalescing,
+};
+#[cfg(feature = "server")]
 pub use manager::{ConnectionManager, Delivery, Stats, Subscriber, TOPIC_CAPACITY};
-pub use protocol::{Frame, ScrapePhase, ScrapeProgress, Timestamp, Topic, TopicSet};
-pub use scrape::{OddsSource, ScrapeCoordinator, SourceError};
-pub use server::{Broker, Server};
-pub use simulated::SimulatedSource;
+#[cfg(feature = "server")]
+pub use scrape::{OddsSource, ScrapeCoordinator, SimulatedSettings, SimulatedSource, SourceError};
+#[cfg(feature = "server")]
+pub use server::Server;

@@ -1,6 +1,7 @@
 //! The `oddsbus` binary: configuration, logging and the shutdown signal; the rest is the
 //! library's `Server`.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -23,10 +24,11 @@ async fn main() -> ExitCode {
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
     match config.log_format {
         LogFormat::Json => logs.json().flatten_event(true).init(),
-        LogFormat::Pretty => logs.init(),
+        // Colour only on a terminal: a log file or a pipe gets plain text.
+        LogFormat::Pretty => logs.with_ansi(std::io::stdout().is_terminal()).init(),
     }
 
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+    let listener = match tokio::net::TcpListener::bind(config.listen.as_str()).await {
         Ok(listener) => listener,
         Err(error) => {
             tracing::error!(event = "server.bind_failed", addr = %config.listen, %error);

@@ -22,10 +22,6 @@ use crate::protocol::{Frame, Topic, TopicSet};
 /// scrape rate while costing one pointer-sized slot each, shared by all subscribers.
 pub const TOPIC_CAPACITY: usize = 1024;
 
-/// Capacity of the channel that reaches every connection whatever its topics. It carries
-/// rare server-wide notices, so it is small.
-const ALL_CAPACITY: usize = 16;
-
 /// What a subscriber receives.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Delivery {
@@ -60,8 +56,6 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// One channel per topic, indexed by [`Topic::index`].
     topics: [broadcast::Sender<Frame>; Topic::ALL.len()],
-    /// Reaches every connection, whatever it subscribed to.
-    all: broadcast::Sender<Frame>,
     /// Guarded by a blocking mutex: it is held for a map update only, never across `.await`.
     registry: Mutex<Registry>,
 }
@@ -107,7 +101,6 @@ impl ConnectionManager {
             shared: Arc::new(Shared {
                 metrics,
                 topics: Topic::ALL.map(|_| broadcast::channel(TOPIC_CAPACITY).0),
-                all: broadcast::channel(ALL_CAPACITY).0,
                 registry: Mutex::new(Registry::default()),
             }),
         }
@@ -134,11 +127,6 @@ impl ConnectionManager {
         self.shared.topics[topic.index()].len()
     }
 
-    /// Sends an encoded message to every live connection; returns how many there were.
-    pub fn broadcast_all(&self, frame: Frame) -> usize {
-        self.shared.all.send(frame).unwrap_or(0)
-    }
-
     /// Adds a connection subscribed to `topics`. It stays in the registry until the returned
     /// [`Subscriber`] is dropped, whichever way its connection ends.
     pub fn register(&self, topics: TopicSet) -> Subscriber {
@@ -152,7 +140,6 @@ impl ConnectionManager {
             id,
             topics: TopicSet::default(),
             receivers: Default::default(),
-            all: self.shared.all.subscribe(),
             manager: self.clone(),
         };
         subscriber.open_receivers(topics);
@@ -191,7 +178,6 @@ pub struct Subscriber {
     id: Uuid,
     topics: TopicSet,
     receivers: [Option<broadcast::Receiver<Frame>>; Topic::ALL.len()],
-    all: broadcast::Receiver<Frame>,
     manager: ConnectionManager,
 }
 
@@ -244,7 +230,7 @@ impl Subscriber {
         self.topics = topics;
     }
 
-    /// Waits for the next message of any subscribed topic or for a server-wide notice.
+    /// Waits for the next message of any subscribed topic; with no topic, waits for ever.
     /// Cancel-safe: dropping the future loses nothing.
     pub async fn recv(&mut self) -> Delivery {
         // One branch per topic: the compiler checks that the list below stays complete.
@@ -252,12 +238,14 @@ impl Subscriber {
         let [odds, progress] = &mut self.receivers;
         loop {
             let (topic, result) = tokio::select! {
-                r = recv_from(odds) => (Some(Topic::OddsUpdates), r),
-                r = recv_from(progress) => (Some(Topic::ScrapeProgress), r),
-                r = self.all.recv() => (None, r),
+                r = recv_from(odds) => (Topic::OddsUpdates, r),
+                r = recv_from(progress) => (Topic::ScrapeProgress, r),
             };
-            if let Some(delivery) = interpret(topic, result) {
-                return delivery;
+            match result {
+                Ok(frame) => return Delivery::Frame(frame),
+                Err(RecvError::Lagged(missed)) => return Delivery::Lagged { topic, missed },
+                // The senders live as long as the manager, which this subscriber holds.
+                Err(RecvError::Closed) => continue,
             }
         }
     }
@@ -277,14 +265,7 @@ impl Subscriber {
                 Err(TryRecvError::Empty | TryRecvError::Closed) => {}
             }
         }
-        loop {
-            match self.all.try_recv() {
-                Ok(frame) => return Some(Delivery::Frame(frame)),
-                // Notices are best-effort: skip past what was lost.
-                Err(TryRecvError::Lagged(_)) => continue,
-                Err(TryRecvError::Empty | TryRecvError::Closed) => return None,
-            }
-        }
+        None
     }
 }
 
@@ -300,17 +281,6 @@ async fn recv_from(slot: &mut Option<broadcast::Receiver<Frame>>) -> Result<Fram
     match slot {
         Some(receiver) => receiver.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-/// Turns a receive result into a delivery; `None` means "nothing to deliver, wait again".
-fn interpret(topic: Option<Topic>, result: Result<Frame, RecvError>) -> Option<Delivery> {
-    match (topic, result) {
-        (_, Ok(frame)) => Some(Delivery::Frame(frame)),
-        (Some(topic), Err(RecvError::Lagged(missed))) => Some(Delivery::Lagged { topic, missed }),
-        // Lost notices are not worth a resync; the senders live as long as the manager, so
-        // `Closed` cannot happen while a subscriber holds the manager.
-        (None, Err(RecvError::Lagged(_))) | (_, Err(RecvError::Closed)) => None,
     }
 }
 

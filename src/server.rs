@@ -7,12 +7,13 @@
 //! Shutdown happens in steps, each bounded by the grace period:
 //! 0. cancel [`Broker::shutdown`]: scrape runs stop (reporting `failed`) and SSE streams end;
 //! 1. stop accepting and let in-flight HTTP requests (ingests) finish;
-//! 2. stop the dispatcher once it has published everything those requests queued;
-//! 3. tell every WebSocket task to write what it already holds and close with 1001.
+//! 2. wait for the producers (scrape runs, the periodic scheduler) to end;
+//! 3. stop the dispatcher once it has published everything those queued;
+//! 4. tell every WebSocket task to write what it already holds and close with 1001.
 //!
 //! warp hands upgraded sockets to detached tasks that no HTTP-level shutdown reaches, which
 //! is why WebSocket tasks watch [`Broker::ws_close`] themselves and are counted by
-//! [`Broker::tasks`].
+//! [`Broker::connections`].
 //!
 //! WebSocket connection tasks run on a runtime of their own, the fan-out runtime, while
 //! accepting, HTTP (ingest and reads), the dispatcher and scrapes run on the caller's. A
@@ -32,47 +33,14 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::runtime::{Handle, Runtime};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Auth;
-use crate::bridge::{self, BusReceiver, BusSender};
-use crate::cache::OddsCache;
+use crate::broker::Broker;
 use crate::config::{Config, SourceKind};
+use crate::dispatcher::{self, BusReceiver, Coalescing};
 use crate::http;
-use crate::manager::ConnectionManager;
-use crate::metrics::Metrics;
-use crate::scrape::{self, OddsSource, ScrapeCoordinator, ScrapeSettings};
-use crate::simulated::{SimulatedSettings, SimulatedSource};
-
-/// Handle to the broker's shared parts, cloned into every route and connection task.
-#[derive(Clone, Debug)]
-pub struct Broker {
-    /// Start-up configuration.
-    pub config: Arc<Config>,
-    /// The odds store.
-    pub cache: OddsCache,
-    /// Topic channels and the connection registry.
-    pub manager: ConnectionManager,
-    /// The dispatcher's queue, for producers other than the cache (scrape progress).
-    pub bus: BusSender,
-    /// Runs scrape runs, one at a time.
-    pub scrape: ScrapeCoordinator,
-    /// Cancelled first on shutdown: producers stop and SSE streams end (step 0).
-    pub shutdown: CancellationToken,
-    /// Cancelled when WebSocket connections must close (step 3 of shutdown).
-    pub ws_close: CancellationToken,
-    /// Every WebSocket task, so shutdown can wait for them.
-    pub tasks: TaskTracker,
-    /// The fan-out runtime, where WebSocket connection tasks run.
-    pub fanout: Handle,
-    /// Tokens and origins.
-    pub auth: Arc<Auth>,
-    /// One permit per WebSocket connection allowed (`--max-connections`); a connection task
-    /// owns its permit, so it is returned however the connection ends.
-    pub connection_slots: Arc<Semaphore>,
-}
+use crate::scrape::{self, OddsSource, SimulatedSettings, SimulatedSource};
 
 /// Owns the fan-out runtime; shuts it down without blocking when dropped, which may happen
 /// inside another runtime.
@@ -131,7 +99,7 @@ impl Server {
         Server::with_source(config, source)
     }
 
-    /// Builds the cache, the manager, the bridge between them and the scrape coordinator.
+    /// Builds the broker with its scrape source and starts the fan-out runtime.
     ///
     /// # Panics
     ///
@@ -142,40 +110,9 @@ impl Server {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
         let (fanout, handle) =
             FanoutRuntime::start(threads).expect("cannot start the fan-out runtime");
-        let max_connections = config.max_connections.min(Semaphore::MAX_PERMITS);
-        let cache = OddsCache::new();
-        let (bus, queue) = bridge::bus_channel();
-        bridge::create_cache_update_bridge(&cache, bus.clone());
-        let shutdown = CancellationToken::new();
-        let settings = ScrapeSettings {
-            platforms: config.sources().into_iter().map(String::from).collect(),
-            batch_size: usize::from(config.scrape_batch_size),
-            concurrency: usize::from(config.scrape_concurrency),
-        };
-        let manager = ConnectionManager::with_metrics(Arc::new(Metrics::new()));
-        let auth = Arc::new(Auth::from_config(&config));
-        let scrape = ScrapeCoordinator::new(
-            source,
-            cache.clone(),
-            bus.clone(),
-            settings,
-            shutdown.clone(),
-            manager.metrics().clone(),
-        );
+        let (broker, queue) = Broker::new(config, source, handle);
         Server {
-            broker: Broker {
-                config: Arc::new(config),
-                cache,
-                manager,
-                bus,
-                scrape,
-                shutdown,
-                ws_close: CancellationToken::new(),
-                tasks: TaskTracker::new(),
-                fanout: handle,
-                connection_slots: Arc::new(Semaphore::new(max_connections)),
-                auth,
-            },
+            broker,
             queue,
             _fanout: fanout,
         }
@@ -193,17 +130,16 @@ impl Server {
             queue,
             _fanout,
         } = self;
-        let coalescing = broker.config.coalescing();
         let stop_dispatcher = CancellationToken::new();
-        let dispatcher = tokio::spawn(bridge::run_dispatcher(
+        let dispatcher = tokio::spawn(dispatcher::run_dispatcher(
             queue,
             broker.manager.clone(),
-            coalescing,
+            Coalescing::from_config(&broker.config),
             stop_dispatcher.clone(),
         ));
 
         if !broker.config.scrape_interval.is_zero() {
-            tokio::spawn(scrape::run_periodic(
+            broker.producers.spawn(scrape::run_periodic(
                 broker.scrape.clone(),
                 broker.config.scrape_interval,
                 broker.shutdown.clone(),
@@ -260,6 +196,8 @@ impl Server {
         {
             tracing::warn!(event = "server.shutdown_timeout", step = "http");
         }
+        tracing::info!(event = "server.shutdown", step = "stopping producers");
+        wait_for(&broker.producers, grace, "producers").await;
         tracing::info!(
             event = "server.shutdown",
             step = "publishing queued updates"
@@ -274,14 +212,16 @@ impl Server {
             active = broker.manager.active_count()
         );
         broker.ws_close.cancel();
-        broker.tasks.close();
-        if tokio::time::timeout(grace, broker.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(event = "server.shutdown_timeout", step = "websockets");
-        }
+        wait_for(&broker.connections, grace, "websockets").await;
         tracing::info!(event = "server.stopped");
+    }
+}
+
+/// Closes `tasks` to new ones and waits up to `grace` for the running ones to end.
+async fn wait_for(tasks: &TaskTracker, grace: Duration, step: &'static str) {
+    tasks.close();
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        tracing::warn!(event = "server.shutdown_timeout", step);
     }
 }
 

@@ -105,14 +105,24 @@ async fn subscriptions_beyond_the_topic_limit_are_refused_and_change_nothing() {
         .await;
     assert_eq!(client.recv().await["topics"], json!(["odds_updates"]));
 
-    // Every topic (no `topics` in the query) is over the limit: refused before the upgrade.
+    // Naming more topics than the limit is refused before the upgrade.
     let (status, body) = server.get("/api/ws?topics=").await;
     assert_eq!(status, 426, "a plain GET is not an upgrade: {body}");
-    let url = format!("ws://{}/api/ws", server.addr);
+    let url = format!(
+        "ws://{}/api/ws?topics=odds_updates,scrape_progress",
+        server.addr
+    );
     match tokio_tungstenite::connect_async(&url).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), 400)
         }
         other => panic!("expected HTTP 400, got {other:?}"),
     }
+
+    // Every topic (no `topics` in the query) gets as many as fit, and says so after the ack.
+    let (mut client, ack) = server.ws_acked("").await;
+    assert_eq!(ack["topics"], json!(["odds_updates"]));
+    let notice = client.recv().await;
+    assert_eq!(notice["code"], "too_many_topics", "{notice}");
+    assert_eq!(client.until_pong().await, Vec::<Value>::new());
 }

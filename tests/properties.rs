@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use common::TestServer;
 use futures_util::SinkExt;
-use oddsbus::protocol::{decode_client, ErrorCode};
+use oddsbus::{decode_client, ErrorCode};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use tokio::runtime::Runtime;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{phases, SseClient, TestServer};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use oddsbus::simulated::SimulatedSettings;
+use oddsbus::SimulatedSettings;
 use oddsbus::{OddsSource, Server, SimulatedSource, Snapshot, SourceError};
 use serde_json::{json, Value};
 

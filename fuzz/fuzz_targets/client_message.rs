@@ -3,9 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use oddsbus::protocol::{
-    decode_client, encode, parse_topics, ClientMessage, ErrorCode, ServerMessage,
-};
+use oddsbus::{decode_client, encode, parse_topics, ClientMessage, ErrorCode, ServerMessage};
 
 fuzz_target!(|data: &[u8]| {
     // A frame that is not UTF-8 never reaches the decoder: tungstenite refuses it.
@@ -29,10 +27,7 @@ fuzz_target!(|data: &[u8]| {
         Err(error) => {
             assert!(!error.message.is_empty());
             // The reply the connection sends back is itself valid JSON with the code.
-            let frame = encode(&ServerMessage::Error {
-                code: error.code,
-                message: &error.message,
-            });
+            let frame = encode(&ServerMessage::error(error.code, error.message.clone()));
             let reply: serde_json::Value =
                 serde_json::from_str(frame.as_str()).expect("error reply is JSON");
             assert_eq!(reply["type"], "error");

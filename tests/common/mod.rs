@@ -144,7 +144,7 @@ impl TestServer {
     /// the topic channel, as the dispatcher would: enough bytes to fill any client's socket
     /// buffers.
     pub fn publish_bulky(&self, frames: u64) {
-        use oddsbus::protocol::{encode, OddsUpdate, ServerMessage};
+        use oddsbus::{encode, OddsUpdate, ServerMessage};
         let ids: Vec<u64> = (1_000_000..1_002_000).collect();
         for _ in 0..frames {
             let frame = encode(&ServerMessage::OddsUpdate {

@@ -1,62 +1,20 @@
-//! Scrape runs: the source trait, the coordinator that runs one run at a time, and its
-//! progress fan-out.
-//!
-//! A run visits the platforms in order (`betpawa` first, then each competitor). For each it
-//! asks the [`OddsSource`] which events the platform lists, fetches their odds in batches of
-//! `batch_size` events with up to `concurrency` batches in flight, and stores each batch with
-//! [`OddsCache::put_batch`], the same mutation point the ingest uses, so notifications flow
-//! through the cache-update bridge unchanged.
-//!
-//! Every step is a [`ScrapeProgress`]. It goes two ways: onto the dispatcher's queue for the
-//! `scrape_progress` topic, and to the run's SSE listeners through an `async-broadcast`
-//! channel. A listener who joins mid-run first gets the steps it missed, so every SSE stream
-//! reads `started` ... `completed` (or `failed`).
+//! The scrape coordinator: one run at a time, its steps to SSE listeners and to the
+//! `scrape_progress` topic, and the periodic scheduler.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::future::BoxFuture;
 use futures_util::{stream, Stream, StreamExt};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::bridge::{BusEvent, BusSender};
-use crate::cache::{OddsCache, Snapshot};
+use super::{OddsSource, ScrapeSettings, SourceError};
+use crate::cache::OddsCache;
+use crate::dispatcher::{BusEvent, BusSender};
 use crate::metrics::{label, Metrics};
 use crate::protocol::{ScrapePhase, ScrapeProgress};
-
-/// Why a source could not deliver.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct SourceError(pub String);
-
-/// Where odds come from. A real HTTP scraper implements this; the coordinator does not
-/// change. Methods return boxed futures so that sources can be chosen at run time.
-pub trait OddsSource: Send + Sync + 'static {
-    /// The events `platform` lists now (for a web scraper: its fixtures page).
-    fn list_events<'a>(&'a self, platform: &'a str)
-        -> BoxFuture<'a, Result<Vec<u64>, SourceError>>;
-
-    /// The current odds of `event_ids` on `platform` (for a web scraper: the event pages).
-    /// Events the platform no longer has may be left out.
-    fn fetch_odds<'a>(
-        &'a self,
-        platform: &'a str,
-        event_ids: &'a [u64],
-    ) -> BoxFuture<'a, Result<Vec<(u64, Snapshot)>, SourceError>>;
-}
-
-/// How a coordinator runs.
-#[derive(Debug, Clone)]
-pub struct ScrapeSettings {
-    /// Platforms in visiting order, home bookmaker first.
-    pub platforms: Vec<String>,
-    /// Events fetched and stored per batch.
-    pub batch_size: usize,
-    /// Batches in flight at once.
-    pub concurrency: usize,
-}
 
 /// SSE listeners a run can fall behind by before they lose the oldest steps. A run has a
 /// handful of steps per platform, so this is never reached in practice.
@@ -75,6 +33,8 @@ struct Shared {
     settings: ScrapeSettings,
     /// Cancelled on shutdown: the running run stops and reports `failed`.
     stop: CancellationToken,
+    /// Where runs are spawned, so that shutdown waits for them.
+    tasks: TaskTracker,
     /// The run in progress, if any. Held only to append a step or to join.
     current: Mutex<Option<Run>>,
     /// Run counts and durations for `/metrics`.
@@ -110,6 +70,7 @@ impl ScrapeCoordinator {
         bus: BusSender,
         settings: ScrapeSettings,
         stop: CancellationToken,
+        tasks: TaskTracker,
         metrics: Arc<Metrics>,
     ) -> ScrapeCoordinator {
         ScrapeCoordinator {
@@ -119,6 +80,7 @@ impl ScrapeCoordinator {
                 bus,
                 settings,
                 stop,
+                tasks,
                 current: Mutex::new(None),
                 metrics,
             }),
@@ -142,7 +104,7 @@ impl ScrapeCoordinator {
                     listeners: sender,
                     _idle: receiver.deactivate(),
                 });
-                tokio::spawn(execute(self.shared.clone(), id));
+                self.shared.tasks.spawn(execute(self.shared.clone(), id));
                 run
             }
         };
@@ -157,11 +119,6 @@ impl ScrapeCoordinator {
             });
             std::future::ready(item)
         })
-    }
-
-    /// Whether a run is in progress.
-    pub fn is_running(&self) -> bool {
-        self.shared.current.lock().is_some()
     }
 }
 

@@ -1,40 +1,28 @@
-//! The WebSocket endpoint `GET /api/ws`: the upgrade filter and the per-connection task.
+//! The task that runs one WebSocket connection, on the fan-out runtime (see `server.rs`).
 //!
-//! warp routes the request; the upgrade itself is done here with tokio-tungstenite (the
-//! library under warp's own `ws` filter) because warp's `Message::text` takes a `String`, which
-//! would copy every published frame once per connection. Here a frame published once is
-//! written to every socket from the same shared bytes.
-//!
-//! Each connection is one task, spawned on the fan-out runtime (see `server.rs`). It selects over the server's close signal, the client's
-//! frames and the connection's topic receivers; after a wake-up it drains everything that is
-//! ready, writes it all and flushes once, so a busy connection makes one write per batch.
+//! It selects over the server's close signal, the client's frames, the connection's topic
+//! receivers and its heartbeat. After a wake-up it drains everything that is ready, writes it
+//! all and flushes once, so a busy connection makes one write per batch. What a client's text
+//! message means is `commands.rs`; this file only moves frames.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
-use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
-use warp::reply::Response;
-use warp::{Filter, Rejection, Reply};
 
-use crate::auth::Denied;
+use super::commands::{self, Subscription};
+use crate::broker::Broker;
 use crate::bucket::TokenBucket;
-use crate::http::error_reply;
 use crate::manager::{Delivery, Subscriber};
 use crate::metrics::{label, Metrics};
-use crate::protocol::{
-    decode_client, encode, parse_topics, unknown_topics_message, ClientMessage, ErrorCode, Frame,
-    ServerMessage, TopicSet,
-};
-use crate::server::Broker;
+use crate::protocol::{encode, ErrorCode, Frame, ServerMessage};
 
 /// Bytes the socket reads at a time. Client messages are small; tungstenite allocates this
 /// eagerly per connection (its 128 KiB default would dominate an idle connection's cost) and
@@ -54,163 +42,22 @@ const MAX_DRAIN: usize = 256;
 
 type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
-/// `GET /api/ws[?topics=a,b]`.
-pub fn route(broker: Broker) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::path!("api" / "ws")
-        .and(warp::get())
-        .and(warp::header::headers_cloned())
-        .and(warp::ext::optional::<OnUpgrade>())
-        .and(warp::query::<Vec<(String, String)>>())
-        .map(
-            move |headers: HeaderMap, on_upgrade, query: Vec<(String, String)>| {
-                upgrade(&broker, &headers, on_upgrade, &query)
-            },
-        )
-}
-
-/// Answers the handshake and spawns the connection task, or explains why it cannot.
-fn upgrade(
-    broker: &Broker,
-    headers: &HeaderMap,
-    on_upgrade: Option<OnUpgrade>,
-    query: &[(String, String)],
-) -> Response {
-    let key = match handshake_key(headers) {
-        Some(key) => key,
-        None => {
-            return error_reply(
-                StatusCode::UPGRADE_REQUIRED,
-                "upgrade_required",
-                "this is a WebSocket endpoint: connect with a WebSocket client, \
-                 e.g. `websocat ws://HOST/api/ws?topics=odds_updates`",
-            )
-        }
-    };
-    let Some(on_upgrade) = on_upgrade else {
-        return error_reply(
-            StatusCode::BAD_REQUEST,
-            "upgrade_required",
-            "this connection cannot be upgraded",
-        );
-    };
-
-    if let Err(denied) = broker.auth.check_origin(headers) {
-        return denied_reply(denied);
-    }
-    let token = query
-        .iter()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.as_str());
-    let claims = match broker.auth.claims(headers, token) {
-        Ok(claims) => claims,
-        Err(denied) => return denied_reply(denied),
-    };
-    let allowed = claims.allowed_topics();
-    let (topics, unknown) = match requested_topics(query) {
-        // Every topic by default means every topic the token allows.
-        None => (allowed, Vec::new()),
-        Some((topics, unknown)) => {
-            let forbidden: Vec<&str> = topics
-                .iter()
-                .filter(|t| !allowed.contains(*t))
-                .map(|t| t.name())
-                .collect();
-            if !forbidden.is_empty() {
-                let message = format!("the token does not allow: {}", forbidden.join(", "));
-                return denied_reply(Denied::forbidden(message));
-            }
-            (topics, unknown)
-        }
-    };
-    let most = broker.config.max_topics_per_connection;
-    if topics.len() > most {
-        return error_reply(
-            StatusCode::BAD_REQUEST,
-            "too_many_topics",
-            &format!("at most {most} topics per connection"),
-        );
-    }
-    let Ok(slot) = broker.connection_slots.clone().try_acquire_owned() else {
-        tracing::warn!(event = "ws.refused", reason = "max_connections");
-        let refused = &broker.manager.metrics().connections_refused;
-        refused
-            .get_or_create(&label("reason", "max_connections"))
-            .inc();
-        return error_reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_connections",
-            "the broker is at its connection limit; retry later",
-        );
-    };
-    let broker = broker.clone();
-    let (tasks, fanout) = (broker.tasks.clone(), broker.fanout.clone());
-    tasks.spawn_on(
-        async move {
-            match on_upgrade.await {
-                Ok(upgraded) => serve(broker, upgraded, topics, allowed, unknown).await,
-                Err(error) => tracing::debug!(event = "ws.upgrade_failed", %error),
-            }
-            drop(slot);
-        },
-        &fanout,
-    );
-
-    let mut response = warp::reply().into_response();
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = response.headers_mut();
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
-        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-    }
-    response
-}
-
-/// The client's `Sec-WebSocket-Key` if the headers ask for a version-13 WebSocket upgrade.
-fn handshake_key(headers: &HeaderMap) -> Option<&HeaderValue> {
-    let has_token = |name: header::HeaderName, token: &str| {
-        headers.get_all(name).iter().any(|value| {
-            value.to_str().is_ok_and(|v| {
-                v.split(',')
-                    .any(|part| part.trim().eq_ignore_ascii_case(token))
-            })
-        })
-    };
-    let upgrade = has_token(header::CONNECTION, "upgrade")
-        && has_token(header::UPGRADE, "websocket")
-        && headers
-            .get(header::SEC_WEBSOCKET_VERSION)
-            .is_some_and(|v| v == "13");
-    upgrade
-        .then(|| headers.get(header::SEC_WEBSOCKET_KEY))
-        .flatten()
-}
-
-/// Topics named by `?topics=a,b` (known, unknown); `None` when absent or empty, which
-/// means every topic.
-fn requested_topics(query: &[(String, String)]) -> Option<(TopicSet, Vec<String>)> {
-    let names: Vec<&str> = query
-        .iter()
-        .filter(|(key, _)| key == "topics")
-        .flat_map(|(_, value)| value.split(','))
-        .map(str::trim)
-        .filter(|name| !name.is_empty())
-        .collect();
-    (!names.is_empty()).then(|| parse_topics(names))
-}
-
-fn denied_reply(denied: Denied) -> Response {
-    tracing::info!(event = "ws.refused", reason = denied.code, detail = %denied.message);
-    error_reply(denied.status, denied.code, &denied.message)
+/// What follows the `connection_ack`, decided at admission.
+#[derive(Debug, Default)]
+pub struct Greeting {
+    /// Names in `?topics=` that are not topics (an `unknown_topic` error).
+    pub unknown: Vec<String>,
+    /// The default subscription was cut to `--max-topics-per-connection` (a
+    /// `too_many_topics` error).
+    pub cut_to_limit: bool,
 }
 
 /// Runs one upgraded connection to its end.
-async fn serve(
+pub async fn serve(
     broker: Broker,
     upgraded: Upgraded,
-    topics: TopicSet,
-    allowed: TopicSet,
-    unknown: Vec<String>,
+    subscription: Subscription,
+    greeting: Greeting,
 ) {
     let max_frame = broker.config.max_frame_bytes;
     let config = WebSocketConfig::default()
@@ -220,16 +67,16 @@ async fn serve(
         .max_frame_size(Some(max_frame));
     let socket =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-    let subscriber = broker.manager.register(topics);
+    let subscriber = broker.manager.register(subscription.topics);
     let id = subscriber.id();
     let span = tracing::info_span!("ws", connection_id = %id);
-    let metrics = broker.manager.metrics().clone();
+    let metrics = broker.metrics.clone();
     async move {
         metrics.connections_opened.inc();
         metrics.active_connections.inc();
         tracing::info!(
             event = "ws.connect",
-            topics = ?topics.iter().map(|t| t.name()).collect::<Vec<_>>(),
+            topics = ?subscription.topics.names(),
             active = broker.manager.active_count(),
         );
         let started = Instant::now();
@@ -248,10 +95,9 @@ async fn serve(
                 Instant::now(),
             ),
             refused: 0,
-            max_topics: broker.config.max_topics_per_connection,
-            allowed,
+            subscription,
         };
-        let reason = connection.run(&broker, unknown).await;
+        let reason = connection.run(&broker, greeting).await;
         drop(connection); // leaves the registry before the count below is read
         metrics.active_connections.dec();
         metrics
@@ -315,15 +161,13 @@ struct Connection {
     rate: TokenBucket,
     /// Messages refused in a row; a client that ignores `rate_limited` is closed.
     refused: u32,
-    /// Most topics this connection may hold.
-    max_topics: usize,
-    /// Topics its token allows.
-    allowed: TopicSet,
+    /// What the client is subscribed to and may subscribe to; `subscriber` follows it.
+    subscription: Subscription,
 }
 
 impl Connection {
-    async fn run(&mut self, broker: &Broker, unknown: Vec<String>) -> EndReason {
-        if let Err(end) = self.greet(&unknown).await {
+    async fn run(&mut self, broker: &Broker, greeting: Greeting) -> EndReason {
+        if let Err(end) = self.greet(greeting).await {
             return self.end(end).await;
         }
         let beats = broker.config.heartbeat_interval;
@@ -389,15 +233,25 @@ impl Connection {
         reason
     }
 
-    /// `connection_ack` first, then the `unknown_topic` error for names the query got wrong.
-    async fn greet(&mut self, unknown: &[String]) -> Result<(), EndReason> {
-        let ack = encode(&ServerMessage::ConnectionAck {
+    /// `connection_ack` first, then the errors about what the query asked for.
+    async fn greet(&mut self, greeting: Greeting) -> Result<(), EndReason> {
+        let mut messages = vec![ServerMessage::ConnectionAck {
             connection_id: self.subscriber.id(),
-            topics: self.subscriber.topics(),
-        });
-        self.feed(ack).await?;
-        if !unknown.is_empty() {
-            self.feed(unknown_topic_error(unknown)).await?;
+            topics: self.subscription.topics,
+        }];
+        if !greeting.unknown.is_empty() {
+            messages.push(commands::unknown_topic_error(&greeting.unknown));
+        }
+        if greeting.cut_to_limit {
+            let message = format!(
+                "at most {} topics per connection: subscribed to {} only",
+                self.subscription.max_topics,
+                self.subscription.topics.names().join(", ")
+            );
+            messages.push(ServerMessage::error(ErrorCode::TooManyTopics, message));
+        }
+        for message in &messages {
+            self.feed(encode(message)).await?;
         }
         self.flush().await
     }
@@ -428,11 +282,11 @@ impl Connection {
                 if self.refused > self.rate_burst() {
                     return Err(EndReason::RateLimited);
                 }
-                let refusal = error_frame(
+                let refusal = ServerMessage::error(
                     ErrorCode::RateLimited,
                     "too many messages: this one was dropped; slow down",
                 );
-                return self.feed(refusal).await;
+                return self.feed(encode(&refusal)).await;
             }
             self.refused = 0;
             // Whatever the topics already hold goes out before the replies, so a `pong`
@@ -440,8 +294,12 @@ impl Connection {
             self.drain_ready().await?;
         }
         let replies = match message {
-            Message::Text(text) => self.on_text(text.as_str()),
-            Message::Binary(_) => vec![error_frame(
+            Message::Text(text) => {
+                let replies = commands::apply(text.as_str(), &mut self.subscription);
+                self.subscriber.set_topics(self.subscription.topics);
+                replies
+            }
+            Message::Binary(_) => vec![ServerMessage::error(
                 ErrorCode::UnsupportedFrame,
                 "binary frames are not supported: send JSON in text frames",
             )],
@@ -450,63 +308,10 @@ impl Connection {
                 Vec::new()
             }
         };
-        for reply in replies {
-            self.feed(reply).await?;
+        for reply in &replies {
+            self.feed(encode(reply)).await?;
         }
         Ok(())
-    }
-
-    /// Applies one client text message and returns the replies, in order.
-    fn on_text(&mut self, text: &str) -> Vec<Frame> {
-        let message = match decode_client(text) {
-            Ok(message) => message,
-            Err(error) => return vec![error_frame(error.code, &error.message)],
-        };
-        let (names, subscribe) = match message {
-            ClientMessage::Ping => return vec![encode(&ServerMessage::Pong)],
-            ClientMessage::Subscribe(names) => (names, true),
-            ClientMessage::Unsubscribe(names) => (names, false),
-        };
-        let (named, unknown) = parse_topics(names.iter().map(String::as_str));
-        let mut topics = self.subscriber.topics();
-        let forbidden: Vec<&str> = named
-            .iter()
-            .filter(|t| subscribe && !self.allowed.contains(*t))
-            .map(|t| t.name())
-            .collect();
-        for topic in named
-            .iter()
-            .filter(|t| !subscribe || self.allowed.contains(*t))
-        {
-            if subscribe {
-                topics.insert(topic);
-            } else {
-                topics.remove(topic);
-            }
-        }
-        if topics.len() > self.max_topics {
-            let message = format!(
-                "at most {} topics per connection; the subscription is unchanged",
-                self.max_topics
-            );
-            return vec![error_frame(ErrorCode::TooManyTopics, &message)];
-        }
-        self.subscriber.set_topics(topics);
-        tracing::debug!(event = "ws.topics", subscribe, topics = ?topics);
-        let reply = if subscribe {
-            ServerMessage::Subscribed { topics }
-        } else {
-            ServerMessage::Unsubscribed { topics }
-        };
-        let mut replies = vec![encode(&reply)];
-        if !unknown.is_empty() {
-            replies.push(unknown_topic_error(&unknown));
-        }
-        if !forbidden.is_empty() {
-            let message = format!("the token does not allow: {}", forbidden.join(", "));
-            replies.push(error_frame(ErrorCode::Forbidden, &message));
-        }
-        replies
     }
 
     /// How many refusals in a row end the connection: a whole burst's worth.
@@ -603,41 +408,4 @@ fn close_message(code: CloseCode, reason: &'static str) -> Message {
         code,
         reason: reason.into(),
     }))
-}
-
-fn error_frame(code: ErrorCode, message: &str) -> Frame {
-    encode(&ServerMessage::Error { code, message })
-}
-
-fn unknown_topic_error(names: &[String]) -> Frame {
-    error_frame(ErrorCode::UnknownTopic, &unknown_topics_message(names))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn query(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn absent_or_empty_topics_mean_the_default() {
-        assert_eq!(requested_topics(&[]), None);
-        assert_eq!(requested_topics(&query(&[("topics", "")])), None);
-    }
-
-    #[test]
-    fn unknown_names_are_reported_and_skipped() {
-        let (topics, unknown) =
-            requested_topics(&query(&[("topics", "odds_updates, nope,")])).unwrap();
-        assert_eq!(
-            topics.iter().map(|t| t.name()).collect::<Vec<_>>(),
-            ["odds_updates"]
-        );
-        assert_eq!(unknown, ["nope"]);
-    }
 }

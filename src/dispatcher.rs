@@ -1,4 +1,4 @@
-//! The cache-update bridge and the dispatcher.
+//! The dispatcher, and the cache-update bridge that feeds it.
 //!
 //! The bridge is an OddsCache callback that only pushes onto an unbounded channel: it runs on
 //! the writer's thread, so it must never do I/O or wait. The dispatcher is the one task that
@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bucket::TokenBucket;
 use crate::cache::OddsCache;
+use crate::config::Config;
 use crate::manager::ConnectionManager;
 use crate::protocol::{encode, OddsUpdate, ScrapeProgress, ServerMessage, Topic};
 
@@ -98,6 +99,19 @@ pub enum Coalescing {
     },
     /// One message per put, as the original design did; kept to measure the difference.
     Off,
+}
+
+impl Coalescing {
+    /// What `--no-coalesce` and `--coalesce-window-ms` ask for.
+    pub fn from_config(config: &Config) -> Coalescing {
+        if config.no_coalesce {
+            Coalescing::Off
+        } else {
+            Coalescing::PerSource {
+                window: Duration::from_millis(config.coalesce_window_ms),
+            }
+        }
+    }
 }
 
 /// The dispatcher task: runs until `stop` is cancelled, then publishes whatever is still

@@ -1,0 +1,62 @@
+//! Connecting the subscribers, spread over several loopback source addresses.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::Args;
+
+/// One subscriber's connection.
+pub type Socket = WebSocketStream<TcpStream>;
+
+/// Connects every subscriber and waits for each `connection_ack`.
+pub async fn connect_all(args: &Args) -> Result<Vec<Socket>, String> {
+    let url = format!("ws://{}/api/ws?topics=odds_updates", args.server);
+    let results = futures_util::stream::iter(0..args.clients)
+        .map(|i| {
+            let url = url.clone();
+            let local = Ipv4Addr::new(
+                127,
+                0,
+                0,
+                1 + (i % usize::from(args.source_addrs.max(1))) as u8,
+            );
+            async move {
+                // A server out of file descriptors leaves connections in its backlog: give up
+                // instead of waiting forever.
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    connect_one(&url, local, args.server),
+                )
+                .await
+                .map_err(|_| format!("connect from {local} timed out after 10 s"))?
+            }
+        })
+        .buffer_unordered(256)
+        .collect::<Vec<_>>()
+        .await;
+    results.into_iter().collect()
+}
+
+async fn connect_one(url: &str, local: Ipv4Addr, server: SocketAddr) -> Result<Socket, String> {
+    let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    socket
+        .bind(SocketAddr::new(IpAddr::V4(local), 0))
+        .map_err(|e| format!("bind {local}: {e}"))?;
+    let stream = socket
+        .connect(server)
+        .await
+        .map_err(|e| format!("connect {server} from {local}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .map_err(|e| format!("websocket handshake: {e}"))?;
+    match ws.next().await {
+        Some(Ok(Message::Text(text))) if text.contains("connection_ack") => Ok(ws),
+        other => Err(format!("expected connection_ack, got {other:?}")),
+    }
+}

@@ -1,0 +1,108 @@
+//! `POST /api/odds`: read the body within its limit, check the caller may ingest, decode it
+//! whole (`crate::ingest`), then store it in one `put_batch`.
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use warp::http::HeaderMap;
+use warp::reply::Response;
+use warp::Reply;
+
+use crate::broker::Broker;
+use crate::ingest;
+use crate::metrics::label;
+use crate::protocol::{HttpError, HttpErrorCode, IngestReply, Timestamp};
+use crate::reply;
+
+/// Handles one ingest request and counts it by status.
+pub async fn handle<S, B>(
+    broker: Broker,
+    headers: HeaderMap,
+    length: Option<u64>,
+    body: S,
+) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let reply = match accept(&broker, &headers, length, body).await {
+        Ok(stored) => reply::ok(&stored),
+        Err(refused) => {
+            tracing::info!(event = "ingest.refused", code = refused.code.as_str(), reason = %refused.message);
+            refused.into_response()
+        }
+    };
+    let status = reply.status().as_u16().to_string();
+    let requests = &broker.metrics.ingest_requests;
+    requests.get_or_create(&label("status", status)).inc();
+    reply
+}
+
+async fn accept<S, B>(
+    broker: &Broker,
+    headers: &HeaderMap,
+    length: Option<u64>,
+    body: S,
+) -> Result<IngestReply, HttpError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let claims = broker.auth.claims(headers, None)?;
+    if !claims.ingest {
+        return Err(HttpError::new(
+            HttpErrorCode::Forbidden,
+            "the token does not allow ingest (claim `ingest`)",
+        ));
+    }
+    let body = read_body(length, body, broker.config.max_body_bytes).await?;
+    let batch = ingest::decode(&broker.config, &body, Timestamp::now())?;
+    let outcome = broker.cache.put_batch(&batch.source, batch.snapshots);
+    tracing::info!(
+        event = "ingest.accepted",
+        source = batch.source,
+        accepted = outcome.accepted,
+        changed = outcome.changed.len(),
+    );
+    Ok(IngestReply {
+        accepted: outcome.accepted,
+        changed: outcome.changed.len(),
+    })
+}
+
+/// Reads a whole request body, refusing it with 413 as soon as it is known to exceed `limit`
+/// (from `Content-Length` before reading, or while reading a body sent without one).
+async fn read_body<S, B>(length: Option<u64>, body: S, limit: u64) -> Result<Bytes, HttpError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let too_large = || {
+        HttpError::new(
+            HttpErrorCode::PayloadTooLarge,
+            format!("the body is larger than the limit of {limit} bytes"),
+        )
+    };
+    if length.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut collected = BytesMut::new();
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|e| {
+            HttpError::new(
+                HttpErrorCode::InvalidBody,
+                format!("the body could not be read: {e}"),
+            )
+        })?;
+        if (collected.len() + chunk.remaining()) as u64 > limit {
+            return Err(too_large());
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            collected.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(collected.freeze())
+}

@@ -1,0 +1,137 @@
+//! The HTTP API: every route of the broker, and the one place where warp's own rejections
+//! become the contract's JSON error replies.
+//!
+//! `ingest.rs` holds `POST /api/odds`, `events.rs` the cache-first reads; the WebSocket
+//! endpoint is `crate::ws`, the board `crate::web`. The small routes (stats, health,
+//! metrics, the scrape stream) are here.
+
+mod events;
+mod ingest;
+
+use std::convert::Infallible;
+
+use futures_util::StreamExt;
+use warp::http::header::{HeaderValue, CONTENT_TYPE};
+use warp::reply::Response;
+use warp::sse::Event;
+use warp::{Filter, Rejection, Reply};
+
+use crate::broker::Broker;
+use crate::protocol::{Health, HttpError, HttpErrorCode};
+use crate::{reply, web, ws};
+
+/// Every route of the broker, with errors turned into JSON replies.
+pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let with_broker = {
+        let broker = broker.clone();
+        warp::any().map(move || broker.clone())
+    };
+
+    let ingest = warp::path!("api" / "odds")
+        .and(warp::post())
+        .and(with_broker.clone())
+        .and(warp::header::headers_cloned())
+        .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::body::stream())
+        .then(ingest::handle);
+
+    let events = warp::path!("api" / "events")
+        .and(warp::get())
+        .and(with_broker.clone())
+        .map(|broker: Broker| events::list(&broker));
+
+    let many_odds = warp::path!("api" / "events" / "odds")
+        .and(warp::get())
+        .and(with_broker.clone())
+        .and(warp::query::<Vec<(String, String)>>())
+        .map(|broker: Broker, query: Vec<(String, String)>| events::many_odds(&broker, &query));
+
+    let event_odds = warp::path!("api" / "events" / String / "odds")
+        .and(warp::get())
+        .and(with_broker.clone())
+        .map(|id: String, broker: Broker| events::odds(&broker, &id));
+
+    let stats = warp::path!("api" / "ws" / "stats")
+        .and(warp::get())
+        .and(with_broker.clone())
+        .map(|broker: Broker| reply::ok(&broker.manager.stats()));
+
+    let scrape_stream = warp::path!("api" / "scrape" / "stream")
+        .and(warp::get())
+        .and(with_broker.clone())
+        .map(|broker: Broker| scrape_stream(&broker));
+
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_broker)
+        .map(|broker: Broker| {
+            let mut reply = broker.metrics.render().into_response();
+            let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+            reply
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            reply
+        });
+
+    let health = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| reply::ok(&Health { status: "ok" }));
+
+    let board = web::routes(&broker.config.sources());
+
+    ws::route(broker)
+        .or(board)
+        .unify()
+        .or(stats)
+        .unify()
+        .or(ingest)
+        .unify()
+        .or(events)
+        .unify()
+        .or(many_odds)
+        .unify()
+        .or(event_odds)
+        .unify()
+        .or(scrape_stream)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(health)
+        .unify()
+        .recover(recover)
+        .unify()
+}
+
+/// Turns warp's own rejections (no route, wrong method, bad query) into JSON errors.
+async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    let error = if rejection.is_not_found() {
+        HttpError::new(HttpErrorCode::NotFound, "no such endpoint")
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        HttpError::new(
+            HttpErrorCode::MethodNotAllowed,
+            "this endpoint does not take that method",
+        )
+    } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
+        HttpError::new(
+            HttpErrorCode::InvalidQuery,
+            "the query string could not be decoded",
+        )
+    } else if let Some(error) = rejection.find::<warp::reject::InvalidHeader>() {
+        HttpError::new(HttpErrorCode::InvalidHeader, error.to_string())
+    } else {
+        tracing::warn!(event = "http.unhandled_rejection", ?rejection);
+        HttpError::new(HttpErrorCode::Internal, "the request could not be handled")
+    };
+    Ok(error.into_response())
+}
+
+/// `GET /api/scrape/stream`: joins or starts a run and streams it as SSE until it ends. On
+/// shutdown the run stops and reports `failed`, which ends every stream with the reason.
+/// The client going away does not stop the run.
+fn scrape_stream(broker: &Broker) -> Response {
+    let events = broker
+        .scrape
+        .join_or_start()
+        .map(|progress| Event::default().json_data(progress));
+    warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response()
+}

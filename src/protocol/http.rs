@@ -1,0 +1,190 @@
+//! The HTTP side of the contract: error codes, the error body and the reply bodies, so that
+//! no route builds JSON by hand.
+
+use std::fmt;
+
+use http::StatusCode;
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
+
+/// Every `code` an HTTP error reply can carry; each has one status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpErrorCode {
+    /// An ingest body that is not JSON.
+    InvalidJson,
+    /// An ingest body of the wrong shape, or one that could not be read.
+    InvalidBody,
+    /// An ingest `source` that is not configured.
+    UnknownSource,
+    /// More snapshots in one ingest than allowed.
+    TooManySnapshots,
+    /// A snapshot whose markets are not usable prices.
+    InvalidSnapshot,
+    /// A body over the size limit (413).
+    PayloadTooLarge,
+    /// An event id that is not a non-negative integer.
+    InvalidEventId,
+    /// More ids in one bulk read than allowed.
+    TooManyIds,
+    /// A WebSocket request for more topics than a connection may hold.
+    TooManyTopics,
+    /// A query string that cannot be decoded.
+    InvalidQuery,
+    /// A header a route needs that cannot be read.
+    InvalidHeader,
+    /// No valid token where one is required (401).
+    Unauthorized,
+    /// A valid request the caller is not allowed to make (403).
+    Forbidden,
+    /// No such route or no such event (404).
+    NotFound,
+    /// A known route with another method (405).
+    MethodNotAllowed,
+    /// A plain request to the WebSocket endpoint (426).
+    UpgradeRequired,
+    /// The WebSocket connection limit is reached (503).
+    TooManyConnections,
+    /// A bug (500).
+    Internal,
+}
+
+impl HttpErrorCode {
+    /// The HTTP status this code is always sent with.
+    pub fn status(self) -> StatusCode {
+        use HttpErrorCode::*;
+        match self {
+            InvalidJson | InvalidBody | UnknownSource | TooManySnapshots | InvalidSnapshot
+            | InvalidEventId | TooManyIds | TooManyTopics | InvalidQuery | InvalidHeader => {
+                StatusCode::BAD_REQUEST
+            }
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            Forbidden => StatusCode::FORBIDDEN,
+            NotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
+            TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The wire name, also used in logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        use HttpErrorCode::*;
+        match self {
+            InvalidJson => "invalid_json",
+            InvalidBody => "invalid_body",
+            UnknownSource => "unknown_source",
+            TooManySnapshots => "too_many_snapshots",
+            InvalidSnapshot => "invalid_snapshot",
+            PayloadTooLarge => "payload_too_large",
+            InvalidEventId => "invalid_event_id",
+            TooManyIds => "too_many_ids",
+            TooManyTopics => "too_many_topics",
+            InvalidQuery => "invalid_query",
+            InvalidHeader => "invalid_header",
+            Unauthorized => "unauthorized",
+            Forbidden => "forbidden",
+            NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
+            UpgradeRequired => "upgrade_required",
+            TooManyConnections => "too_many_connections",
+            Internal => "internal",
+        }
+    }
+}
+
+impl Serialize for HttpErrorCode {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// A refused request: sent as `{"error":{"code":..,"message":..}}` with the code's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpError {
+    /// For programs.
+    pub code: HttpErrorCode,
+    /// For people.
+    pub message: String,
+}
+
+impl HttpError {
+    /// An error with `code` and a message for people.
+    pub fn new(code: HttpErrorCode, message: impl Into<String>) -> HttpError {
+        HttpError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status of the reply.
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
+    }
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+impl Serialize for HttpError {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Detail<'a> {
+            code: HttpErrorCode,
+            message: &'a str,
+        }
+        let mut body = serializer.serialize_struct("HttpError", 1)?;
+        body.serialize_field(
+            "error",
+            &Detail {
+                code: self.code,
+                message: &self.message,
+            },
+        )?;
+        body.end()
+    }
+}
+
+/// The reply to an accepted `POST /api/odds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct IngestReply {
+    /// Snapshots stored (changed or refreshed).
+    pub accepted: usize,
+    /// Distinct events notified as changed.
+    pub changed: usize,
+}
+
+/// A list of events: `GET /api/events` and `GET /api/events/odds`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Events<T> {
+    /// The events, by id.
+    pub events: Vec<T>,
+}
+
+/// The reply of `GET /healthz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Health {
+    /// `ok`.
+    pub status: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_serialise_as_the_contract_says() {
+        let error = HttpError::new(HttpErrorCode::NotFound, "event 9 is not in the cache");
+        assert_eq!(
+            serde_json::to_string(&error).unwrap(),
+            r#"{"error":{"code":"not_found","message":"event 9 is not in the cache"}}"#
+        );
+        assert_eq!(error.status(), StatusCode::NOT_FOUND);
+    }
+}
