@@ -4,14 +4,18 @@ mod common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use common::{snapshot, TestServer};
-use jsonwebtoken::{encode, EncodingKey, Header};
+use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
+use sha2::Sha256;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
 const SECRET: &str = "test-secret";
 
+/// A token for `claims` (with an `exp` ten minutes ahead unless given), signed with HS256.
 fn token(claims: Value, secret: &str) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -21,12 +25,25 @@ fn token(claims: Value, secret: &str) -> String {
     if claims.get("exp").is_none() {
         claims["exp"] = json!(now + 600);
     }
-    encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
+    signed("HS256", &claims, secret)
+}
+
+/// A JSON Web Token written out by hand (RFC 7519), so the server is checked against the
+/// format rather than against the library it uses: the header names `alg`, the signature is
+/// always HMAC-SHA256 of `header.payload`.
+fn signed(alg: &str, claims: &Value, secret: &str) -> String {
+    let part = |value: &Value| URL_SAFE_NO_PAD.encode(value.to_string());
+    let input = format!(
+        "{}.{}",
+        part(&json!({"alg": alg, "typ": "JWT"})),
+        part(claims)
+    );
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(input.as_bytes());
+    format!(
+        "{input}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     )
-    .unwrap()
 }
 
 async fn secured() -> TestServer {
@@ -62,6 +79,12 @@ async fn websockets_need_a_valid_token_before_the_upgrade() {
     let good = token(json!({"sub": "board"}), SECRET);
     let expired = token(json!({"exp": 1_000_000}), SECRET);
     let forged = token(json!({}), "another-secret");
+    let later = json!({"exp": 4_000_000_000u64});
+    let other_algorithm = signed("HS512", &later, SECRET);
+    let unsigned = format!(
+        "{}.",
+        signed("none", &later, SECRET).rsplit_once('.').unwrap().0
+    );
 
     assert_eq!(handshake_status(&server, "/api/ws", &[]).await, 401);
     assert_eq!(
@@ -76,6 +99,14 @@ async fn websockets_need_a_valid_token_before_the_upgrade() {
         handshake_status(&server, "/api/ws?token=garbage", &[]).await,
         401
     );
+    for refused in [&other_algorithm, &unsigned] {
+        let path = format!("/api/ws?token={refused}");
+        assert_eq!(
+            handshake_status(&server, &path, &[]).await,
+            401,
+            "{refused}"
+        );
+    }
     assert_eq!(
         handshake_status(&server, &format!("/api/ws?token={good}"), &[]).await,
         101

@@ -7,6 +7,8 @@
 //! - `topics`: the topics the bearer may subscribe to; absent means every topic;
 //! - `ingest`: `true` lets the bearer `POST /api/odds`.
 
+mod hs256;
+
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use warp::http::HeaderMap;
@@ -58,6 +60,7 @@ impl Auth {
     /// Tokens are required when `--auth-secret` is set; origins are checked when
     /// `--allowed-origins` is.
     pub fn from_config(config: &Config) -> Auth {
+        hs256::install();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
         Auth {
