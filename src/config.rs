@@ -22,7 +22,7 @@ pub enum LogFormat {
 /// Where scrape runs get their odds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SourceKind {
-    /// A deterministic simulated market (see `src/simulated.rs`).
+    /// A deterministic simulated market (see `src/scrape/simulated.rs`).
     Simulated,
 }
 

@@ -27,6 +27,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -124,7 +125,26 @@ impl Server {
     }
 
     /// Serves on `listener` until `shutdown` completes, then shuts down in order.
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    pub fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> BoxFuture<'static, ()> {
+        self.start(listener, Box::pin(shutdown))
+    }
+
+    /// The server as one boxed future, built here: its type (every route, connection and
+    /// step of shutdown) then never reaches a caller's crate, which would otherwise compile
+    /// its drop glue again; every test crate used to spend 10 s on that.
+    fn start(
+        self,
+        listener: TcpListener,
+        shutdown: BoxFuture<'static, ()>,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(self.serve(listener, shutdown))
+    }
+
+    async fn serve(self, listener: TcpListener, mut shutdown: BoxFuture<'static, ()>) {
         let Server {
             broker,
             queue,
@@ -148,7 +168,6 @@ impl Server {
 
         let service = warp::service(http::routes(broker.clone()));
         let http_connections = GracefulShutdown::new();
-        let mut shutdown = std::pin::pin!(shutdown);
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(event = "server.listening", %addr);
         }

@@ -47,10 +47,9 @@ fn signed(alg: &str, claims: &Value, secret: &str) -> String {
 }
 
 async fn secured() -> TestServer {
-    TestServer::with_config(oddsbus::Config {
-        auth_secret: Some(SECRET.into()),
-        allowed_origins: vec!["https://board.example".into()],
-        ..common::config()
+    TestServer::with(|c| {
+        c.auth_secret = Some(SECRET.into());
+        c.allowed_origins = vec!["https://board.example".into()];
     })
     .await
 }
@@ -156,6 +155,11 @@ async fn browsers_from_other_origins_are_refused() {
         101,
         "not a browser"
     );
+
+    // Operators see refusals by reason.
+    let metrics = server.metrics().await;
+    let refused = r#"oddsbus_connections_refused_total{reason="forbidden"} 1"#;
+    assert!(metrics.contains(refused), "{metrics}");
 }
 
 #[tokio::test]

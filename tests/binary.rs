@@ -79,3 +79,39 @@ fn bad_flags_are_refused_with_a_clear_message() {
         .unwrap();
     assert!(!output.status.success());
 }
+
+/// What a newcomer types works: a host name in `--listen`, the usual words for an on/off
+/// variable, and pretty logs written to a pipe carry no colour codes.
+#[test]
+fn host_names_boolean_words_and_plain_logs_in_a_pipe() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_oddsbus"))
+        .args(["--listen", "localhost:0", "--scrape-interval", "0"])
+        .env("ODDSBUS_NO_COALESCE", "yes")
+        .env("ODDSBUS_LOG_FORMAT", "pretty")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let listening = loop {
+        let line = lines.next().expect("exited before listening").unwrap();
+        if line.contains("server.listening") {
+            break line;
+        }
+    };
+    assert!(
+        !listening.contains('\u{1b}'),
+        "colour codes in a pipe: {listening:?}"
+    );
+    assert!(
+        listening.contains("127.0.0.1:") || listening.contains("[::1]:"),
+        "{listening}"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+}

@@ -5,25 +5,8 @@ mod common;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use common::TestServer;
-use oddsbus::{Market, Outcome, Snapshot, Timestamp};
+use common::{odds, TestServer};
 use serde_json::{json, Value};
-
-fn snapshot(price: f64) -> Snapshot {
-    Snapshot {
-        bookmaker_id: None,
-        captured_at: Timestamp::now(),
-        markets: vec![Market {
-            market_id: "1x2".into(),
-            name: "1X2".into(),
-            line: None,
-            outcomes: vec![Outcome {
-                name: "1".into(),
-                odds: price,
-            }],
-        }],
-    }
-}
 
 /// Acceptance scenario (b): one callback call per put with its source, a panicking callback
 /// does not stop the others, and WebSocket subscribers receive the notifications.
@@ -40,8 +23,8 @@ async fn callbacks_fire_per_put_survive_a_panic_and_reach_subscribers() {
         seen.lock().unwrap().push((ids.to_vec(), source.to_owned()));
     });
 
-    cache.put_betpawa_snapshot(100, 5100, snapshot(2.0));
-    cache.put_competitor_snapshot(100, "sportybet", snapshot(2.1));
+    cache.put_betpawa_snapshot(100, 5100, odds(2.0));
+    cache.put_competitor_snapshot(100, "sportybet", odds(2.1));
 
     assert_eq!(
         *calls.lock().unwrap(),
@@ -82,7 +65,7 @@ async fn changes_queued_while_the_dispatcher_is_busy_arrive_merged_per_source() 
         server
             .broker
             .cache
-            .put_competitor_snapshot(id, group, snapshot(1.5 + i as f64 / 100.0));
+            .put_competitor_snapshot(id, group, odds(1.5 + i as f64 / 100.0));
         if !expected[source].1.contains(&id) {
             expected[source].1.push(id);
         }
@@ -125,17 +108,13 @@ async fn changes_queued_while_the_dispatcher_is_busy_arrive_merged_per_source() 
 /// With coalescing off (the original design), every put is its own message.
 #[tokio::test(flavor = "current_thread")]
 async fn with_coalescing_off_every_put_is_its_own_message() {
-    let server = TestServer::with_config(oddsbus::Config {
-        no_coalesce: true,
-        ..common::config()
-    })
-    .await;
+    let server = TestServer::with(|c| c.no_coalesce = true).await;
     let (mut client, _) = server.ws_acked("?topics=odds_updates").await;
     for id in 0..50u64 {
         server
             .broker
             .cache
-            .put_competitor_snapshot(id, "bet9ja", snapshot(2.0));
+            .put_competitor_snapshot(id, "bet9ja", odds(2.0));
     }
     for id in 0..50u64 {
         let message = client.recv().await;

@@ -1,4 +1,4 @@
-//! Ingest, cache-first reads, stats and health over real HTTP (PROTOCOL.md, "Ingest",
+//! Ingest, cache-first reads, stats and health over real HTTP (docs/PROTOCOL.md, "Ingest",
 //! "Cache-first reads", "Introspection").
 
 mod common;
@@ -183,11 +183,7 @@ async fn bad_ingest_bodies_are_refused_whole_and_change_nothing() {
 
 #[tokio::test]
 async fn bodies_over_the_limit_get_413_with_or_without_content_length() {
-    let server = TestServer::with_config(oddsbus::Config {
-        max_body_bytes: 2_000,
-        ..common::config()
-    })
-    .await;
+    let server = TestServer::with(|c| c.max_body_bytes = 2_000).await;
     let snapshots: Vec<Value> = (0..50).map(|id| snapshot(id, 2.0)).collect();
     let body = json!({"source": "betpawa", "snapshots": snapshots}).to_string();
     assert!(body.len() > 2_000);
@@ -212,11 +208,7 @@ async fn bodies_over_the_limit_get_413_with_or_without_content_length() {
 
 #[tokio::test]
 async fn too_many_snapshots_in_one_request_get_400() {
-    let server = TestServer::with_config(oddsbus::Config {
-        max_snapshots_per_request: 3,
-        ..common::config()
-    })
-    .await;
+    let server = TestServer::with(|c| c.max_snapshots_per_request = 3).await;
     let snapshots: Vec<Value> = (0..4).map(|id| snapshot(id, 2.0)).collect();
     let (status, reply) = server
         .ingest(&json!({"source": "betpawa", "snapshots": snapshots}))
@@ -227,11 +219,7 @@ async fn too_many_snapshots_in_one_request_get_400() {
 
 #[tokio::test]
 async fn configured_competitors_are_the_accepted_sources() {
-    let server = TestServer::with_config(oddsbus::Config {
-        competitors: vec!["pinnacle".into()],
-        ..common::config()
-    })
-    .await;
+    let server = TestServer::with(|c| c.competitors = vec!["pinnacle".into()]).await;
     server.ingest_ok("pinnacle", &[1], 2.0).await;
     server.ingest_ok("betpawa", &[1], 2.0).await;
     let (status, reply) = server
@@ -268,4 +256,31 @@ async fn health_stats_and_unknown_routes_answer_in_json() {
     assert_eq!(response.status(), 405);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "method_not_allowed");
+}
+
+/// Every JSON reply, success or error, is one line ending in a newline, so a shell prompt
+/// after `curl` starts on a line of its own.
+#[tokio::test]
+async fn json_replies_end_with_a_newline() {
+    let server = TestServer::start().await;
+    server.ingest_ok("betpawa", &[1], 2.0).await;
+    for path in [
+        "/healthz",
+        "/api/events",
+        "/api/events/1/odds",
+        "/api/events/9/odds",
+        "/nope",
+    ] {
+        let response = reqwest::get(server.url(path)).await.unwrap();
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/json",
+            "{path}"
+        );
+        let text = response.text().await.unwrap();
+        assert!(
+            text.ends_with("}\n") && text.matches('\n').count() == 1,
+            "{path}: {text:?}"
+        );
+    }
 }

@@ -10,11 +10,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[tokio::test]
 async fn connections_over_the_limit_get_503_before_the_upgrade() {
-    let server = TestServer::with_config(oddsbus::Config {
-        max_connections: 2,
-        ..common::config()
-    })
-    .await;
+    let server = TestServer::with(|c| c.max_connections = 2).await;
     let (first, _) = server.ws_acked("").await;
     let (_second, _) = server.ws_acked("").await;
 
@@ -39,17 +35,15 @@ async fn connections_over_the_limit_get_503_before_the_upgrade() {
 
 #[tokio::test]
 async fn a_client_over_its_message_rate_is_told_then_closed_with_1008_if_it_goes_on() {
-    let server = TestServer::with_config(oddsbus::Config {
-        client_rate: 1.0,
-        client_burst: 3,
-        ..common::config()
+    let server = TestServer::with(|c| {
+        c.client_rate = 1.0;
+        c.client_burst = 3;
     })
     .await;
     let (mut client, _) = server.ws_acked("").await;
     let (mut neighbour, _) = server.ws_acked("").await;
     for _ in 0..3 {
-        client.send_json(json!({"type": "ping"})).await;
-        assert_eq!(client.recv().await["type"], "pong");
+        client.ping_pong().await;
     }
     client.send_json(json!({"type": "ping"})).await;
     let refusal = client.recv().await;
@@ -63,8 +57,7 @@ async fn a_client_over_its_message_rate_is_told_then_closed_with_1008_if_it_goes
     assert_eq!(client.recv_close().await, Some(CloseCode::Policy));
 
     // Nobody else was affected.
-    neighbour.send_json(json!({"type": "ping"})).await;
-    assert_eq!(neighbour.recv().await["type"], "pong");
+    neighbour.ping_pong().await;
     server
         .wait_for_stats(|s| s["active_connections"] == 1)
         .await;
@@ -72,27 +65,21 @@ async fn a_client_over_its_message_rate_is_told_then_closed_with_1008_if_it_goes
 
 #[tokio::test]
 async fn a_client_within_its_rate_is_never_refused() {
-    let server = TestServer::with_config(oddsbus::Config {
-        client_rate: 50.0,
-        client_burst: 5,
-        ..common::config()
+    let server = TestServer::with(|c| {
+        c.client_rate = 50.0;
+        c.client_burst = 5;
     })
     .await;
     let (mut client, _) = server.ws_acked("").await;
     for _ in 0..20 {
-        client.send_json(json!({"type": "ping"})).await;
-        assert_eq!(client.recv().await["type"], "pong");
+        client.ping_pong().await;
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
 #[tokio::test]
 async fn subscriptions_beyond_the_topic_limit_are_refused_and_change_nothing() {
-    let server = TestServer::with_config(oddsbus::Config {
-        max_topics_per_connection: 1,
-        ..common::config()
-    })
-    .await;
+    let server = TestServer::with(|c| c.max_topics_per_connection = 1).await;
     let (mut client, ack) = server.ws_acked("?topics=odds_updates").await;
     assert_eq!(ack["topics"], json!(["odds_updates"]));
     client

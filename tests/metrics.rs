@@ -26,17 +26,7 @@ async fn metrics_count_connections_publications_frames_ingests_and_scrapes() {
         .await;
     assert_eq!(run.last().unwrap()["phase"], "completed");
 
-    let response = reqwest::get(server.url("/metrics")).await.unwrap();
-    assert_eq!(response.status(), 200);
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        content_type.starts_with("application/openmetrics-text"),
-        "{content_type}"
-    );
-    let text = response.text().await.unwrap();
+    let text = server.metrics().await;
     assert!(text.ends_with("# EOF\n"), "{text}");
 
     let value = |name: &str| sample(&text, name).unwrap_or_else(|| panic!("no {name} in\n{text}"));
@@ -66,12 +56,7 @@ async fn metrics_count_connections_publications_frames_ingests_and_scrapes() {
     server
         .wait_for_stats(|s| s["active_connections"] == 0)
         .await;
-    let text = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics().await;
     assert_eq!(sample(&text, "oddsbus_active_connections"), Some(0.0));
     assert_eq!(
         sample(

@@ -23,10 +23,9 @@ fn rig(cell: &'static OnceLock<(Runtime, TestServer)>) -> &'static (Runtime, Tes
             .enable_all()
             .build()
             .unwrap();
-        let server = runtime.block_on(TestServer::with_config(oddsbus::Config {
-            client_rate: 10_000.0,
-            client_burst: 10_000,
-            ..common::config()
+        let server = runtime.block_on(TestServer::with(|c| {
+            c.client_rate = 10_000.0;
+            c.client_burst = 10_000;
         }));
         (runtime, server)
     })
@@ -196,10 +195,9 @@ fn ingest_body() -> impl Strategy<Value = String> {
         Just("market_id"),
     ];
     let mutated = (fields, odd, 1u64..1_000_000u64).prop_map(|(field, value, id)| {
-        let mut body = json!({"source": "betpawa", "snapshots": [{
-            "event_id": id, "captured_at": "2026-11-21T10:00:00Z",
-            "markets": [{"market_id": "1x2", "name": "1X2", "line": null,
-                         "outcomes": [{"name": "1", "odds": 2.0}]}]}]});
+        let mut snapshot = common::snapshot(id, 2.0);
+        snapshot["captured_at"] = json!("2026-11-21T10:00:00Z");
+        let mut body = json!({"source": "betpawa", "snapshots": [snapshot]});
         match field {
             "source" | "snapshots" => body[field] = value,
             "event_id" | "markets" | "captured_at" => body["snapshots"][0][field] = value,

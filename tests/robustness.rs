@@ -16,10 +16,9 @@ use tokio_tungstenite::tungstenite::Message;
 /// heartbeat timeout; a client that reads keeps receiving pings and stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_drop_a_client_that_never_answers_and_keep_one_that_does() {
-    let server = TestServer::with_config(oddsbus::Config {
-        heartbeat_interval: Duration::from_millis(100),
-        heartbeat_timeout: Duration::from_millis(400),
-        ..common::config()
+    let server = TestServer::with(|c| {
+        c.heartbeat_interval = Duration::from_millis(100);
+        c.heartbeat_timeout = Duration::from_millis(400);
     })
     .await;
     let (mut alive, _) = server.ws_acked("?topics=odds_updates").await;
@@ -54,11 +53,7 @@ async fn heartbeats_drop_a_client_that_never_answers_and_keep_one_that_does() {
 /// for the stuck timeout it is closed with 1008, and a client that reads carries on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_closed_with_1008() {
-    let server = TestServer::with_config(oddsbus::Config {
-        stuck_timeout: Duration::from_millis(500),
-        ..common::config()
-    })
-    .await;
+    let server = TestServer::with(|c| c.stuck_timeout = Duration::from_millis(500)).await;
     let (mut stuck, _) = server.ws_acked("?topics=odds_updates").await;
     let (mut reader, _) = server.ws_acked("?topics=odds_updates").await;
     let draining = tokio::spawn(async move {

@@ -1,5 +1,5 @@
 //! Scrape runs over real sockets: the SSE stream, the `scrape_progress` topic, the simulated
-//! source, failures and periodic runs (PROTOCOL.md, "Scrape progress").
+//! source, failures and periodic runs (docs/PROTOCOL.md, "Scrape progress").
 
 mod common;
 
@@ -297,11 +297,7 @@ async fn the_same_seed_gives_the_same_sequence_of_snapshots() {
 
 #[tokio::test]
 async fn a_client_leaving_mid_run_does_not_stop_the_run() {
-    let server = TestServer::with_config(oddsbus::Config {
-        sim_latency_ms: 20,
-        ..common::config()
-    })
-    .await;
+    let server = TestServer::with(|c| c.sim_latency_ms = 20).await;
     let (mut progress, _) = server.ws_acked("?topics=scrape_progress").await;
     let mut sse = SseClient::open(&server, "/api/scrape/stream").await;
     let started = sse.next().await.unwrap();
@@ -319,11 +315,7 @@ async fn a_client_leaving_mid_run_does_not_stop_the_run() {
 
 #[tokio::test]
 async fn streams_end_when_the_server_shuts_down() {
-    let server = TestServer::with_config(oddsbus::Config {
-        sim_latency_ms: 200,
-        ..common::config()
-    })
-    .await;
+    let server = TestServer::with(|c| c.sim_latency_ms = 200).await;
     let mut sse = SseClient::open(&server, "/api/scrape/stream").await;
     assert_eq!(sse.next().await.unwrap()["phase"], "started");
     let stopping = tokio::spawn(server.stop());
@@ -339,10 +331,9 @@ async fn streams_end_when_the_server_shuts_down() {
 
 #[tokio::test]
 async fn periodic_scrapes_push_updates_without_any_request() {
-    let server = TestServer::with_config(oddsbus::Config {
-        scrape_interval: Duration::from_millis(300),
-        sim_events: 50,
-        ..common::config()
+    let server = TestServer::with(|c| {
+        c.scrape_interval = Duration::from_millis(300);
+        c.sim_events = 50;
     })
     .await;
     let (mut client, _) = server.ws_acked("").await;

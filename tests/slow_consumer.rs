@@ -130,14 +130,7 @@ async fn read_every_id(mut ws: Ws) -> (Vec<u64>, Ws) {
 
 fn body(first: u64, price: f64) -> Value {
     let snapshots: Vec<Value> = (first..first + PER_REQUEST)
-        .map(|id| {
-            json!({
-                "event_id": id,
-                "markets": [{"market_id": "1x2", "name": "1X2", "outcomes": [
-                    {"name": "1", "odds": price}, {"name": "X", "odds": 3.2}, {"name": "2", "odds": 3.5}
-                ]}]
-            })
-        })
+        .map(|id| common::snapshot(id, price))
         .collect();
     json!({ "source": "betpawa", "snapshots": snapshots })
 }

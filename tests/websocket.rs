@@ -1,4 +1,4 @@
-//! `GET /api/ws`, rule by rule, over real sockets (PROTOCOL.md, "WebSocket").
+//! `GET /api/ws`, rule by rule, over real sockets (docs/PROTOCOL.md, "WebSocket").
 
 mod common;
 
@@ -164,8 +164,7 @@ async fn each_bad_input_gets_its_error_code_and_the_connection_stays_open() {
     assert_eq!(error["code"], "unsupported_frame");
 
     // Still subscribed, still answering, nothing else changed.
-    client.send_json(json!({"type": "ping"})).await;
-    assert_eq!(client.recv().await["type"], "pong");
+    client.ping_pong().await;
     server.ingest_ok("betpawa", &[5], 2.0).await;
     let update = client.recv().await;
     assert_eq!(update["type"], "odds_update");
@@ -179,11 +178,7 @@ async fn each_bad_input_gets_its_error_code_and_the_connection_stays_open() {
 
 #[tokio::test]
 async fn a_frame_over_the_limit_closes_with_1009_and_others_carry_on() {
-    let server = TestServer::with_config(oddsbus::Config {
-        max_frame_bytes: 1024,
-        ..common::config()
-    })
-    .await;
+    let server = TestServer::with(|c| c.max_frame_bytes = 1024).await;
     let (mut bystander, _) = server.ws_acked("?topics=odds_updates").await;
     let (mut client, _) = server.ws_acked("?topics=odds_updates").await;
 
@@ -191,8 +186,7 @@ async fn a_frame_over_the_limit_closes_with_1009_and_others_carry_on() {
     client.send_text(&big).await;
     assert_eq!(client.recv_close().await, Some(CloseCode::Size));
 
-    bystander.send_json(json!({"type": "ping"})).await;
-    assert_eq!(bystander.recv().await["type"], "pong");
+    bystander.ping_pong().await;
     server
         .wait_for_stats(|s| s["active_connections"] == 1)
         .await;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use oddsbus::{Broker, Config, Server};
+use oddsbus::{Broker, Config, Market, Outcome, Server, Snapshot, Timestamp};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -41,6 +41,14 @@ impl TestServer {
     /// Starts a server with the embedded defaults, less periodic scrapes.
     pub async fn start() -> TestServer {
         TestServer::with_config(config()).await
+    }
+
+    /// Starts a server with the test defaults ([`config`]) changed by `change`, e.g.
+    /// `TestServer::with(|c| c.max_connections = 2)`.
+    pub async fn with(change: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = config();
+        change(&mut config);
+        TestServer::with_config(config).await
     }
 
     /// Starts a server with `config` (its `listen` is ignored: the port is ephemeral).
@@ -84,6 +92,23 @@ impl TestServer {
         let ack = client.recv().await;
         assert_eq!(ack["type"], "connection_ack", "{ack}");
         (client, ack)
+    }
+
+    /// GETs `path`, checks for 200 and a content type starting with `content_type`.
+    pub async fn get_ok(&self, path: &str, content_type: &str) -> reqwest::Response {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let got = response.headers()["content-type"].to_str().unwrap();
+        assert!(got.starts_with(content_type), "{path}: {got}");
+        response
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .get_ok("/metrics", "application/openmetrics-text")
+            .await;
+        response.text().await.unwrap()
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -206,6 +231,24 @@ pub fn spawn_binary(
     (child, addr, lines)
 }
 
+/// The same snapshot as [`snapshot`], typed, for puts straight into the cache.
+pub fn odds(price: f64) -> Snapshot {
+    let outcome = |name: &str, odds: f64| Outcome {
+        name: name.into(),
+        odds,
+    };
+    Snapshot {
+        bookmaker_id: None,
+        captured_at: Timestamp::now(),
+        markets: vec![Market {
+            market_id: "1x2".into(),
+            name: "1X2".into(),
+            line: None,
+            outcomes: vec![outcome("1", price), outcome("X", 3.2), outcome("2", 3.5)],
+        }],
+    }
+}
+
 /// An odds snapshot in the ingest shape, with a 1X2 market priced from `price`.
 pub fn snapshot(event_id: u64, price: f64) -> Value {
     json!({
@@ -254,6 +297,14 @@ impl WsClient {
         }
     }
 
+    /// Sends a ping and asserts that the very next message is its pong: the connection is
+    /// alive, answering, and had nothing else queued.
+    pub async fn ping_pong(&mut self) {
+        self.send_json(json!({"type": "ping"})).await;
+        let reply = self.recv().await;
+        assert_eq!(reply["type"], "pong", "{reply}");
+    }
+
     /// Sends a ping and returns every message that arrives before the pong: since the
     /// connection answers in order, this is everything the server had sent before it.
     pub async fn until_pong(&mut self) -> Vec<Value> {
@@ -298,16 +349,7 @@ pub struct SseClient {
 impl SseClient {
     /// Opens `path` and checks that it is an event stream.
     pub async fn open(server: &TestServer, path: &str) -> SseClient {
-        let response = reqwest::get(server.url(path)).await.unwrap();
-        assert_eq!(response.status(), 200);
-        let content_type = response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        assert!(
-            content_type.starts_with("text/event-stream"),
-            "{content_type}"
-        );
+        let response = server.get_ok(path, "text/event-stream").await;
         SseClient {
             body: Box::pin(response.bytes_stream()),
             buffer: String::new(),
