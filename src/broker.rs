@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
-use crate::cache::OddsCache;
+use crate::cache::{CacheLimits, OddsCache};
 use crate::config::Config;
 use crate::dispatcher::{self, BusReceiver, BusSender};
 use crate::manager::ConnectionManager;
@@ -57,8 +57,13 @@ impl Broker {
         source: Arc<dyn OddsSource>,
         fanout: Handle,
     ) -> (Broker, BusReceiver) {
-        let metrics = Arc::new(Metrics::new());
-        let cache = OddsCache::new();
+        let cache = OddsCache::with_limits(CacheLimits {
+            max_events: config.max_events,
+            ttl: config.event_ttl,
+        });
+        let mut metrics = Metrics::new();
+        metrics.watch_cache(cache.clone());
+        let metrics = Arc::new(metrics);
         let (bus, queue) = dispatcher::bus_channel();
         dispatcher::create_cache_update_bridge(&cache, bus.clone());
         let shutdown = CancellationToken::new();

@@ -3,23 +3,36 @@
 //! Writers are the ingest endpoint and scrape runs; readers are the cache-first HTTP reads.
 //! Whenever a put stores something new, the registered update callbacks are told which event
 //! ids changed and from which source. That is how the broker learns about changes: the
-//! cache-update bridge (`bridge.rs`) is one such callback.
+//! cache-update bridge (`dispatcher.rs`) is one such callback.
+//!
+//! The cache is bounded. It holds at most `max_events` events: when a new one arrives and it
+//! is full, the event updated longest ago is evicted. An event with no update for `ttl` is
+//! dropped (finished matches stop being scraped and leave). Either way, its reads answer 404.
+//! A snapshot older than the one stored for its event and source is stale: not applied, not
+//! notified, counted.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
-use serde::{Deserialize, Serialize};
+use lru::LruCache;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::protocol::{Timestamp, HOME_SOURCE};
+
+/// A market or outcome name, shared by every snapshot that uses it (see [`intern`]).
+pub type Name = Arc<str>;
 
 /// One selectable result of a market and its decimal price.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     /// e.g. `"1"`, `"X"`, `"Over"`.
-    pub name: String,
+    #[serde(deserialize_with = "interned")]
+    pub name: Name,
     /// Decimal odds.
     pub odds: f64,
 }
@@ -28,14 +41,39 @@ pub struct Outcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Market {
     /// Stable id of the market kind, e.g. `"1x2"`.
-    pub market_id: String,
+    #[serde(deserialize_with = "interned")]
+    pub market_id: Name,
     /// Display name.
-    pub name: String,
+    #[serde(deserialize_with = "interned")]
+    pub name: Name,
     /// The handicap or total line, for markets that have one.
     #[serde(default)]
     pub line: Option<f64>,
     /// The prices.
     pub outcomes: Vec<Outcome>,
+}
+
+/// Most distinct names kept for sharing. Past it names are still stored, each on its own,
+/// so a client sending endless new names costs memory per snapshot, not in the table.
+const MAX_INTERNED: usize = 4096;
+
+/// The shared copy of `name`. A market has the same few names in every event and from every
+/// source ("1x2", "Over", ...): sharing them saves two allocations per name and snapshot.
+pub fn intern(name: &str) -> Name {
+    static NAMES: OnceLock<Mutex<HashSet<Name>>> = OnceLock::new();
+    let mut names = NAMES.get_or_init(Mutex::default).lock();
+    if let Some(shared) = names.get(name) {
+        return shared.clone();
+    }
+    let shared = Name::from(name);
+    if names.len() < MAX_INTERNED {
+        names.insert(shared.clone());
+    }
+    shared
+}
+
+fn interned<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Name, D::Error> {
+    Cow::<str>::deserialize(deserializer).map(|name| intern(&name))
 }
 
 /// What a source says about one event at one moment.
@@ -90,6 +128,36 @@ pub struct PutOutcome {
     pub accepted: usize,
     /// Distinct ids whose snapshot was new or whose markets differed, in order of first change.
     pub changed: Vec<u64>,
+    /// Snapshots older than the one stored for their event and source: not applied.
+    pub stale: usize,
+}
+
+/// How much the cache may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    /// Most events held; a new one evicts the event updated longest ago.
+    pub max_events: usize,
+    /// How long an event without an update stays.
+    pub ttl: Duration,
+}
+
+impl Default for CacheLimits {
+    /// 100,000 events, 24 hours: `--max-events` and `--event-ttl`.
+    fn default() -> CacheLimits {
+        CacheLimits {
+            max_events: 100_000,
+            ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Events removed so far, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evictions {
+    /// To make room for a new event (`--max-events`).
+    pub capacity: u64,
+    /// After no update for the TTL (`--event-ttl`).
+    pub ttl: u64,
 }
 
 /// A synchronous update callback: `(changed event ids, source)`.
@@ -101,38 +169,64 @@ struct EventEntry {
     /// a `BTreeMap`'s first node alone takes about 1 KiB.
     by_source: Vec<(Arc<str>, StoredSnapshot)>,
     updated_at: Timestamp,
+    /// When it was last updated, for the TTL (the wall clock may jump; this does not).
+    touched: Instant,
 }
 
 /// The in-memory odds store. Cheap to clone: clones share the same data.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct OddsCache {
     shared: Arc<Shared>,
 }
 
-#[derive(Default)]
 struct Shared {
-    /// The data. A `parking_lot` lock is never poisoned, and it is never held across an
-    /// `.await` or while callbacks run, so plain blocking locks are the right tool.
-    events: RwLock<HashMap<u64, EventEntry>>,
+    /// The data, least recently updated first. A `parking_lot` lock is never poisoned, and
+    /// it is never held across an `.await` or while callbacks run, so plain blocking locks
+    /// are the right tool.
+    events: RwLock<LruCache<u64, EventEntry>>,
+    limits: CacheLimits,
     /// Registered update callbacks, called in registration order.
     callbacks: RwLock<Vec<UpdateCallback>>,
     /// Source of `snapshot_id`s.
     next_snapshot_id: AtomicU64,
+    evicted_capacity: AtomicU64,
+    evicted_ttl: AtomicU64,
 }
 
 impl std::fmt::Debug for OddsCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OddsCache")
-            .field("events", &self.shared.events.read().len())
+            .field("events", &self.len())
+            .field("limits", &self.shared.limits)
             .field("callbacks", &self.shared.callbacks.read().len())
             .finish()
     }
 }
 
+impl Default for OddsCache {
+    fn default() -> OddsCache {
+        OddsCache::new()
+    }
+}
+
 impl OddsCache {
-    /// An empty cache.
+    /// An empty cache with the default limits.
     pub fn new() -> OddsCache {
-        OddsCache::default()
+        OddsCache::with_limits(CacheLimits::default())
+    }
+
+    /// An empty cache holding at most what `limits` allows.
+    pub fn with_limits(limits: CacheLimits) -> OddsCache {
+        OddsCache {
+            shared: Arc::new(Shared {
+                events: RwLock::new(LruCache::unbounded()),
+                limits,
+                callbacks: RwLock::default(),
+                next_snapshot_id: AtomicU64::new(0),
+                evicted_capacity: AtomicU64::new(0),
+                evicted_ttl: AtomicU64::new(0),
+            }),
+        }
     }
 
     /// Registers a callback told of every changed put, after the data is stored and with no
@@ -165,7 +259,7 @@ impl OddsCache {
 
     /// Stores many snapshots from one source atomically: readers see all of them or none,
     /// and the callbacks run once with every changed id. If an event appears twice, the later
-    /// snapshot wins.
+    /// snapshot wins unless it is older.
     pub fn put_batch(&self, source: &str, snapshots: Vec<(u64, Snapshot)>) -> PutOutcome {
         let outcome = self.store(source, snapshots);
         if !outcome.changed.is_empty() {
@@ -176,36 +270,88 @@ impl OddsCache {
 
     fn store(&self, source: &str, snapshots: Vec<(u64, Snapshot)>) -> PutOutcome {
         let source: Arc<str> = Arc::from(source);
-        let now = Timestamp::now();
-        let mut changed = Vec::new();
+        let (now, touched) = (Timestamp::now(), Instant::now());
+        let mut outcome = PutOutcome::default();
         // Distinct ids in a batch; `changed` keeps their order.
         let mut seen = HashSet::new();
-        let mut accepted = 0;
         let mut events = self.shared.events.write();
+        self.expire_locked(&mut events, touched);
         for (event_id, snapshot) in snapshots {
-            accepted += 1;
-            let entry = events.entry(event_id).or_insert_with(|| EventEntry {
-                by_source: Vec::new(),
-                updated_at: now,
-            });
-            entry.updated_at = now;
-            match entry.by_source.iter_mut().find(|(name, _)| *name == source) {
+            if !events.contains(&event_id) {
+                self.make_room(&mut events);
+                let entry = EventEntry {
+                    by_source: Vec::new(),
+                    updated_at: now,
+                    touched,
+                };
+                events.push(event_id, entry);
+            }
+            let Some(entry) = events.peek_mut(&event_id) else {
+                continue; // just inserted: cannot happen
+            };
+            let slot = entry.by_source.iter_mut().find(|(name, _)| *name == source);
+            let changed = match slot {
+                Some((_, stored)) if snapshot.captured_at < stored.snapshot.captured_at => {
+                    outcome.stale += 1;
+                    continue;
+                }
                 Some((_, stored)) if stored.snapshot.markets == snapshot.markets => {
                     stored.snapshot.captured_at = snapshot.captured_at;
                     stored.snapshot.bookmaker_id = snapshot.bookmaker_id;
-                    continue;
+                    false
                 }
-                Some((_, stored)) => *stored = self.numbered(event_id, snapshot),
+                Some((_, stored)) => {
+                    *stored = self.numbered(event_id, snapshot);
+                    true
+                }
                 None => {
                     let stored = self.numbered(event_id, snapshot);
                     entry.by_source.push((source.clone(), stored));
+                    true
                 }
-            }
-            if seen.insert(event_id) {
-                changed.push(event_id);
+            };
+            entry.updated_at = now;
+            entry.touched = touched;
+            events.promote(&event_id);
+            outcome.accepted += 1;
+            if changed && seen.insert(event_id) {
+                outcome.changed.push(event_id);
             }
         }
-        PutOutcome { accepted, changed }
+        outcome
+    }
+
+    /// Evicts the least recently updated event if the cache is full.
+    fn make_room(&self, events: &mut LruCache<u64, EventEntry>) {
+        while events.len() >= self.shared.limits.max_events.max(1) {
+            if events.pop_lru().is_none() {
+                return;
+            }
+            self.shared.evicted_capacity.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Drops every event without an update for the TTL (they are the least recently
+    /// updated, so they sit at the front); returns how many.
+    pub fn expire(&self, now: Instant) -> usize {
+        self.expire_locked(&mut self.shared.events.write(), now)
+    }
+
+    fn expire_locked(&self, events: &mut LruCache<u64, EventEntry>, now: Instant) -> usize {
+        let ttl = self.shared.limits.ttl;
+        let mut dropped = 0;
+        while let Some((_, oldest)) = events.peek_lru() {
+            if now.saturating_duration_since(oldest.touched) < ttl {
+                break;
+            }
+            events.pop_lru();
+            dropped += 1;
+        }
+        if dropped > 0 {
+            let counter = &self.shared.evicted_ttl;
+            counter.fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+        dropped
     }
 
     /// A changed snapshot, stored under the next `snapshot_id`.
@@ -249,10 +395,10 @@ impl OddsCache {
         summaries
     }
 
-    /// Every snapshot of one event, or `None` if the cache has never seen it.
+    /// Every snapshot of one event, or `None` if the cache does not hold it.
     pub fn event_odds(&self, event_id: u64) -> Option<EventOdds> {
         let events = self.shared.events.read();
-        let entry = events.get(&event_id)?;
+        let entry = events.peek(&event_id)?;
         let mut competitors: BTreeMap<Arc<str>, StoredSnapshot> =
             entry.by_source.iter().cloned().collect();
         let betpawa = competitors.remove(HOME_SOURCE);
@@ -272,6 +418,14 @@ impl OddsCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Events removed so far, by reason.
+    pub fn evictions(&self) -> Evictions {
+        Evictions {
+            capacity: self.shared.evicted_capacity.load(Ordering::Relaxed),
+            ttl: self.shared.evicted_ttl.load(Ordering::Relaxed),
+        }
+    }
 }
 
 fn home_first(sources: impl Iterator<Item = Arc<str>>) -> Vec<Arc<str>> {
@@ -290,11 +444,11 @@ mod tests {
             bookmaker_id: None,
             captured_at: Timestamp::now(),
             markets: vec![Market {
-                market_id: "1x2".into(),
-                name: "1X2".into(),
+                market_id: intern("1x2"),
+                name: intern("1X2"),
                 line: None,
                 outcomes: vec![Outcome {
-                    name: "1".into(),
+                    name: intern("1"),
                     odds: price,
                 }],
             }],
@@ -321,7 +475,8 @@ mod tests {
             second,
             PutOutcome {
                 accepted: 1,
-                changed: vec![]
+                changed: vec![],
+                stale: 0,
             }
         );
 
@@ -390,5 +545,93 @@ mod tests {
                 .bookmaker_id,
             Some(55)
         );
+    }
+
+    fn at(snapshot: Snapshot, time: &str) -> Snapshot {
+        Snapshot {
+            captured_at: Timestamp::parse(time).unwrap(),
+            ..snapshot
+        }
+    }
+
+    #[test]
+    fn a_full_cache_evicts_the_event_updated_longest_ago() {
+        let limits = CacheLimits {
+            max_events: 3,
+            ..CacheLimits::default()
+        };
+        let cache = OddsCache::with_limits(limits);
+        for id in [1, 2, 3] {
+            cache.put_competitor_snapshot(id, "sportybet", snapshot(2.0));
+        }
+        // Event 1 is updated again (a refresh counts), so 2 is now the oldest.
+        cache.put_competitor_snapshot(1, "sportybet", snapshot(2.0));
+        cache.event_odds(2).unwrap(); // reading does not count as an update
+        cache.put_competitor_snapshot(4, "sportybet", snapshot(2.0));
+        assert!(cache.event_odds(2).is_none());
+        let ids: Vec<u64> = cache.events().iter().map(|e| e.event_id).collect();
+        assert_eq!(ids, [1, 3, 4]);
+        assert_eq!(
+            cache.evictions(),
+            Evictions {
+                capacity: 1,
+                ttl: 0
+            }
+        );
+    }
+
+    #[test]
+    fn events_without_an_update_for_the_ttl_are_dropped() {
+        let ttl = Duration::from_secs(60);
+        let cache = OddsCache::with_limits(CacheLimits {
+            ttl,
+            ..CacheLimits::default()
+        });
+        cache.put_competitor_snapshot(1, "sportybet", snapshot(2.0));
+        let start = Instant::now();
+        cache.put_competitor_snapshot(2, "sportybet", snapshot(2.0));
+        assert_eq!(cache.expire(start + ttl / 2), 0);
+        assert_eq!(cache.expire(start + ttl + Duration::from_secs(1)), 2);
+        assert!(cache.is_empty());
+        assert_eq!(
+            cache.evictions(),
+            Evictions {
+                capacity: 0,
+                ttl: 2
+            }
+        );
+    }
+
+    #[test]
+    fn an_older_snapshot_is_stale_not_applied_and_not_notified() {
+        let cache = OddsCache::new();
+        let calls = Arc::new(Mutex::new(0));
+        let seen = calls.clone();
+        cache.on_update(move |_, _| *seen.lock().unwrap() += 1);
+        let newer = at(snapshot(2.0), "2026-11-21T10:00:00Z");
+        cache.put_competitor_snapshot(7, "sportybet", newer);
+        let older = at(snapshot(9.0), "2020-01-01T00:00:00Z");
+        let outcome = cache.put_competitor_snapshot(7, "sportybet", older);
+        assert_eq!(
+            outcome,
+            PutOutcome {
+                accepted: 0,
+                changed: vec![],
+                stale: 1
+            }
+        );
+        let stored = &cache.event_odds(7).unwrap().competitors["sportybet"];
+        assert_eq!(stored.snapshot.markets[0].outcomes[0].odds, 2.0);
+        assert_eq!(*calls.lock().unwrap(), 1);
+        // Another source's older snapshot is not stale: staleness is per source.
+        let other = at(snapshot(9.0), "2020-01-01T00:00:00Z");
+        assert_eq!(cache.put_competitor_snapshot(7, "bet9ja", other).stale, 0);
+    }
+
+    #[test]
+    fn names_are_shared() {
+        let a = intern("Over");
+        let b = intern("Over");
+        assert!(Arc::ptr_eq(&a, &b));
     }
 }

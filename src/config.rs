@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use clap::builder::BoolishValueParser;
-use clap::{Parser, ValueEnum};
+use clap::builder::{BoolishValueParser, RangedU64ValueParser};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, ValueEnum};
 
 use crate::protocol::HOME_SOURCE;
 
@@ -54,15 +55,18 @@ pub struct Config {
     pub log_format: LogFormat,
 
     /// Largest accepted `POST /api/odds` body, in bytes; larger bodies get 413.
-    #[arg(long, env = "ODDSBUS_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    #[arg(long, env = "ODDSBUS_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=1 << 30))]
     pub max_body_bytes: u64,
 
     /// Most snapshots accepted in one `POST /api/odds`; more get 400.
-    #[arg(long, env = "ODDSBUS_MAX_SNAPSHOTS", default_value_t = 10_000)]
+    #[arg(long, env = "ODDSBUS_MAX_SNAPSHOTS", default_value_t = 10_000,
+          value_parser = count(1, 1_000_000))]
     pub max_snapshots_per_request: usize,
 
     /// Largest WebSocket message a client may send, in bytes; larger ones close with 1009.
-    #[arg(long, env = "ODDSBUS_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "ODDSBUS_MAX_FRAME_BYTES", default_value_t = 64 * 1024,
+          value_parser = count(256, 16 << 20))]
     pub max_frame_bytes: usize,
 
     /// Send one `odds_update` per cache put instead of merging what is queued per source.
@@ -72,63 +76,73 @@ pub struct Config {
 
     /// Under sustained load, the shortest time between two publications, in milliseconds
     /// (changes arriving meanwhile are merged). A quiet broker never waits. 0: never wait.
-    #[arg(long, env = "ODDSBUS_COALESCE_WINDOW_MS", default_value_t = 4)]
+    #[arg(long, env = "ODDSBUS_COALESCE_WINDOW_MS", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub coalesce_window_ms: u64,
 
-    /// Secret for HS256 tokens. When set, WebSocket connections and ingest need a token
-    /// (see README, "Access control"); unset, nobody needs one.
-    #[arg(long, env = "ODDSBUS_AUTH_SECRET", hide_env_values = true)]
+    /// Secret for HS256 tokens, at least 32 bytes. When set, WebSocket connections, ingest
+    /// and starting scrape runs need a token (see README, "Access control"); unset, nobody
+    /// needs one.
+    #[arg(long, env = "ODDSBUS_AUTH_SECRET", hide_env_values = true, value_parser = parse_secret)]
     pub auth_secret: Option<String>,
 
-    /// Browser origins allowed to open WebSockets, comma-separated (e.g.
-    /// `https://odds.example`); unset, any origin may.
+    /// Browser origins allowed besides the server's own, comma-separated (e.g.
+    /// `https://odds.example`): a WebSocket upgrade, ingest or scrape trigger from any other
+    /// page gets 403.
     #[arg(long, env = "ODDSBUS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
     /// Most WebSocket connections at once; more get HTTP 503 before the upgrade.
-    #[arg(long, env = "ODDSBUS_MAX_CONNECTIONS", default_value_t = 10_000)]
+    #[arg(long, env = "ODDSBUS_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = count(1, 1_000_000))]
     pub max_connections: usize,
 
     /// Most topics one connection may subscribe to.
-    #[arg(long, env = "ODDSBUS_MAX_TOPICS_PER_CONNECTION", default_value_t = 16)]
+    #[arg(long, env = "ODDSBUS_MAX_TOPICS_PER_CONNECTION", default_value_t = 16,
+          value_parser = count(1, 64))]
     pub max_topics_per_connection: usize,
 
     /// Messages per second a WebSocket client may send on average; more get `rate_limited`.
-    #[arg(long, env = "ODDSBUS_CLIENT_RATE", default_value_t = 20.0, value_parser = parse_rate)]
+    #[arg(long, env = "ODDSBUS_CLIENT_RATE", default_value_t = 20.0,
+          value_parser = number(0.01, 100_000.0))]
     pub client_rate: f64,
 
     /// Messages a client may send at once before the rate applies. A client that goes on
     /// sending this many more after being refused is closed with 1008.
-    #[arg(long, env = "ODDSBUS_CLIENT_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "ODDSBUS_CLIENT_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub client_burst: u32,
 
     /// Seconds between the server's pings on each WebSocket (fractions allowed); 0 turns
     /// heartbeats off.
-    #[arg(long, env = "ODDSBUS_HEARTBEAT_INTERVAL", default_value = "20", value_parser = parse_seconds)]
+    #[arg(long, env = "ODDSBUS_HEARTBEAT_INTERVAL", default_value = "20",
+          value_parser = seconds_or_off(0.01, 3_600.0))]
     pub heartbeat_interval: Duration,
 
     /// Seconds a WebSocket client may stay silent (no message, no pong) before it is taken
-    /// for dead (a half-open TCP connection) and dropped.
-    #[arg(long, env = "ODDSBUS_HEARTBEAT_TIMEOUT", default_value = "60", value_parser = parse_seconds)]
+    /// for dead (a half-open TCP connection) and dropped; more than the interval.
+    #[arg(long, env = "ODDSBUS_HEARTBEAT_TIMEOUT", default_value = "60",
+          value_parser = seconds(0.01, 86_400.0))]
     pub heartbeat_timeout: Duration,
 
     /// Seconds a write to a WebSocket client may make no progress (it stopped reading) before
     /// the client is closed with 1008.
-    #[arg(long, env = "ODDSBUS_STUCK_TIMEOUT", default_value = "30", value_parser = parse_positive_seconds)]
+    #[arg(long, env = "ODDSBUS_STUCK_TIMEOUT", default_value = "30",
+          value_parser = seconds(0.01, 3_600.0))]
     pub stuck_timeout: Duration,
 
     /// Bytes the kernel may hold unsent per connection (SO_SNDBUF). Unset leaves it to the
     /// kernel's autotuning (up to `net.ipv4.tcp_wmem`'s maximum, often 4 MiB), which is also
     /// what a client that stopped reading can pin before its writes stall.
-    #[arg(long, env = "ODDSBUS_SEND_BUFFER_BYTES", value_parser = clap::value_parser!(u32).range(4096..))]
+    #[arg(long, env = "ODDSBUS_SEND_BUFFER_BYTES", value_parser = clap::value_parser!(u32).range(4096..=64 << 20))]
     pub send_buffer_bytes: Option<u32>,
 
     /// Worker threads of the runtime that runs WebSocket connections (default: one per core).
-    #[arg(long, env = "ODDSBUS_FANOUT_THREADS")]
+    #[arg(long, env = "ODDSBUS_FANOUT_THREADS", value_parser = count(1, 1024))]
     pub fanout_threads: Option<usize>,
 
-    /// Seconds to wait for connections to finish on shutdown before giving up on them.
-    #[arg(long, env = "ODDSBUS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    /// Seconds each step of shutdown may take before it is given up on.
+    #[arg(long, env = "ODDSBUS_SHUTDOWN_GRACE_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=3_600))]
     pub shutdown_grace_secs: u64,
 
     /// Where scrape runs get their odds.
@@ -137,15 +151,16 @@ pub struct Config {
 
     /// Seconds between the starts of periodic scrape runs (fractions allowed); 0 turns
     /// periodic scrapes off. The first run starts at once.
-    #[arg(long, env = "ODDSBUS_SCRAPE_INTERVAL", default_value = "5", value_parser = parse_seconds)]
+    #[arg(long, env = "ODDSBUS_SCRAPE_INTERVAL", default_value = "5",
+          value_parser = seconds_or_off(0.05, 86_400.0))]
     pub scrape_interval: Duration,
 
     /// Events fetched and stored per batch during a scrape.
-    #[arg(long, env = "ODDSBUS_SCRAPE_BATCH_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "ODDSBUS_SCRAPE_BATCH_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=10_000))]
     pub scrape_batch_size: u16,
 
     /// Batches in flight at once during a scrape.
-    #[arg(long, env = "ODDSBUS_SCRAPE_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "ODDSBUS_SCRAPE_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1_000))]
     pub scrape_concurrency: u16,
 
     /// Seed of the simulated market: same seed, same sequence of odds.
@@ -153,16 +168,62 @@ pub struct Config {
     pub sim_seed: u64,
 
     /// Matches in the simulated market.
-    #[arg(long, env = "ODDSBUS_SIM_EVENTS", default_value_t = 1300)]
+    #[arg(long, env = "ODDSBUS_SIM_EVENTS", default_value_t = 1300,
+          value_parser = count(1, 1_000_000))]
     pub sim_events: usize,
 
     /// Fraction (0 to 1) of a platform's events whose odds move between two scrapes.
-    #[arg(long, env = "ODDSBUS_SIM_CHANGE_FRACTION", default_value = "0.1", value_parser = parse_fraction)]
+    #[arg(long, env = "ODDSBUS_SIM_CHANGE_FRACTION", default_value = "0.1",
+          value_parser = number(0.0, 1.0))]
     pub sim_change_fraction: f64,
 
     /// Pretend network time of each simulated batch fetch, in milliseconds.
-    #[arg(long, env = "ODDSBUS_SIM_LATENCY_MS", default_value_t = 5)]
+    #[arg(long, env = "ODDSBUS_SIM_LATENCY_MS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub sim_latency_ms: u64,
+
+    /// Most events the cache holds; when full, the event updated longest ago is evicted to
+    /// make room for a new one.
+    #[arg(long, env = "ODDSBUS_MAX_EVENTS", default_value_t = 100_000,
+          value_parser = count(1, 10_000_000))]
+    pub max_events: usize,
+
+    /// Seconds an event may go without an update before the cache drops it (24 h by
+    /// default: a finished match stops being scraped and leaves).
+    #[arg(long, env = "ODDSBUS_EVENT_TTL", default_value = "86400",
+          value_parser = seconds(1.0, 31.0 * 86_400.0))]
+    pub event_ttl: Duration,
+
+    /// Seconds a client may take to send a request's headers, and again its body; slower
+    /// requests get 408 (headers: the connection is closed).
+    #[arg(long, env = "ODDSBUS_REQUEST_TIMEOUT", default_value = "30",
+          value_parser = seconds(0.1, 300.0))]
+    pub request_timeout: Duration,
+
+    /// Most `POST /api/odds` requests handled at once; more get 503 `too_many_requests`.
+    #[arg(long, env = "ODDSBUS_MAX_INGESTS", default_value_t = 64, value_parser = count(1, 100_000))]
+    pub max_ingests: usize,
+
+    /// Most HTTP connections open at once that are not WebSockets; more are closed as they
+    /// arrive.
+    #[arg(long, env = "ODDSBUS_MAX_HTTP_CONNECTIONS", default_value_t = 1_024,
+          value_parser = count(1, 1_000_000))]
+    pub max_http_connections: usize,
+
+    /// Most large reads (`GET /api/events`, the bulk odds read) encoded at once; more wait.
+    #[arg(long, env = "ODDSBUS_MAX_LARGE_READS", default_value_t = 2, value_parser = count(1, 1_024))]
+    pub max_large_reads: usize,
+
+    /// Most `GET /api/scrape/stream` followers at once; more get 503 `too_many_requests`.
+    #[arg(long, env = "ODDSBUS_MAX_SSE_STREAMS", default_value_t = 256,
+          value_parser = count(1, 100_000))]
+    pub max_sse_streams: usize,
+
+    /// Most scrape runs that `GET /api/scrape/stream` may start per minute (joining a
+    /// running run is not counted; periodic runs are not either); more get 429.
+    #[arg(long, env = "ODDSBUS_MAX_SCRAPES_PER_MINUTE", default_value_t = 12,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_scrapes_per_minute: u32,
 }
 
 impl Default for Config {
@@ -173,6 +234,29 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The command line and environment, checked; on a bad value, exits with status 2 and
+    /// a message naming the flag, as for any flag clap refuses.
+    pub fn from_args() -> Config {
+        let config = Config::parse();
+        if let Err(message) = config.check() {
+            let error = Config::command().error(ErrorKind::ArgumentConflict, message);
+            error.exit();
+        }
+        config
+    }
+
+    /// What no single flag can check alone.
+    pub fn check(&self) -> Result<(), String> {
+        let beats = self.heartbeat_interval;
+        if !beats.is_zero() && self.heartbeat_timeout <= beats {
+            return Err(format!(
+                "--heartbeat-timeout ({:?}) must be longer than --heartbeat-interval ({beats:?})",
+                self.heartbeat_timeout
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether `source` may push odds: the home bookmaker or a configured competitor.
     pub fn is_known_source(&self, source: &str) -> bool {
         source == HOME_SOURCE || self.competitors.iter().any(|c| c == source)
@@ -199,36 +283,53 @@ fn parse_listen(text: &str) -> Result<String, String> {
     }
 }
 
-fn parse_seconds(text: &str) -> Result<Duration, String> {
-    let seconds: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
-    Duration::try_from_secs_f64(seconds)
-        .map_err(|_| format!("`{text}`: expected 0 or more seconds"))
+/// A count from `min` to `max`.
+fn count(min: u64, max: u64) -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(min..=max)
 }
 
-fn parse_positive_seconds(text: &str) -> Result<Duration, String> {
-    parse_seconds(text)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("`{text}`: expected more than 0 seconds"))
+/// A number from `min` to `max`.
+fn number(min: f64, max: f64) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync {
+    move |text: &str| match text.trim().parse::<f64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("`{text}`: expected a number from {min} to {max}")),
+    }
 }
 
-fn parse_rate(text: &str) -> Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+/// Seconds (fractions allowed) from `min` to `max`.
+fn seconds(min: f64, max: f64) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync {
+    move |text: &str| match text.trim().parse::<f64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(Duration::from_secs_f64(n)),
+        _ => Err(format!("`{text}`: expected seconds from {min} to {max}")),
+    }
+}
+
+/// 0 (off), or seconds from `min` to `max`.
+fn seconds_or_off(
+    min: f64,
+    max: f64,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync {
+    move |text: &str| match text.trim().parse::<f64>() {
+        Ok(0.0) => Ok(Duration::ZERO),
+        Ok(n) if (min..=max).contains(&n) => Ok(Duration::from_secs_f64(n)),
         _ => Err(format!(
-            "`{text}`: expected a number of messages per second above 0"
+            "`{text}`: expected 0 (off) or seconds from {min} to {max}"
         )),
     }
 }
 
-fn parse_fraction(text: &str) -> Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
-        _ => Err(format!("`{text}`: expected a fraction from 0 to 1")),
+/// Shortest secret: 256 bits, as HS256 wants; a shorter one can be guessed.
+const MIN_SECRET_BYTES: usize = 32;
+
+fn parse_secret(text: &str) -> Result<String, String> {
+    if text.len() < MIN_SECRET_BYTES {
+        return Err(format!(
+            "the secret has {} bytes; it needs at least {MIN_SECRET_BYTES} \
+             (e.g. `openssl rand -hex 32`)",
+            text.len()
+        ));
     }
+    Ok(text.to_owned())
 }
 
 fn parse_competitor(name: &str) -> Result<String, String> {
@@ -282,17 +383,49 @@ mod tests {
         assert!(on.no_coalesce);
     }
 
+    /// Every numeric flag has a range; a value outside it is refused with the flag's name.
     #[test]
-    fn bad_competitor_lists_are_refused() {
+    fn values_out_of_range_are_refused_naming_the_flag() {
         for bad in [
             ["--scrape-interval", "-1"],
             ["--scrape-interval", "soon"],
+            ["--scrape-interval", "0.001"],
             ["--sim-change-fraction", "1.5"],
             ["--scrape-batch-size", "0"],
+            ["--client-rate", "1e-20"],
+            ["--client-rate", "NaN"],
+            ["--coalesce-window-ms", "99999999999"],
+            ["--heartbeat-interval", "inf"],
+            ["--stuck-timeout", "0"],
+            ["--max-connections", "0"],
+            ["--max-frame-bytes", "10"],
+            ["--max-body-bytes", "1"],
+            ["--max-events", "0"],
+            ["--event-ttl", "0"],
+            ["--request-timeout", "1000"],
+            ["--fanout-threads", "0"],
+            ["--auth-secret", ""],
+            ["--auth-secret", "short-secret"],
         ] {
-            let args = std::iter::once("oddsbus").chain(bad);
-            assert!(Config::try_parse_from(args).is_err(), "{bad:?}");
+            let flag = format!("{}={}", bad[0], bad[1]);
+            let error = Config::try_parse_from(["oddsbus", &flag]);
+            let error = error.expect_err(&flag).to_string();
+            assert!(error.contains(bad[0]), "{bad:?}: {error}");
         }
+        let beats = [
+            "oddsbus",
+            "--heartbeat-interval",
+            "30",
+            "--heartbeat-timeout",
+            "20",
+        ];
+        let error = Config::try_parse_from(beats).unwrap().check().unwrap_err();
+        assert!(error.contains("--heartbeat-timeout"), "{error}");
+        assert!(Config::try_parse_from(["oddsbus"]).unwrap().check().is_ok());
+    }
+
+    #[test]
+    fn bad_competitor_lists_are_refused() {
         for list in ["sportybet,,bet9ja", "betpawa", "Sporty Bet"] {
             assert!(
                 Config::try_parse_from(["oddsbus", "--competitors", list]).is_err(),

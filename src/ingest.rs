@@ -19,10 +19,16 @@ struct IngestSnapshot {
     event_id: u64,
     #[serde(default)]
     bookmaker_id: Option<i64>,
+    /// Checked here rather than by serde, so that a time the server cannot write back is
+    /// `invalid_snapshot`, like every other bad value in a snapshot.
     #[serde(default)]
-    captured_at: Option<Timestamp>,
+    captured_at: Option<String>,
     markets: Vec<Market>,
 }
+
+/// The largest event id a JavaScript client (the board, any browser) reads exactly:
+/// 2^53 - 1. Larger ids would be silently rounded, and two events would share a row.
+pub const MAX_EVENT_ID: u64 = (1 << 53) - 1;
 
 /// A whole request that passed every check, ready for [`crate::OddsCache::put_batch`].
 #[derive(Debug)]
@@ -66,17 +72,28 @@ pub fn decode(config: &Config, body: &[u8], now: Timestamp) -> Result<IngestBatc
     }
     let mut snapshots = Vec::with_capacity(request.snapshots.len());
     for (index, snapshot) in request.snapshots.into_iter().enumerate() {
-        check_markets(&snapshot.markets).map_err(|reason| {
+        let event_id = snapshot.event_id;
+        let invalid = |reason: String| {
             HttpError::new(
                 HttpErrorCode::InvalidSnapshot,
-                format!("snapshots[{index}] (event {}): {reason}", snapshot.event_id),
+                format!("snapshots[{index}] (event {event_id}): {reason}"),
             )
-        })?;
+        };
+        if event_id > MAX_EVENT_ID {
+            return Err(invalid(format!(
+                "event ids go up to {MAX_EVENT_ID} (2^53 - 1), what JavaScript reads exactly"
+            )));
+        }
+        check_markets(&snapshot.markets).map_err(invalid)?;
+        let captured_at = match snapshot.captured_at {
+            Some(text) => Timestamp::parse(&text).map_err(invalid)?,
+            None => now,
+        };
         snapshots.push((
-            snapshot.event_id,
+            event_id,
             Snapshot {
                 bookmaker_id: snapshot.bookmaker_id,
-                captured_at: snapshot.captured_at.unwrap_or(now),
+                captured_at,
                 markets: snapshot.markets,
             },
         ));

@@ -3,12 +3,21 @@
 //! One [`Metrics`] per broker, reached through the ConnectionManager. Counters on the hot
 //! path (frames and bytes written) are added once per flush, not once per frame.
 
+use std::fmt;
+
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+
+use crate::cache::OddsCache;
 
 /// One label, e.g. `("topic", "odds_updates")`.
 pub type Label = [(&'static str, String); 1];
@@ -151,6 +160,12 @@ impl Metrics {
         }
     }
 
+    /// Adds the cache's size and evictions, read from `cache` at each scrape.
+    pub fn watch_cache(&mut self, cache: OddsCache) {
+        self.registry
+            .register_collector(Box::new(CacheCollector(cache)));
+    }
+
     /// The metrics in the Prometheus (OpenMetrics) text format.
     pub fn render(&self) -> String {
         let mut text = String::new();
@@ -163,4 +178,31 @@ impl Metrics {
 /// A one-label set.
 pub fn label(name: &'static str, value: impl Into<String>) -> Label {
     [(name, value.into())]
+}
+
+/// `cache_events` and `cache_evictions_total{reason}`, read from the cache when scraped so
+/// that the cache itself knows nothing of metrics.
+#[derive(Debug)]
+struct CacheCollector(OddsCache);
+
+impl Collector for CacheCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let events = ConstGauge::new(self.0.len() as i64);
+        let help = "Events in the OddsCache";
+        events.encode(encoder.encode_descriptor(
+            "cache_events",
+            help,
+            None,
+            MetricType::Gauge,
+        )?)?;
+        let evictions = self.0.evictions();
+        let help = "Events removed from the OddsCache, by reason (capacity or ttl)";
+        let mut family =
+            encoder.encode_descriptor("cache_evictions", help, None, MetricType::Counter)?;
+        for (reason, count) in [("capacity", evictions.capacity), ("ttl", evictions.ttl)] {
+            let labels = label("reason", reason);
+            ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
 }

@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
+use crate::cache::OddsCache;
 use crate::config::{Config, SourceKind};
 use crate::dispatcher::{self, BusReceiver, Coalescing};
 use crate::http;
@@ -158,6 +159,11 @@ impl Server {
             stop_dispatcher.clone(),
         ));
 
+        broker.producers.spawn(expire_events(
+            broker.cache.clone(),
+            broker.config.event_ttl,
+            broker.shutdown.clone(),
+        ));
         if !broker.config.scrape_interval.is_zero() {
             broker.producers.spawn(scrape::run_periodic(
                 broker.scrape.clone(),
@@ -233,6 +239,24 @@ impl Server {
         broker.ws_close.cancel();
         wait_for(&broker.connections, grace, "websockets").await;
         tracing::info!(event = "server.stopped");
+    }
+}
+
+/// Drops events without an update for `ttl` as they expire, so that a cache nobody
+/// writes to still sheds them (writes expire them too).
+async fn expire_events(cache: OddsCache, ttl: Duration, stop: CancellationToken) {
+    let period = (ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut ticker = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let dropped = cache.expire(std::time::Instant::now());
+                if dropped > 0 {
+                    tracing::info!(event = "cache.expired", dropped, remaining = cache.len());
+                }
+            }
+            () = stop.cancelled() => return,
+        }
     }
 }
 

@@ -12,7 +12,7 @@ async fn ingest_replies_with_counts_and_notifies_the_changed_ids() {
     let (mut client, _) = server.ws_acked("?topics=odds_updates").await;
 
     let reply = server.ingest_ok("betpawa", &[101, 102], 2.1).await;
-    assert_eq!(reply, json!({"accepted": 2, "changed": 2}));
+    assert_eq!(reply, json!({"accepted": 2, "changed": 2, "stale": 0}));
     let update = client.recv().await;
     assert_eq!(update["type"], "odds_update");
     assert_eq!(
@@ -40,7 +40,7 @@ async fn an_unchanged_snapshot_refreshes_captured_at_silently() {
         .ingest(&json!({"source": "sportybet", "snapshots": [again, snapshot(8, 2.0)]}))
         .await;
     assert_eq!(status, 200);
-    assert_eq!(reply, json!({"accepted": 2, "changed": 1}));
+    assert_eq!(reply, json!({"accepted": 2, "changed": 1, "stale": 0}));
     // Only the new event is notified.
     assert_eq!(client.recv().await["data"]["event_ids"], json!([8]));
 
@@ -136,6 +136,13 @@ async fn several_events_can_be_read_at_once() {
         (status, &body["error"]["code"]),
         (400, &json!("too_many_ids"))
     );
+    // The limit counts distinct ids: repeating one is not reading more.
+    let repeated = vec!["1"; 600].join(",");
+    let (status, body) = server
+        .get(&format!("/api/events/odds?ids={repeated}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["events"].as_array().unwrap().len(), 1);
 }
 
 /// Every malformed body gets a 4xx JSON error and changes nothing: not the cache, not the
@@ -161,7 +168,13 @@ async fn bad_ingest_bodies_are_refused_whole_and_change_nothing() {
         (json!({"source": "betpawa"}).to_string(), "invalid_body"),
         (json!({"source": "betpawa", "snapshots": [{"event_id": -1, "markets": []}]}).to_string(), "invalid_body"),
         (json!({"source": "betpawa", "snapshots": [{"event_id": 1}]}).to_string(), "invalid_body"),
-        (json!({"source": "betpawa", "snapshots": [{"event_id": 1, "markets": [], "captured_at": "yesterday"}]}).to_string(), "invalid_body"),
+        (json!({"source": "betpawa", "snapshots": [{"event_id": 1, "markets": [], "captured_at": 42}]}).to_string(), "invalid_body"),
+        // A time the server could not write back as RFC 3339 in UTC, or no time at all.
+        (json!({"source": "betpawa", "snapshots": [{"event_id": 1, "markets": [], "captured_at": "yesterday"}]}).to_string(), "invalid_snapshot"),
+        (json!({"source": "betpawa", "snapshots": [{"event_id": 1, "markets": [], "captured_at": "9999-12-31T23:59:59-00:01"}]}).to_string(), "invalid_snapshot"),
+        (json!({"source": "betpawa", "snapshots": [{"event_id": 1, "markets": [], "captured_at": "0000-01-01T00:00:00+00:01"}]}).to_string(), "invalid_snapshot"),
+        // An id JavaScript clients would round.
+        (json!({"source": "betpawa", "snapshots": [snapshot(1 << 53, 2.0)]}).to_string(), "invalid_snapshot"),
         (json!({"source": "pinnacle", "snapshots": [snapshot(1, 9.0)]}).to_string(), "unknown_source"),
         // One bad snapshot after good ones: the good ones are not applied either.
         (json!({"source": "betpawa", "snapshots": [snapshot(1, 9.0), snapshot(2, 9.0), bad_odds]}).to_string(), "invalid_snapshot"),
@@ -179,6 +192,51 @@ async fn bad_ingest_bodies_are_refused_whole_and_change_nothing() {
     assert_eq!(client.until_pong().await, Vec::<Value>::new());
     server.ingest_ok("betpawa", &[2], 2.0).await;
     assert_eq!(client.recv().await["data"]["event_ids"], json!([2]));
+
+    // The edges themselves are accepted, and served back as written in UTC.
+    let largest = (1u64 << 53) - 1;
+    let mut edge = snapshot(largest, 2.0);
+    edge["captured_at"] = json!("9999-12-31T23:59:59.999Z");
+    let (status, reply) = server
+        .ingest(&json!({"source": "betpawa", "snapshots": [edge]}))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let (_, odds) = server.get(&format!("/api/events/{largest}/odds")).await;
+    assert_eq!(odds["betpawa"]["captured_at"], "9999-12-31T23:59:59.999Z");
+    assert_eq!(odds["event_id"], largest);
+}
+
+/// A snapshot older than the stored one for its event and source is not applied and not
+/// notified; the reply counts it.
+#[tokio::test]
+async fn older_snapshots_are_stale_and_change_nothing() {
+    let server = TestServer::start().await;
+    let (mut client, _) = server.ws_acked("?topics=odds_updates").await;
+    let dated = |id: u64, price: f64, time: &str| {
+        let mut snapshot = snapshot(id, price);
+        snapshot["captured_at"] = json!(time);
+        snapshot
+    };
+    let body = |snapshots: Vec<Value>| json!({"source": "sportybet", "snapshots": snapshots});
+    let (_, reply) = server
+        .ingest(&body(vec![dated(5, 2.0, "2026-11-21T10:00:00Z")]))
+        .await;
+    assert_eq!(reply, json!({"accepted": 1, "changed": 1, "stale": 0}));
+    assert_eq!(client.recv().await["data"]["event_ids"], json!([5]));
+    let (_, before) = server.get("/api/events/5/odds").await;
+
+    let old = dated(5, 9.0, "2020-01-01T00:00:00Z");
+    let (status, reply) = server
+        .ingest(&body(vec![old, dated(6, 2.0, "2026-11-21T10:00:00Z")]))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(reply, json!({"accepted": 1, "changed": 1, "stale": 1}));
+    assert_eq!(
+        client.recv().await["data"]["event_ids"],
+        json!([6]),
+        "5 not notified"
+    );
+    assert_eq!(server.get("/api/events/5/odds").await.1, before);
 }
 
 #[tokio::test]
@@ -236,7 +294,10 @@ async fn an_empty_snapshot_list_is_accepted_and_notifies_nothing() {
     let (status, reply) = server
         .ingest(&json!({"source": "betpawa", "snapshots": []}))
         .await;
-    assert_eq!((status, reply), (200, json!({"accepted": 0, "changed": 0})));
+    assert_eq!(
+        (status, reply),
+        (200, json!({"accepted": 0, "changed": 0, "stale": 0}))
+    );
     assert_eq!(client.until_pong().await, Vec::<Value>::new());
 }
 
@@ -283,4 +344,39 @@ async fn json_replies_end_with_a_newline() {
             "{path}: {text:?}"
         );
     }
+}
+
+/// The cache is bounded: past `--max-events` the event updated longest ago goes, an event
+/// without an update for `--event-ttl` goes, and both then read 404; `/metrics` counts them.
+#[tokio::test]
+async fn the_cache_evicts_by_capacity_and_by_age() {
+    let server = TestServer::with(|c| c.max_events = 2).await;
+    server.ingest_ok("betpawa", &[1, 2], 2.0).await;
+    server.ingest_ok("sportybet", &[1], 2.0).await; // 1 is now the most recently updated
+    server.ingest_ok("betpawa", &[3], 2.0).await;
+    assert_eq!(server.get("/api/events/2/odds").await.0, 404);
+    assert_eq!(server.get("/api/events/1/odds").await.0, 200);
+    let ids: Vec<u64> = server.get("/api/events").await.1["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 3]);
+    let metrics = server.metrics().await;
+    assert!(metrics.contains("oddsbus_cache_events 2\n"), "{metrics}");
+    let capacity = r#"oddsbus_cache_evictions_total{reason="capacity"} 1"#;
+    assert!(metrics.contains(capacity), "{metrics}");
+
+    let server = TestServer::with(|c| c.event_ttl = std::time::Duration::from_millis(200)).await;
+    server.ingest_ok("betpawa", &[7], 2.0).await;
+    assert_eq!(server.get("/api/events/7/odds").await.0, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(
+        server.get("/api/events/7/odds").await.0,
+        404,
+        "dropped with no write"
+    );
+    let ttl = r#"oddsbus_cache_evictions_total{reason="ttl"} 1"#;
+    assert!(server.metrics().await.contains(ttl));
 }

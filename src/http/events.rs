@@ -59,17 +59,17 @@ fn requested_ids(query: &[(String, String)]) -> Result<Vec<u64>, HttpError> {
         .filter(|text| !text.is_empty())
         .map(parse_id)
         .collect::<Result<Vec<u64>, HttpError>>()?;
+    ids.sort_unstable();
+    ids.dedup();
     if ids.len() > MAX_IDS_PER_READ {
         return Err(HttpError::new(
             HttpErrorCode::TooManyIds,
             format!(
-                "{} ids in one read; the limit is {MAX_IDS_PER_READ}",
+                "{} distinct ids in one read; the limit is {MAX_IDS_PER_READ}",
                 ids.len()
             ),
         ));
     }
-    ids.sort_unstable();
-    ids.dedup();
     Ok(ids)
 }
 

@@ -62,10 +62,12 @@ where
         source = batch.source,
         accepted = outcome.accepted,
         changed = outcome.changed.len(),
+        stale = outcome.stale,
     );
     Ok(IngestReply {
         accepted: outcome.accepted,
         changed: outcome.changed.len(),
+        stale: outcome.stale,
     })
 }
 

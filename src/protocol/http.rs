@@ -158,6 +158,9 @@ pub struct IngestReply {
     pub accepted: usize,
     /// Distinct events notified as changed.
     pub changed: usize,
+    /// Snapshots older than the one stored for their event and source: not applied.
+    /// `accepted + stale` is the number of snapshots sent.
+    pub stale: usize,
 }
 
 /// A list of events: `GET /api/events` and `GET /api/events/odds`.

@@ -20,9 +20,17 @@ impl Timestamp {
         Timestamp(now.replace_millisecond(millis).unwrap_or(now))
     }
 
-    /// Parses any RFC 3339 time and normalises it to UTC.
-    pub fn parse(text: &str) -> Result<Timestamp, time::error::Parse> {
-        OffsetDateTime::parse(text, &Rfc3339).map(|t| Timestamp(t.to_offset(UtcOffset::UTC)))
+    /// Parses an RFC 3339 time and normalises it to UTC. Refuses one whose UTC form falls
+    /// outside the years 0000 to 9999, which RFC 3339 cannot write (so it could not be served
+    /// back).
+    pub fn parse(text: &str) -> Result<Timestamp, String> {
+        let parsed = OffsetDateTime::parse(text, &Rfc3339)
+            .map_err(|e| format!("`{text}` is not an RFC 3339 time: {e}"))?;
+        parsed
+            .checked_to_offset(UtcOffset::UTC)
+            .filter(|utc| (0..=9999).contains(&utc.year()))
+            .map(Timestamp)
+            .ok_or_else(|| format!("`{text}` is outside the years 0000 to 9999 in UTC"))
     }
 }
 
@@ -44,9 +52,8 @@ impl Serialize for Timestamp {
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = <&str>::deserialize(deserializer)?;
-        Timestamp::parse(text)
-            .map_err(|e| D::Error::custom(format!("`{text}` is not an RFC 3339 time: {e}")))
+        let text = <std::borrow::Cow<str>>::deserialize(deserializer)?;
+        Timestamp::parse(&text).map_err(D::Error::custom)
     }
 }
 
@@ -61,5 +68,20 @@ mod tests {
         let now = Timestamp::now().to_string();
         assert_eq!(now.len(), "2026-11-21T22:03:00.123Z".len(), "{now}");
         assert!(now.ends_with('Z'));
+    }
+
+    #[test]
+    fn times_that_cannot_be_written_back_are_refused() {
+        for edge in ["9999-12-31T23:59:59-00:01", "0000-01-01T00:00:00+00:01"] {
+            assert!(Timestamp::parse(edge).is_err(), "{edge}");
+        }
+        for fine in [
+            "9999-12-31T23:59:59Z",
+            "0000-01-01T00:00:00Z",
+            "0000-01-01T00:01:00+00:01",
+        ] {
+            let t = Timestamp::parse(fine).unwrap().to_string();
+            assert_eq!(Timestamp::parse(&t).unwrap().to_string(), t, "{fine}");
+        }
     }
 }

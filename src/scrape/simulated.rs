@@ -18,7 +18,7 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use parking_lot::Mutex;
 
-use crate::cache::{Market, Outcome, Snapshot};
+use crate::cache::{intern, Market, Outcome, Snapshot};
 use crate::protocol::{Timestamp, HOME_SOURCE};
 use crate::scrape::{OddsSource, SourceError};
 
@@ -203,13 +203,13 @@ fn price(home: f64, away: f64, margin: f64) -> Vec<Market> {
     let p_over = 1.0 - poisson_cdf(home + away, 2);
     let p_btts = (1.0 - (-home).exp()) * (1.0 - (-away).exp());
     let market = |id: &str, name: &str, line: Option<f64>, outcomes: &[(&str, f64)]| Market {
-        market_id: id.into(),
-        name: name.into(),
+        market_id: intern(id),
+        name: intern(name),
         line,
         outcomes: outcomes
             .iter()
             .map(|&(name, p)| Outcome {
-                name: name.into(),
+                name: intern(name),
                 odds: decimal_odds(p, margin),
             })
             .collect(),
