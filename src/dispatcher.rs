@@ -29,6 +29,11 @@ use crate::config::Config;
 use crate::manager::ConnectionManager;
 use crate::protocol::{encode, OddsUpdate, ScrapeProgress, ServerMessage, Topic};
 
+/// Most event ids in one `odds_update`. An id takes at most 17 bytes of JSON (2^53 - 1 and a
+/// comma), so a frame stays under 64 KiB: clients whose libraries refuse larger frames
+/// (Python's `websockets` refuses 1 MiB by default) are never disconnected by a flood.
+pub const MAX_IDS_PER_UPDATE: usize = 3_500;
+
 /// Most events the dispatcher takes per wake-up, so that the first of a flood is not held
 /// back behind an unbounded merge.
 const MAX_BATCH: usize = 4096;
@@ -207,7 +212,14 @@ fn dispatch(batch: &mut Vec<BusEvent>, manager: &ConnectionManager, coalescing: 
     merged.publish(manager);
 }
 
+/// Publishes `event_ids` in as many `odds_update`s as [`MAX_IDS_PER_UPDATE`] needs.
 fn publish_odds(manager: &ConnectionManager, source: &str, event_ids: &[u64]) {
+    for chunk in event_ids.chunks(MAX_IDS_PER_UPDATE) {
+        publish_update(manager, source, chunk);
+    }
+}
+
+fn publish_update(manager: &ConnectionManager, source: &str, event_ids: &[u64]) {
     let frame = encode(&ServerMessage::OddsUpdate {
         data: OddsUpdate {
             event_ids,

@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use common::{odds, TestServer};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
 
 /// Acceptance scenario (b): one callback call per put with its source, a panicking callback
 /// does not stop the others, and WebSocket subscribers receive the notifications.
@@ -132,4 +134,29 @@ async fn a_single_change_on_an_idle_broker_is_sent_on_its_own() {
         let message = client.recv().await;
         assert_eq!(message["data"]["event_ids"], json!([id]));
     }
+}
+
+/// However many ids a flood merges, no `odds_update` is larger than 64 KiB (clients whose
+/// libraries refuse big frames stay connected), and every id still arrives, in order.
+#[tokio::test]
+async fn a_flood_is_split_into_frames_under_64_kib() {
+    let server = TestServer::start().await;
+    let (mut client, _) = server.ws_acked("?topics=odds_updates").await;
+    let first = (1u64 << 53) - 20_000; // 16-digit ids, the longest there are
+    let ids: Vec<u64> = (first..first + 20_000).collect();
+    for batch in ids.chunks(10_000) {
+        server.ingest_ok("betpawa", batch, 2.0).await;
+    }
+    let mut received = Vec::new();
+    while received.len() < ids.len() {
+        let frame = match tokio::time::timeout(common::WAIT, client.stream.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => text,
+            other => panic!("expected a text frame, got {other:?}"),
+        };
+        assert!(frame.len() <= 64 * 1024, "a frame of {} bytes", frame.len());
+        let update: Value = serde_json::from_str(&frame).unwrap();
+        let event_ids = update["data"]["event_ids"].as_array().unwrap();
+        received.extend(event_ids.iter().map(|id| id.as_u64().unwrap()));
+    }
+    assert_eq!(received, ids);
 }

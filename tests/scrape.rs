@@ -269,6 +269,75 @@ async fn a_failing_platform_is_reported_and_the_run_goes_on() {
     assert_eq!(sources, BTreeSet::from(["betpawa".into(), "bet9ja".into()]));
 }
 
+/// A source with a bug: listing `sportybet` panics, the first time only.
+struct PanicsOnce {
+    inner: SimulatedSource,
+    panicked: std::sync::atomic::AtomicBool,
+}
+
+impl OddsSource for PanicsOnce {
+    fn list_events<'a>(
+        &'a self,
+        platform: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<u64>, SourceError>> {
+        use std::sync::atomic::Ordering;
+        if platform == "sportybet" && !self.panicked.swap(true, Ordering::SeqCst) {
+            panic!("a bug in the sportybet scraper");
+        }
+        self.inner.list_events(platform)
+    }
+
+    fn fetch_odds<'a>(
+        &'a self,
+        platform: &'a str,
+        event_ids: &'a [u64],
+    ) -> BoxFuture<'a, Result<Vec<(u64, Snapshot)>, SourceError>> {
+        self.inner.fetch_odds(platform, event_ids)
+    }
+}
+
+/// A panic inside a run ends it `failed` for every follower and frees the slot: the next
+/// run starts and completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_inside_a_run_ends_it_failed_and_scraping_goes_on() {
+    let source = PanicsOnce {
+        inner: SimulatedSource::new(settings(3), &platforms()),
+        panicked: Default::default(),
+    };
+    let server =
+        TestServer::with_server(Server::with_source(common::config(), Arc::new(source))).await;
+    let (mut progress, _) = server.ws_acked("?topics=scrape_progress").await;
+    let events = SseClient::open(&server, "/api/scrape/stream")
+        .await
+        .collect()
+        .await;
+    assert_eq!(
+        phases(&events),
+        [
+            "started",
+            "platform_started:betpawa",
+            "platform_completed:betpawa",
+            "platform_started:sportybet",
+            "failed"
+        ]
+    );
+    assert!(events[4]["message"].as_str().unwrap().contains("aborted"));
+    assert_eq!(events[4]["events_scraped"], events[2]["events_scraped"]);
+    // Topic subscribers see the run end too.
+    loop {
+        let step = progress.recv_type("scrape_progress").await;
+        if step["data"]["phase"] == "failed" {
+            break;
+        }
+    }
+
+    let again = SseClient::open(&server, "/api/scrape/stream")
+        .await
+        .collect()
+        .await;
+    assert_eq!(phases(&again), FULL_RUN);
+}
+
 #[tokio::test]
 async fn the_same_seed_gives_the_same_sequence_of_snapshots() {
     async fn record(seed: u64) -> Vec<Value> {

@@ -1,10 +1,11 @@
 //! The scrape coordinator: one run at a time, its steps to SSE listeners and to the
 //! `scrape_progress` topic, and the periodic scheduler.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{stream, Stream, StreamExt};
+use futures_util::{stream, FutureExt, Stream, StreamExt};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -104,7 +105,9 @@ impl ScrapeCoordinator {
                     listeners: sender,
                     _idle: receiver.deactivate(),
                 });
-                self.shared.tasks.spawn(execute(self.shared.clone(), id));
+                self.shared
+                    .tasks
+                    .spawn(run_guarded(self.shared.clone(), id));
                 run
             }
         };
@@ -148,6 +151,16 @@ struct Tally {
     run_id: Uuid,
     scraped: u64,
     total: u64,
+}
+
+/// Runs a run to its end. Should it panic (a source's bug), the run still ends `failed`: the
+/// slot frees for the next run and every stream following it ends.
+async fn run_guarded(shared: Arc<Shared>, run_id: Uuid) {
+    let run = AssertUnwindSafe(execute(shared.clone(), run_id)).catch_unwind();
+    if run.await.is_err() {
+        tracing::error!(event = "scrape.panicked", %run_id);
+        shared.abort(run_id);
+    }
 }
 
 async fn execute(shared: Arc<Shared>, run_id: Uuid) {
@@ -242,6 +255,29 @@ impl Shared {
             tally.scraped += stored.accepted as u64;
         }
         Ok(())
+    }
+
+    /// Ends `run_id` with `failed` if it is still the current run, with its last counts.
+    fn abort(&self, run_id: Uuid) {
+        let counts = self
+            .current
+            .lock()
+            .as_ref()
+            .filter(|run| run.id == run_id)
+            .map(|run| {
+                let last = run.history.last();
+                last.map_or((0, 0), |p| (p.events_scraped, p.events_total))
+            });
+        let Some((scraped, total)) = counts else {
+            return; // it had ended
+        };
+        let tally = Tally {
+            run_id,
+            scraped,
+            total,
+        };
+        let message = "run aborted: the scrape failed unexpectedly (see the server log)";
+        self.emit(&tally, ScrapePhase::Failed, None, message.to_owned());
     }
 
     /// Records a step of the run and sends it to listeners and to the topic.
