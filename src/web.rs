@@ -8,8 +8,9 @@ use warp::{Filter, Rejection, Reply};
 const INDEX: &str = include_str!("../web/index.html");
 const APP: &str = include_str!("../web/app.js");
 const STYLE: &str = include_str!("../web/style.css");
+const ICON: &str = include_str!("../web/favicon.svg");
 
-/// `GET /`, `/app.js` and `/style.css`. The page learns the configured sources (its table's
+/// `GET /`, `/app.js`, `/style.css` and `/favicon.svg`. The page learns the configured sources (its table's
 /// columns) from a `<meta>` tag filled in here; source names are validated to
 /// `[a-z0-9_-]` at start-up, so they need no escaping.
 pub fn routes(sources: &[&str]) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
@@ -23,7 +24,10 @@ pub fn routes(sources: &[&str]) -> impl Filter<Extract = (Response,), Error = Re
     let style = warp::path!("style.css")
         .and(warp::get())
         .map(|| asset(STYLE.to_owned(), "text/css; charset=utf-8"));
-    page.or(app).unify().or(style).unify()
+    let icon = warp::path!("favicon.svg")
+        .and(warp::get())
+        .map(|| asset(ICON.to_owned(), "image/svg+xml"));
+    page.or(app).unify().or(style).unify().or(icon).unify()
 }
 
 fn asset(body: String, content_type: &'static str) -> Response {

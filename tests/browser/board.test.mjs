@@ -98,6 +98,13 @@ test("the live odds board", async (t) => {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   const pageErrors = [];
   page.on("pageerror", (error) => pageErrors.push(error.message));
+  // Every console error fails the test, but for refused connections while the server is
+  // down on purpose (the restart step).
+  const consoleErrors = [];
+  let outage = false;
+  page.on("console", (message) => {
+    if (message.type() === "error") consoleErrors.push({ text: message.text(), outage });
+  });
   try {
     await ingest(base, "betpawa", 501, 2.1);
     await ingest(base, "sportybet", 501, 2.25);
@@ -152,10 +159,12 @@ test("the live odds board", async (t) => {
 
     await t.test("the page reconnects by itself when the server restarts", async () => {
       const before = await textOf(page, "#connection-id");
+      outage = true;
       await stopServer(server);
       await page.waitForSelector('#status[data-state="reconnecting"]');
       server = await startServer(server.addr); // same address: the page dials it again
       await page.waitForSelector('#status[data-state="live"]', { timeout: 20000 });
+      outage = false;
       assert.notEqual(await textOf(page, "#connection-id"), before);
       // A fresh server starts empty; the page refetched, and new changes show up.
       await ingest(base, "betpawa", 777, 1.95);
@@ -165,6 +174,9 @@ test("the live odds board", async (t) => {
     });
 
     assert.deepEqual(pageErrors, [], "no script errors on the page");
+    const refused = /ERR_CONNECTION_REFUSED|WebSocket connection to .* failed/;
+    const unexpected = consoleErrors.filter((e) => !(e.outage && refused.test(e.text)));
+    assert.deepEqual(unexpected, [], "no console errors (a missing favicon was one)");
   } finally {
     await browser.close();
     await stopServer(server);
