@@ -2,13 +2,16 @@
 //! background task holds.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
+use crate::bucket::TokenBucket;
 use crate::cache::{CacheLimits, OddsCache};
 use crate::config::Config;
 use crate::dispatcher::{self, BusReceiver, BusSender};
@@ -44,9 +47,46 @@ pub struct Broker {
     pub fanout: Handle,
     /// Tokens and origins.
     pub auth: Arc<Auth>,
-    /// One permit per WebSocket connection allowed (`--max-connections`); a connection task
-    /// owns its permit, so it is returned however the connection ends.
-    pub connection_slots: Arc<Semaphore>,
+    /// What bounds the work clients can cause at once.
+    pub slots: Arc<Slots>,
+}
+
+/// Bounds on what clients can make the broker do at once. Each is a semaphore whose owned
+/// permit lives as long as the work (a connection task, a request, a stream), so it is
+/// returned however that ends.
+#[derive(Debug)]
+pub struct Slots {
+    /// WebSocket connections (`--max-connections`).
+    pub connections: Arc<Semaphore>,
+    /// Open HTTP connections that are not WebSockets (`--max-http-connections`).
+    pub http_connections: Arc<Semaphore>,
+    /// Ingests being handled (`--max-ingests`).
+    pub ingests: Arc<Semaphore>,
+    /// Scrape streams being followed (`--max-sse-streams`).
+    pub streams: Arc<Semaphore>,
+    /// Large reads being encoded (`--max-large-reads`).
+    pub large_reads: Arc<Semaphore>,
+    /// Scrape runs started on request (`--max-scrapes-per-minute`).
+    pub scrape_starts: Mutex<TokenBucket>,
+}
+
+impl Slots {
+    fn new(config: &Config) -> Slots {
+        let semaphore = |n: usize| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS)));
+        let per_minute = f64::from(config.max_scrapes_per_minute);
+        Slots {
+            connections: semaphore(config.max_connections),
+            http_connections: semaphore(config.max_http_connections),
+            ingests: semaphore(config.max_ingests),
+            streams: semaphore(config.max_sse_streams),
+            large_reads: semaphore(config.max_large_reads),
+            scrape_starts: Mutex::new(TokenBucket::new(
+                Duration::from_secs(60).div_f64(per_minute),
+                per_minute,
+                Instant::now(),
+            )),
+        }
+    }
 }
 
 impl Broker {
@@ -82,8 +122,8 @@ impl Broker {
             producers.clone(),
             metrics.clone(),
         );
-        let max_connections = config.max_connections.min(Semaphore::MAX_PERMITS);
         let broker = Broker {
+            slots: Arc::new(Slots::new(&config)),
             auth: Arc::new(Auth::from_config(&config)),
             config: Arc::new(config),
             cache,
@@ -96,7 +136,6 @@ impl Broker {
             producers,
             connections: TaskTracker::new(),
             fanout,
-            connection_slots: Arc::new(Semaphore::new(max_connections)),
         };
         (broker, queue)
     }

@@ -200,7 +200,7 @@ pub struct Config {
           value_parser = seconds(0.1, 300.0))]
     pub request_timeout: Duration,
 
-    /// Most `POST /api/odds` requests handled at once; more get 503 `too_many_requests`.
+    /// Most `POST /api/odds` requests handled at once; more get 503 `too_many_ingests`.
     #[arg(long, env = "ODDSBUS_MAX_INGESTS", default_value_t = 64, value_parser = count(1, 100_000))]
     pub max_ingests: usize,
 
@@ -214,13 +214,14 @@ pub struct Config {
     #[arg(long, env = "ODDSBUS_MAX_LARGE_READS", default_value_t = 2, value_parser = count(1, 1_024))]
     pub max_large_reads: usize,
 
-    /// Most `GET /api/scrape/stream` followers at once; more get 503 `too_many_requests`.
+    /// Most `GET /api/scrape/stream` followers at once; more get 503 `too_many_streams`.
     #[arg(long, env = "ODDSBUS_MAX_SSE_STREAMS", default_value_t = 256,
           value_parser = count(1, 100_000))]
     pub max_sse_streams: usize,
 
     /// Most scrape runs that `GET /api/scrape/stream` may start per minute (joining a
-    /// running run is not counted; periodic runs are not either); more get 429.
+    /// running run is not counted; periodic runs are not either); more get 429
+    /// `too_many_scrapes`.
     #[arg(long, env = "ODDSBUS_MAX_SCRAPES_PER_MINUTE", default_value_t = 12,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_scrapes_per_minute: u32,

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub connections_closed: Family<Label, Counter>,
     /// Upgrades refused, by `reason`.
     pub connections_refused: Family<Label, Counter>,
+    /// HTTP connections closed on arrival because `--max-http-connections` were open.
+    pub http_connections_refused: Counter,
     /// Messages published, by `topic`.
     pub messages_published: Family<Label, Counter>,
     /// WebSocket frames written to clients.
@@ -71,6 +73,7 @@ impl Metrics {
             connections_opened: Counter::default(),
             connections_closed: Family::default(),
             connections_refused: Family::default(),
+            http_connections_refused: Counter::default(),
             messages_published: Family::default(),
             frames_sent: Counter::default(),
             bytes_sent: Counter::default(),
@@ -103,6 +106,11 @@ impl Metrics {
             "connections_refused",
             "WebSocket upgrades refused, by reason",
             metrics.connections_refused.clone(),
+        );
+        r.register(
+            "http_connections_refused",
+            "HTTP connections closed on arrival, at the open-connection limit",
+            metrics.http_connections_refused.clone(),
         );
         r.register(
             "messages_published",

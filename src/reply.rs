@@ -2,12 +2,12 @@
 //! typed values of `protocol`; this module only turns them into responses.
 
 use serde::Serialize;
-use warp::http::header::{HeaderValue, CONTENT_TYPE};
+use warp::http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
 
-use crate::protocol::HttpError;
+use crate::protocol::{HttpError, HttpErrorCode};
 
 /// `body` as JSON with `status`. The body ends with a newline, so that a reply read in a
 /// terminal (`curl`) leaves the prompt on a line of its own.
@@ -36,6 +36,24 @@ pub fn ok(body: &impl Serialize) -> Response {
 
 impl Reply for HttpError {
     fn into_response(self) -> Response {
-        json(self.status(), &self)
+        let mut response = json(self.status(), &self);
+        let headers = response.headers_mut();
+        match self.code {
+            // A busy broker: say when to try again.
+            HttpErrorCode::TooManyConnections
+            | HttpErrorCode::TooManyIngests
+            | HttpErrorCode::TooManyStreams => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            HttpErrorCode::TooManyScrapes => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("10"));
+            }
+            // The rest of a slow body is not worth waiting for: close instead of draining it.
+            HttpErrorCode::RequestTimeout => {
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        response
     }
 }

@@ -188,18 +188,19 @@ impl Server {
                 },
                 () = &mut shutdown => break,
             };
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(event = "server.nodelay_failed", %error);
-            }
-            if let Some(bytes) = broker.config.send_buffer_bytes {
-                let socket = socket2::SockRef::from(&stream);
-                if let Err(error) = socket.set_send_buffer_size(bytes as usize) {
-                    tracing::debug!(event = "server.send_buffer_failed", %error);
-                }
-            }
+            let Ok(slot) = broker.slots.http_connections.clone().try_acquire_owned() else {
+                // Dropping it closes it: better than file descriptors running out for all.
+                tracing::debug!(event = "http.refused", reason = "max_http_connections");
+                broker.metrics.http_connections_refused.inc();
+                continue;
+            };
+            tune(&stream, broker.config.send_buffer_bytes);
             let service = TowerToHyperService::new(service.clone());
             let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder.http1().timer(TokioTimer::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(broker.config.request_timeout);
             let connection = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .into_owned();
@@ -208,6 +209,8 @@ impl Server {
                 if let Err(error) = connection.await {
                     tracing::debug!(event = "http.connection_error", %error);
                 }
+                // An upgraded connection is a WebSocket now, counted by its own limit.
+                drop(slot);
             });
         }
         drop(listener);
@@ -265,6 +268,20 @@ async fn wait_for(tasks: &TaskTracker, grace: Duration, step: &'static str) {
     tasks.close();
     if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
         tracing::warn!(event = "server.shutdown_timeout", step);
+    }
+}
+
+/// `TCP_NODELAY` (small frames must not wait for Nagle's algorithm) and the send buffer
+/// `--send-buffer-bytes` asks for.
+fn tune(stream: &tokio::net::TcpStream, send_buffer_bytes: Option<u32>) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(event = "server.nodelay_failed", %error);
+    }
+    if let Some(bytes) = send_buffer_bytes {
+        let socket = socket2::SockRef::from(stream);
+        if let Err(error) = socket.set_send_buffer_size(bytes as usize) {
+            tracing::debug!(event = "server.send_buffer_failed", %error);
+        }
     }
 }
 

@@ -2,49 +2,10 @@
 
 mod common;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use common::{snapshot, TestServer};
-use hmac::{Hmac, Mac};
+use common::{signed, snapshot, token, SseClient, TestServer, SECRET};
 use serde_json::{json, Value};
-use sha2::Sha256;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Error as WsError;
-
-const SECRET: &str = "test-secret";
-
-/// A token for `claims` (with an `exp` ten minutes ahead unless given), signed with HS256.
-fn token(claims: Value, secret: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut claims = claims;
-    if claims.get("exp").is_none() {
-        claims["exp"] = json!(now + 600);
-    }
-    signed("HS256", &claims, secret)
-}
-
-/// A JSON Web Token written out by hand (RFC 7519), so the server is checked against the
-/// format rather than against the library it uses: the header names `alg`, the signature is
-/// always HMAC-SHA256 of `header.payload`.
-fn signed(alg: &str, claims: &Value, secret: &str) -> String {
-    let part = |value: &Value| URL_SAFE_NO_PAD.encode(value.to_string());
-    let input = format!(
-        "{}.{}",
-        part(&json!({"alg": alg, "typ": "JWT"})),
-        part(claims)
-    );
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(input.as_bytes());
-    format!(
-        "{input}.{}",
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-    )
-}
 
 async fn secured() -> TestServer {
     TestServer::with(|c| {
@@ -158,7 +119,7 @@ async fn browsers_from_other_origins_are_refused() {
 
     // Operators see refusals by reason.
     let metrics = server.metrics().await;
-    let refused = r#"oddsbus_connections_refused_total{reason="forbidden"} 1"#;
+    let refused = r#"oddsbus_connections_refused_total{reason="forbidden_origin"} 1"#;
     assert!(metrics.contains(refused), "{metrics}");
 }
 
@@ -191,4 +152,110 @@ async fn ingest_needs_a_bearer_token_with_the_ingest_claim() {
     let scraper = token(json!({"sub": "scraper", "ingest": true}), SECRET);
     let response = post(Some(format!("Bearer {scraper}"))).await.unwrap();
     assert_eq!(response.status(), 200);
+}
+
+/// A token is refused before its `nbf` as after its `exp`.
+#[tokio::test]
+async fn a_token_not_yet_valid_is_refused() {
+    let server = secured().await;
+    let early = token(
+        json!({"nbf": 4_000_000_000u64, "exp": 4_000_000_600u64}),
+        SECRET,
+    );
+    let path = format!("/api/ws?token={early}");
+    assert_eq!(handshake_status(&server, &path, &[]).await, 401);
+}
+
+/// The status and error code of `GET /api/scrape/stream` with `token`, when refused.
+async fn scrape_refusal(server: &TestServer, token: Option<&str>) -> (u16, Value) {
+    let path = match token {
+        Some(token) => format!("/api/scrape/stream?token={token}"),
+        None => "/api/scrape/stream".to_owned(),
+    };
+    let response = reqwest::get(server.url(&path)).await.unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json::<Value>().await.unwrap()["error"]["code"].clone(),
+    )
+}
+
+/// With tokens on, starting a scrape run needs the `scrape` claim and following one needs
+/// `scrape_progress`; a token without the claim may still join a run that is running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrape_runs_need_the_scrape_claim_to_start_and_the_topic_to_follow() {
+    let server = TestServer::with(|c| {
+        c.auth_secret = Some(SECRET.into());
+        c.sim_latency_ms = 50;
+    })
+    .await;
+    let odds_only = token(json!({"topics": ["odds_updates"], "scrape": true}), SECRET);
+    let reader = token(json!({"sub": "board"}), SECRET);
+    let operator = token(json!({"sub": "operator", "scrape": true}), SECRET);
+
+    let refused = [
+        (None, 401, "unauthorized"),
+        (Some(odds_only.as_str()), 403, "forbidden"),
+        (Some(reader.as_str()), 403, "forbidden"),
+    ];
+    for (token, status, code) in refused {
+        assert_eq!(
+            scrape_refusal(&server, token).await,
+            (status, json!(code)),
+            "{token:?}"
+        );
+    }
+    assert!(server.broker.cache.is_empty(), "no run started");
+
+    let path = format!("/api/scrape/stream?token={operator}");
+    let mut started = SseClient::open(&server, &path).await;
+    assert_eq!(started.next().await.unwrap()["phase"], "started");
+    // The run is running: a reader joins it, from its first step.
+    let joined = SseClient::open(&server, &format!("/api/scrape/stream?token={reader}")).await;
+    let steps = joined.collect().await;
+    assert_eq!(steps.first().unwrap()["phase"], "started");
+    assert_eq!(steps.last().unwrap()["phase"], "completed");
+}
+
+/// A page on another site cannot make a browser write odds, start scrapes or open a
+/// WebSocket, with tokens off; the broker's own pages, listed origins and non-browser
+/// clients can.
+#[tokio::test]
+async fn requests_from_other_sites_pages_are_refused() {
+    let server =
+        TestServer::with(|c| c.allowed_origins = vec!["https://board.example".into()]).await;
+    let own = format!("http://{}", server.addr);
+    let body = json!({"source": "betpawa", "snapshots": [snapshot(1, 2.0)]}).to_string();
+    let post = |origin: Option<&str>| {
+        let mut request = reqwest::Client::new()
+            .post(server.url("/api/odds"))
+            .header("content-type", "text/plain")
+            .body(body.clone());
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+    let evil = post(Some("https://evil.example")).await.unwrap();
+    assert_eq!(evil.status(), 403);
+    assert_eq!(
+        evil.json::<Value>().await.unwrap()["error"]["code"],
+        "forbidden_origin"
+    );
+    assert!(server.broker.cache.is_empty(), "nothing written");
+    for origin in [None, Some(own.as_str()), Some("https://board.example")] {
+        assert_eq!(post(origin).await.unwrap().status(), 200, "{origin:?}");
+    }
+
+    let scrape = reqwest::Client::new()
+        .get(server.url("/api/scrape/stream"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scrape.status(), 403);
+    let ws = [("origin", "https://evil.example")];
+    assert_eq!(handshake_status(&server, "/api/ws", &ws).await, 403);
+    let ws = [("origin", own.as_str())];
+    assert_eq!(handshake_status(&server, "/api/ws", &ws).await, 101);
 }

@@ -1,17 +1,23 @@
-//! Optional access control, off unless `--auth-secret` is set: HS256 JSON Web Tokens for
-//! WebSocket connections and for ingest, and an allowed-origins list for browsers.
+//! Access control: HS256 JSON Web Tokens for WebSocket connections, ingest and scrape runs
+//! (off unless `--auth-secret` is set), and the origins browsers may act from (always on).
 //!
 //! Claims (all but `exp` optional):
-//! - `exp`: expiry, seconds since the Unix epoch (required);
+//! - `exp`: expiry, seconds since the Unix epoch (required); `nbf`: not before;
 //! - `sub`: who the token is for (logged);
-//! - `topics`: the topics the bearer may subscribe to; absent means every topic;
-//! - `ingest`: `true` lets the bearer `POST /api/odds`.
+//! - `topics`: the topics the bearer may subscribe to and follow; absent means every topic;
+//! - `ingest`: `true` lets the bearer `POST /api/odds`;
+//! - `scrape`: `true` lets the bearer start a scrape run.
+//!
+//! Origins: a page on another site can make a browser send requests to a broker on the
+//! operator's machine. A WebSocket upgrade, an ingest or a scrape trigger whose `Origin` is
+//! neither the broker's own (the request's `Host`) nor in `--allowed-origins` is refused;
+//! requests without `Origin` (curl, scrapers) are not browsers and pass.
 
 mod hs256;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use warp::http::HeaderMap;
+use warp::http::{header, HeaderMap};
 
 use crate::config::Config;
 use crate::protocol::{parse_topics, HttpError, HttpErrorCode, TopicSet};
@@ -28,6 +34,9 @@ pub struct Claims {
     /// Whether the bearer may push odds.
     #[serde(default)]
     pub ingest: bool,
+    /// Whether the bearer may start scrape runs.
+    #[serde(default)]
+    pub scrape: bool,
 }
 
 impl Claims {
@@ -57,12 +66,12 @@ impl std::fmt::Debug for Auth {
 }
 
 impl Auth {
-    /// Tokens are required when `--auth-secret` is set; origins are checked when
-    /// `--allowed-origins` is.
+    /// Tokens are required when `--auth-secret` is set; origins are always checked.
     pub fn from_config(config: &Config) -> Auth {
         hs256::install();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
+        validation.validate_nbf = true;
         Auth {
             key: config
                 .auth_secret
@@ -86,6 +95,7 @@ impl Auth {
                 sub: None,
                 topics: None,
                 ingest: true,
+                scrape: true,
             });
         };
         let token = query_token.or_else(|| bearer(headers)).ok_or_else(|| {
@@ -99,30 +109,57 @@ impl Auth {
             .map_err(|e| HttpError::new(HttpErrorCode::Unauthorized, format!("invalid token: {e}")))
     }
 
-    /// Refuses browsers from origins not on the list with `forbidden` (requests without
-    /// `Origin`, i.e. not from a browser, pass).
+    /// Refuses a browser request made from another site's page with `forbidden_origin`.
+    /// The broker's own pages (same host as the request) and `--allowed-origins` pass, and
+    /// so does a request without `Origin`, which does not come from a browser page.
     pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), HttpError> {
-        if self.origins.is_empty() {
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return Ok(());
+        };
+        let origin = origin.to_str().unwrap_or("(not text)");
+        let own = headers
+            .get(header::HOST)
+            .and_then(|host| host.to_str().ok())
+            .is_some_and(|host| is_same_host(origin, host));
+        if own || self.origins.iter().any(|allowed| allowed == origin) {
             return Ok(());
         }
-        match headers.get(warp::http::header::ORIGIN).map(|o| o.to_str()) {
-            None => Ok(()),
-            Some(Ok(origin)) if self.origins.iter().any(|allowed| allowed == origin) => Ok(()),
-            Some(origin) => Err(HttpError::new(
-                HttpErrorCode::Forbidden,
-                format!("origin {:?} is not allowed", origin.unwrap_or("(not text)")),
-            )),
-        }
+        Err(HttpError::new(
+            HttpErrorCode::ForbiddenOrigin,
+            format!(
+                "requests from pages at {origin:?} are not allowed; the operator can add it \
+                 to --allowed-origins"
+            ),
+        ))
     }
 }
 
+/// Whether `origin` (`scheme://host[:port]`) names the server reached as `host`. The scheme
+/// is not compared: behind a TLS proxy the broker sees `http` where the page saw `https`.
+fn is_same_host(origin: &str, host: &str) -> bool {
+    origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+}
+
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers
-        .get(warp::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
         .then_some(token.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_servers_own_pages_are_its_host_whatever_the_scheme() {
+        assert!(is_same_host("http://127.0.0.1:8000", "127.0.0.1:8000"));
+        assert!(is_same_host("https://Odds.Example", "odds.example"));
+        assert!(!is_same_host("http://127.0.0.1:8001", "127.0.0.1:8000"));
+        assert!(!is_same_host("https://odds.example.evil", "odds.example"));
+        assert!(!is_same_host("null", "odds.example"));
+    }
 }

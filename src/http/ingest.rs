@@ -1,5 +1,6 @@
-//! `POST /api/odds`: read the body within its limit, check the caller may ingest, decode it
-//! whole (`crate::ingest`), then store it in one `put_batch`.
+//! `POST /api/odds`: check the caller may ingest (origin, token), take one of the ingest
+//! slots, read the body within its size and time limits, decode it whole (`crate::ingest`),
+//! then store it in one `put_batch`.
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -47,6 +48,7 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
+    broker.auth.check_origin(headers)?;
     let claims = broker.auth.claims(headers, None)?;
     if !claims.ingest {
         return Err(HttpError::new(
@@ -54,7 +56,20 @@ where
             "the token does not allow ingest (claim `ingest`)",
         ));
     }
-    let body = read_body(length, body, broker.config.max_body_bytes).await?;
+    let _slot = broker.slots.ingests.try_acquire().map_err(|_| {
+        HttpError::new(
+            HttpErrorCode::TooManyIngests,
+            "as many ingests as the broker handles at once are in progress; retry later",
+        )
+    })?;
+    let deadline = broker.config.request_timeout;
+    let read = read_body(length, body, broker.config.max_body_bytes);
+    let body = tokio::time::timeout(deadline, read).await.map_err(|_| {
+        HttpError::new(
+            HttpErrorCode::RequestTimeout,
+            format!("the body did not arrive within {deadline:?} (--request-timeout)"),
+        )
+    })??;
     let batch = ingest::decode(&broker.config, &body, Timestamp::now())?;
     let outcome = broker.cache.put_batch(&batch.source, batch.snapshots);
     tracing::info!(

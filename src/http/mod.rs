@@ -1,19 +1,18 @@
 //! The HTTP API: every route of the broker, and the one place where warp's own rejections
 //! become the contract's JSON error replies.
 //!
-//! `ingest.rs` holds `POST /api/odds`, `events.rs` the cache-first reads; the WebSocket
-//! endpoint is `crate::ws`, the board `crate::web`. The small routes (stats, health,
-//! metrics, the scrape stream) are here.
+//! `ingest.rs` holds `POST /api/odds`, `events.rs` the cache-first reads, `scrape.rs` the
+//! scrape stream; the WebSocket endpoint is `crate::ws`, the board `crate::web`. The small
+//! routes (stats, health, metrics) are here.
 
 mod events;
 mod ingest;
+mod scrape;
 
 use std::convert::Infallible;
 
-use futures_util::StreamExt;
 use warp::http::header::{HeaderValue, CONTENT_TYPE};
 use warp::reply::Response;
-use warp::sse::Event;
 use warp::{Filter, Rejection, Reply};
 
 use crate::broker::Broker;
@@ -59,7 +58,11 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
     let scrape_stream = warp::path!("api" / "scrape" / "stream")
         .and(warp::get())
         .and(with_broker.clone())
-        .map(|broker: Broker| scrape_stream(&broker));
+        .and(warp::header::headers_cloned())
+        .and(warp::query::<Vec<(String, String)>>())
+        .map(|broker: Broker, headers, query: Vec<(String, String)>| {
+            scrape::follow(&broker, &headers, &query).unwrap_or_else(|e| e.into_response())
+        });
 
     let metrics = warp::path!("metrics")
         .and(warp::get())
@@ -123,15 +126,4 @@ async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         HttpError::new(HttpErrorCode::Internal, "the request could not be handled")
     };
     Ok(error.into_response())
-}
-
-/// `GET /api/scrape/stream`: joins or starts a run and streams it as SSE until it ends. On
-/// shutdown the run stops and reports `failed`, which ends every stream with the reason.
-/// The client going away does not stop the run.
-fn scrape_stream(broker: &Broker) -> Response {
-    let events = broker
-        .scrape
-        .join_or_start()
-        .map(|progress| Event::default().json_data(progress));
-    warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response()
 }

@@ -36,6 +36,8 @@ pub enum HttpErrorCode {
     Unauthorized,
     /// A valid request the caller is not allowed to make (403).
     Forbidden,
+    /// A browser request from a page on a site that is not allowed (403).
+    ForbiddenOrigin,
     /// No such route or no such event (404).
     NotFound,
     /// A known route with another method (405).
@@ -44,6 +46,14 @@ pub enum HttpErrorCode {
     UpgradeRequired,
     /// The WebSocket connection limit is reached (503).
     TooManyConnections,
+    /// As many ingests as `--max-ingests` are being handled (503).
+    TooManyIngests,
+    /// As many scrape streams as `--max-sse-streams` are open (503).
+    TooManyStreams,
+    /// `--max-scrapes-per-minute` runs were started in the last minute (429).
+    TooManyScrapes,
+    /// The request's headers or body took longer than `--request-timeout` (408).
+    RequestTimeout,
     /// A bug (500).
     Internal,
 }
@@ -59,11 +69,13 @@ impl HttpErrorCode {
             }
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Unauthorized => StatusCode::UNAUTHORIZED,
-            Forbidden => StatusCode::FORBIDDEN,
+            Forbidden | ForbiddenOrigin => StatusCode::FORBIDDEN,
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
-            TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+            TooManyConnections | TooManyIngests | TooManyStreams => StatusCode::SERVICE_UNAVAILABLE,
+            TooManyScrapes => StatusCode::TOO_MANY_REQUESTS,
+            RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -85,10 +97,15 @@ impl HttpErrorCode {
             InvalidHeader => "invalid_header",
             Unauthorized => "unauthorized",
             Forbidden => "forbidden",
+            ForbiddenOrigin => "forbidden_origin",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
             UpgradeRequired => "upgrade_required",
             TooManyConnections => "too_many_connections",
+            TooManyIngests => "too_many_ingests",
+            TooManyStreams => "too_many_streams",
+            TooManyScrapes => "too_many_scrapes",
+            RequestTimeout => "request_timeout",
             Internal => "internal",
         }
     }

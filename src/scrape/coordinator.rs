@@ -2,6 +2,7 @@
 //! `scrape_progress` topic, and the periodic scheduler.
 
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,9 @@ use crate::cache::OddsCache;
 use crate::dispatcher::{BusEvent, BusSender};
 use crate::metrics::{label, Metrics};
 use crate::protocol::{ScrapePhase, ScrapeProgress};
+
+/// A run's progress, as its followers receive it (`Sync`, as warp's SSE reply wants).
+pub type Steps = Pin<Box<dyn Stream<Item = ScrapeProgress> + Send + Sync + 'static>>;
 
 /// SSE listeners a run can fall behind by before they lose the oldest steps. A run has a
 /// handful of steps per platform, so this is never reached in practice.
@@ -88,9 +92,15 @@ impl ScrapeCoordinator {
         }
     }
 
+    /// The running run's progress from `started` to the final step, or `None` when no run
+    /// is running. Dropping the stream does not stop the run.
+    pub fn follow(&self) -> Option<Steps> {
+        self.shared.current.lock().as_ref().map(listen)
+    }
+
     /// Joins the running run, or starts one, and returns its progress from `started` to the
     /// final step. Dropping the stream does not stop the run.
-    pub fn join_or_start(&self) -> impl Stream<Item = ScrapeProgress> + Send + 'static {
+    pub fn join_or_start(&self) -> Steps {
         let mut current = self.shared.current.lock();
         let run = match current.as_mut() {
             Some(run) => run,
@@ -111,18 +121,23 @@ impl ScrapeCoordinator {
                 run
             }
         };
-        let replay = stream::iter(run.history.clone());
-        let live = run.listeners.new_receiver();
-        drop(current);
-        // Stop right after the final step, whichever way it arrived.
-        replay.chain(live).scan(false, |ended, progress| {
-            let item = (!*ended).then(|| {
-                *ended = progress.is_final();
-                progress
-            });
-            std::future::ready(item)
-        })
+        listen(run)
     }
+}
+
+/// The steps `run` has taken, then its live ones, up to and including its final step.
+fn listen(run: &Run) -> Steps {
+    let replay = stream::iter(run.history.clone());
+    let live = run.listeners.new_receiver();
+    // Stop right after the final step, whichever way it arrived.
+    let steps = replay.chain(live).scan(false, |ended, progress| {
+        let item = (!*ended).then(|| {
+            *ended = progress.is_final();
+            progress
+        });
+        std::future::ready(item)
+    });
+    Box::pin(steps)
 }
 
 /// Starts a run every `interval` (waiting for each to end) until `stop` is cancelled.

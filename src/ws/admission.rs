@@ -68,7 +68,8 @@ fn admit(
         broker.config.max_topics_per_connection,
     )?;
     let slot = broker
-        .connection_slots
+        .slots
+        .connections
         .clone()
         .try_acquire_owned()
         .map_err(|_| {
@@ -81,7 +82,9 @@ fn admit(
         let broker = broker.clone();
         async move {
             match on_upgrade.await {
-                Ok(upgraded) => connection::serve(broker, upgraded, subscription, greeting).await,
+                Ok(upgraded) => {
+                    connection::serve(broker, upgraded, subscription, greeting, claims.sub).await
+                }
                 Err(error) => tracing::debug!(event = "ws.upgrade_failed", %error),
             }
             drop(slot);

@@ -58,6 +58,7 @@ pub async fn serve(
     upgraded: Upgraded,
     subscription: Subscription,
     greeting: Greeting,
+    sub: Option<String>,
 ) {
     let max_frame = broker.config.max_frame_bytes;
     let config = WebSocketConfig::default()
@@ -69,7 +70,7 @@ pub async fn serve(
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     let subscriber = broker.manager.register(subscription.topics);
     let id = subscriber.id();
-    let span = tracing::info_span!("ws", connection_id = %id);
+    let span = tracing::info_span!("ws", connection_id = %id, sub = sub.as_deref());
     let metrics = broker.metrics.clone();
     async move {
         metrics.connections_opened.inc();

@@ -2,11 +2,15 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
+use hmac::{Hmac, Mac};
 use oddsbus::{Broker, Config, Market, Outcome, Server, Snapshot, Timestamp};
 use serde_json::{json, Value};
+use sha2::Sha256;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -229,6 +233,40 @@ pub fn spawn_binary(
         }
     };
     (child, addr, lines)
+}
+
+/// The `--auth-secret` of the tests that turn tokens on: 32 bytes, the shortest allowed.
+pub const SECRET: &str = "a-test-secret-of-thirty-two-byte";
+
+/// A token for `claims` (with an `exp` ten minutes ahead unless given), signed with HS256.
+pub fn token(claims: Value, secret: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut claims = claims;
+    if claims.get("exp").is_none() {
+        claims["exp"] = json!(now + 600);
+    }
+    signed("HS256", &claims, secret)
+}
+
+/// A JSON Web Token written out by hand (RFC 7519), so the server is checked against the
+/// format rather than against the library it uses: the header names `alg`, the signature is
+/// always HMAC-SHA256 of `header.payload`.
+pub fn signed(alg: &str, claims: &Value, secret: &str) -> String {
+    let part = |value: &Value| URL_SAFE_NO_PAD.encode(value.to_string());
+    let input = format!(
+        "{}.{}",
+        part(&json!({"alg": alg, "typ": "JWT"})),
+        part(claims)
+    );
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(input.as_bytes());
+    format!(
+        "{input}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    )
 }
 
 /// The same snapshot as [`snapshot`], typed, for puts straight into the cache.
