@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::TestServer;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -127,6 +127,62 @@ async fn shutdown_finishes_an_ingest_in_flight_and_delivers_it() {
 
     let update = client.recv().await;
     assert_eq!(update["data"]["event_ids"], json!([4242]));
+    assert_eq!(client.recv_close().await, Some(CloseCode::Away));
+    stopping.await.unwrap();
+}
+
+/// Sends `count` pings without reading anything, so they sit unread in the server's socket.
+async fn flood(client: &mut common::WsClient, count: usize) {
+    for _ in 0..count {
+        client
+            .stream
+            .feed(Message::text(r#"{"type":"ping"}"#))
+            .await
+            .unwrap();
+    }
+    client.stream.flush().await.unwrap();
+}
+
+/// Every close the server starts reaches a client that reads, even when the client had sent
+/// far more than the server read: the server stops writing, reads until the client's close,
+/// and only then drops the socket (a socket dropped with unread data sends a TCP reset,
+/// which destroyed the close frame: 100 pings in a burst used to end in 1006).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_close_the_server_starts_reaches_a_client_that_reads() {
+    // 1008: a flood past the rate limit.
+    let server = TestServer::with(|c| {
+        c.client_rate = 1.0;
+        c.client_burst = 40;
+    })
+    .await;
+    for count in [81, 100, 300] {
+        let (mut client, _) = server.ws_acked("").await;
+        flood(&mut client, count).await;
+        assert_eq!(
+            client.recv_close().await,
+            Some(CloseCode::Policy),
+            "{count} pings"
+        );
+    }
+
+    // 1009: a message over the limit, behind a burst the server had not read yet.
+    let server = TestServer::with(|c| c.max_frame_bytes = 1024).await;
+    let (mut client, _) = server.ws_acked("").await;
+    flood(&mut client, 30).await;
+    client
+        .send_text(&format!(
+            r#"{{"type":"ping","pad":"{}"}}"#,
+            "x".repeat(4096)
+        ))
+        .await;
+    flood(&mut client, 30).await;
+    assert_eq!(client.recv_close().await, Some(CloseCode::Size));
+
+    // 1001: shutdown while the client has sent what the server will never read.
+    let server = TestServer::with(|c| c.client_burst = 10_000).await;
+    let (mut client, _) = server.ws_acked("").await;
+    flood(&mut client, 300).await;
+    let stopping = tokio::spawn(server.stop());
     assert_eq!(client.recv_close().await, Some(CloseCode::Away));
     stopping.await.unwrap();
 }

@@ -33,7 +33,7 @@ const READ_BUFFER_SIZE: usize = 1024;
 /// a flush writes whatever is gathered regardless.
 const WRITE_BUFFER_SIZE: usize = 64 * 1024;
 
-/// How long a closing frame may take to leave before the socket is simply dropped.
+/// How long closing may take: our close frame leaving, then the client's close arriving.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Most frames written between two flushes, so one connection with a deep backlog still
@@ -212,26 +212,38 @@ impl Connection {
     /// Says why the connection ends, where the client can still hear it, and returns `reason`.
     async fn end(&mut self, reason: EndReason) -> EndReason {
         let close = match reason {
-            EndReason::MessageTooLarge => Some(close_message(CloseCode::Size, "message too large")),
-            EndReason::TooSlow => Some(close_message(
+            EndReason::MessageTooLarge => Some((CloseCode::Size, "message too large")),
+            EndReason::TooSlow => Some((
                 CloseCode::Policy,
                 "too slow: the connection stopped reading its messages",
             )),
-            EndReason::RateLimited => Some(close_message(
-                CloseCode::Policy,
-                "message rate limit exceeded",
-            )),
+            EndReason::RateLimited => Some((CloseCode::Policy, "message rate limit exceeded")),
+            EndReason::ServerShutdown => Some((CloseCode::Away, "server shutting down")),
             // Gone, dead or already answered: there is nobody to tell.
-            EndReason::ClientClosed
-            | EndReason::SocketError
-            | EndReason::HeartbeatTimeout
-            | EndReason::ServerShutdown => None,
+            EndReason::ClientClosed | EndReason::SocketError | EndReason::HeartbeatTimeout => None,
         };
-        if let Some(close) = close {
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.socket.send(close)).await;
+        if let Some((code, why)) = close {
+            self.close(code, why).await;
         }
         tracing::info!(event = "ws.closing", reason = reason.as_str());
         reason
+    }
+
+    /// Sends a close frame, writes nothing after it, and reads (discarding) until the
+    /// client's close or [`CLOSE_TIMEOUT`]. Dropping a socket that still holds unread data
+    /// makes the kernel send a reset, which can destroy the close frame before the client
+    /// reads it; reading first lets it arrive.
+    async fn close(&mut self, code: CloseCode, reason: &'static str) {
+        let closing = async {
+            let frame = Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            }));
+            if self.socket.send(frame).await.is_ok() {
+                while let Some(Ok(_)) = self.socket.next().await {}
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
     }
 
     /// `connection_ack` first, then the errors about what the query asked for.
@@ -382,14 +394,10 @@ impl Connection {
 
     /// Delivers what is already queued for this connection, then says goodbye with 1001.
     async fn close_for_shutdown(&mut self) -> EndReason {
-        if self.drain_ready().await.is_err() {
-            return EndReason::ServerShutdown;
+        match self.drain_ready().await {
+            Ok(()) => self.end(EndReason::ServerShutdown).await,
+            Err(end) => self.end(end).await,
         }
-        let _ = self
-            .socket
-            .send(close_message(CloseCode::Away, "server shutting down"))
-            .await;
-        EndReason::ServerShutdown
     }
 }
 
@@ -402,11 +410,4 @@ fn progress(
         Ok(Err(_)) => Err(EndReason::SocketError),
         Err(_) => Err(EndReason::TooSlow),
     }
-}
-
-fn close_message(code: CloseCode, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: reason.into(),
-    }))
 }
