@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -35,6 +36,9 @@ const WRITE_BUFFER_SIZE: usize = 64 * 1024;
 
 /// How long closing may take: our close frame leaving, then the client's close arriving.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// While closing, how long a client that sends nothing more counts as done.
+const QUIET: Duration = Duration::from_millis(50);
 
 /// Most frames written between two flushes, so one connection with a deep backlog still
 /// reaches the socket (and its other select branches) regularly.
@@ -239,8 +243,19 @@ impl Connection {
                 code,
                 reason: reason.into(),
             }));
-            if self.socket.send(frame).await.is_ok() {
-                while let Some(Ok(_)) = self.socket.next().await {}
+            if self.socket.send(frame).await.is_err() {
+                return;
+            }
+            // Until the client's close, or until tungstenite reads no further (after an
+            // oversized frame it stops at once)...
+            while let Some(Ok(_)) = self.socket.next().await {}
+            // ...then whatever is left, as bytes, until the client goes quiet.
+            let mut discard = [0u8; 4096];
+            let raw = self.socket.get_mut();
+            while let Ok(Ok(read)) = tokio::time::timeout(QUIET, raw.read(&mut discard)).await {
+                if read == 0 {
+                    return;
+                }
             }
         };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
