@@ -381,18 +381,33 @@ impl OddsCache {
 
     /// Every cached event, by id.
     pub fn events(&self) -> Vec<EventSummary> {
+        self.events_page(None, usize::MAX).0
+    }
+
+    /// Up to `limit` events with ids above `after` (all when `None`), by id, and whether
+    /// more follow. Only the ids are sorted under the lock; only the page is copied out.
+    pub fn events_page(&self, after: Option<u64>, limit: usize) -> (Vec<EventSummary>, bool) {
         let events = self.shared.events.read();
-        let mut summaries: Vec<EventSummary> = events
+        let mut ids: Vec<u64> = events
             .iter()
-            .map(|(&event_id, entry)| EventSummary {
-                event_id,
-                sources: home_first(entry.by_source.iter().map(|(name, _)| name.clone())),
-                updated_at: entry.updated_at,
+            .map(|(&id, _)| id)
+            .filter(|&id| after.is_none_or(|after| id > after))
+            .collect();
+        ids.sort_unstable();
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        let page = ids
+            .into_iter()
+            .filter_map(|event_id| {
+                let entry = events.peek(&event_id)?;
+                Some(EventSummary {
+                    event_id,
+                    sources: home_first(entry.by_source.iter().map(|(name, _)| name.clone())),
+                    updated_at: entry.updated_at,
+                })
             })
             .collect();
-        drop(events);
-        summaries.sort_unstable_by_key(|s| s.event_id);
-        summaries
+        (page, more)
     }
 
     /// Every snapshot of one event, or `None` if the cache does not hold it.

@@ -380,3 +380,40 @@ async fn the_cache_evicts_by_capacity_and_by_age() {
     let ttl = r#"oddsbus_cache_evictions_total{reason="ttl"} 1"#;
     assert!(server.metrics().await.contains(ttl));
 }
+
+/// `GET /api/events` pages with `?limit=&after=`; without them the reply is as it was.
+#[tokio::test]
+async fn the_event_list_pages_on_request() {
+    let server = TestServer::start().await;
+    server.ingest_ok("betpawa", &[5, 3, 1, 4, 2], 2.0).await;
+    let ids = |body: &Value| -> Vec<u64> {
+        let events = body["events"].as_array().unwrap();
+        events
+            .iter()
+            .map(|e| e["event_id"].as_u64().unwrap())
+            .collect()
+    };
+    let (_, all) = server.get("/api/events").await;
+    assert_eq!(ids(&all), [1, 2, 3, 4, 5]);
+    assert!(all.get("next_after").is_none(), "{all}");
+
+    let (_, first) = server.get("/api/events?limit=2").await;
+    assert_eq!((ids(&first), &first["next_after"]), (vec![1, 2], &json!(2)));
+    let (_, second) = server.get("/api/events?limit=2&after=2").await;
+    assert_eq!(
+        (ids(&second), &second["next_after"]),
+        (vec![3, 4], &json!(4))
+    );
+    let (_, last) = server.get("/api/events?limit=2&after=4").await;
+    assert_eq!(ids(&last), [5]);
+    assert!(last.get("next_after").is_none(), "{last}");
+
+    for bad in ["limit=0", "limit=many", "after=-1", "limit=10001"] {
+        let (status, body) = server.get(&format!("/api/events?{bad}")).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (400, &json!("invalid_query")),
+            "{bad}"
+        );
+    }
+}

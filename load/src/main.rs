@@ -5,7 +5,8 @@
 //! changes through `POST /api/odds`, and reports deliveries/s (event ids received, summed over
 //! clients), frames/s, latency from ingest request sent to receipt, lost ids and connect time.
 //! Its last line is one JSON object. With `--connect` it only holds N idle subscribed
-//! connections, to read the server's memory per connection.
+//! connections, to read the server's memory per connection. With `--large-readers` it
+//! measures how responsive the server stays under large reads instead (`reads.rs`).
 //!
 //! Unpaced (no `--rate`), K requests are kept in flight and each is sent as soon as a previous
 //! one is answered: that measures throughput. Paced (`--rate R`), request i is due at i/R
@@ -19,6 +20,7 @@ mod connect;
 mod ingest;
 mod process;
 mod readers;
+mod reads;
 mod report;
 
 use std::net::SocketAddr;
@@ -79,6 +81,13 @@ struct Args {
     /// With `--connect`: seconds to hold the connections (0: until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     hold: u64,
+    /// Large-read mode: put `--events` events, then N clients read `GET /api/events` in a
+    /// loop while `/healthz` and a WebSocket ping are timed (see `reads.rs`).
+    #[arg(long)]
+    large_readers: Option<usize>,
+    /// With `--large-readers`: seconds to run.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
 }
 
 #[tokio::main]
@@ -91,6 +100,9 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    if let Some(readers) = args.large_readers {
+        return reads::run(&args, readers).await;
+    }
     let before = args.server_pid.map(ProcessStats::read).transpose()?;
     let connect_started = Instant::now();
     let sockets = connect_all(&args).await?;

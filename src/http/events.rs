@@ -1,5 +1,10 @@
-//! The cache-first reads: `GET /api/events`, `GET /api/events/{id}/odds` and the bulk read
-//! `GET /api/events/odds?ids=`.
+//! The cache-first reads: `GET /api/events[?limit=&after=]`, `GET /api/events/{id}/odds`
+//! and the bulk read `GET /api/events/odds?ids=`.
+//!
+//! The two large reads (every event, up to 500 events' odds) are copied out of the cache and
+//! encoded on the blocking pool, at most `--max-large-reads` at once, so that however many
+//! clients ask for them, the runtime that accepts connections, handles ingests and runs the
+//! dispatcher is never held up by one.
 
 use warp::reply::Response;
 use warp::Reply;
@@ -11,11 +16,22 @@ use crate::reply;
 /// Most event ids one `GET /api/events/odds` may name.
 const MAX_IDS_PER_READ: usize = 500;
 
-/// `GET /api/events`: every cached event, by id.
-pub fn list(broker: &Broker) -> Response {
-    reply::ok(&Events {
-        events: broker.cache.events(),
+/// Most events one page of `GET /api/events?limit=` may hold.
+const MAX_PAGE: usize = 10_000;
+
+/// `GET /api/events`: every cached event by id, or one page of them with `?limit=N`
+/// (and `&after=ID` for the events after an id).
+pub async fn list(broker: Broker, query: Vec<(String, String)>) -> Response {
+    let (after, limit) = match page(&query) {
+        Ok(page) => page,
+        Err(error) => return error.into_response(),
+    };
+    large_read(broker, move |broker| {
+        let (events, more) = broker.cache.events_page(after, limit.unwrap_or(usize::MAX));
+        let next_after = more.then(|| events.last().map(|e| e.event_id)).flatten();
+        reply::ok(&Events { events, next_after })
     })
+    .await
 }
 
 /// `GET /api/events/{id}/odds`.
@@ -37,16 +53,63 @@ pub fn odds(broker: &Broker, id: &str) -> Response {
 /// `GET /api/events/odds?ids=1,2,3`: the odds of several events in one read (ids the cache
 /// does not hold are left out). An addition to the contract's reads, so that a client
 /// refetching many changed events does not need one request per event.
-pub fn many_odds(broker: &Broker, query: &[(String, String)]) -> Response {
-    match requested_ids(query) {
-        Ok(ids) => reply::ok(&Events {
-            events: ids
-                .into_iter()
-                .filter_map(|id| broker.cache.event_odds(id))
-                .collect(),
-        }),
-        Err(error) => error.into_response(),
+pub async fn many_odds(broker: Broker, query: Vec<(String, String)>) -> Response {
+    let ids = match requested_ids(&query) {
+        Ok(ids) => ids,
+        Err(error) => return error.into_response(),
+    };
+    large_read(broker, move |broker| {
+        let events = ids
+            .into_iter()
+            .filter_map(|id| broker.cache.event_odds(id))
+            .collect();
+        reply::ok(&Events {
+            events,
+            next_after: None,
+        })
+    })
+    .await
+}
+
+/// Runs `read` on the blocking pool once one of the large-read slots is free.
+async fn large_read(
+    broker: Broker,
+    read: impl FnOnce(&Broker) -> Response + Send + 'static,
+) -> Response {
+    let slots = broker.slots.large_reads.clone();
+    // The semaphore is never closed, so acquiring only waits.
+    let Ok(_slot) = slots.acquire_owned().await else {
+        return HttpError::new(HttpErrorCode::Internal, "the read could not start").into_response();
+    };
+    match tokio::task::spawn_blocking(move || read(&broker)).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::error!(event = "http.read_failed", %error);
+            HttpError::new(HttpErrorCode::Internal, "the read failed").into_response()
+        }
     }
+}
+
+/// `?after=ID&limit=N` of `GET /api/events`: both optional.
+fn page(query: &[(String, String)]) -> Result<(Option<u64>, Option<usize>), HttpError> {
+    let mut page = (None, None);
+    for (key, value) in query {
+        let invalid = |what: &str| {
+            HttpError::new(
+                HttpErrorCode::InvalidQuery,
+                format!("`{key}={value}`: expected {what}"),
+            )
+        };
+        match key.as_str() {
+            "after" => page.0 = Some(value.parse().map_err(|_| invalid("an event id"))?),
+            "limit" => {
+                let limit = value.parse().ok().filter(|n| (1..=MAX_PAGE).contains(n));
+                page.1 = Some(limit.ok_or_else(|| invalid("a number from 1 to 10000"))?);
+            }
+            _ => {}
+        }
+    }
+    Ok(page)
 }
 
 /// The distinct ids of `?ids=`, sorted.

@@ -37,13 +37,14 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
     let events = warp::path!("api" / "events")
         .and(warp::get())
         .and(with_broker.clone())
-        .map(|broker: Broker| events::list(&broker));
+        .and(warp::query::<Vec<(String, String)>>())
+        .then(events::list);
 
     let many_odds = warp::path!("api" / "events" / "odds")
         .and(warp::get())
         .and(with_broker.clone())
         .and(warp::query::<Vec<(String, String)>>())
-        .map(|broker: Broker, query: Vec<(String, String)>| events::many_odds(&broker, &query));
+        .then(events::many_odds);
 
     let event_odds = warp::path!("api" / "events" / String / "odds")
         .and(warp::get())
