@@ -21,6 +21,21 @@ const BACKOFF_CAP_MS = 10000;
 
 const $ = (selector) => document.querySelector(selector);
 
+// ---- access token ------------------------------------------------------------------------
+// A broker started with --auth-secret needs a token: from the page's address (/#token=...,
+// which never reaches a server log) or typed in; kept for this tab only. It goes in `?token=`
+// where a header cannot (WebSocket, EventSource) and as a bearer on reads.
+
+const TOKEN_KEY = "oddsbus-token";
+const fromAddress = new URLSearchParams(location.hash.slice(1)).get("token");
+if (fromAddress) {
+  sessionStorage.setItem(TOKEN_KEY, fromAddress);
+  history.replaceState(null, "", location.pathname + location.search);
+}
+const token = () => sessionStorage.getItem(TOKEN_KEY) ?? "";
+const withToken = (url) => (token() ? `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token())}` : url);
+const read = (url) => fetch(url, token() ? { headers: { authorization: `Bearer ${token()}` } } : {});
+
 const state = {
   socket: null,
   connectionId: null,
@@ -57,7 +72,9 @@ function connect() {
   // Connect to what the user wants; an empty `topics` would mean every topic, so ask for
   // odds_updates and let `reconcile` unsubscribe.
   const topics = state.wanted.size ? [...state.wanted].join(",") : "odds_updates";
-  const socket = new WebSocket(`${scheme}://${location.host}/api/ws?topics=${topics}`);
+  const socket = new WebSocket(withToken(`${scheme}://${location.host}/api/ws?topics=${topics}`));
+  let opened = false;
+  socket.onopen = () => { opened = true; };
   state.socket = socket;
   socket.onmessage = (event) => onMessage(JSON.parse(event.data));
   socket.onclose = () => {
@@ -67,6 +84,7 @@ function connect() {
     renderToggles();
     state.attempt += 1;
     setStatus("reconnecting");
+    if (!opened) log("the broker refused the connection or cannot be reached: with --auth-secret it needs a token (paste one above)");
     const delay = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (state.attempt - 1));
     setTimeout(connect, delay * (0.5 + Math.random()));
   };
@@ -173,7 +191,7 @@ function flush() {
 /** Reads the named events in one request; events the cache no longer has lose their row. */
 async function fetchEvents(ids) {
   try {
-    const response = await fetch(`/api/events/odds?ids=${ids.join(",")}`);
+    const response = await read(`/api/events/odds?ids=${ids.join(",")}`);
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const { events } = await response.json();
     const returned = new Set();
@@ -190,7 +208,7 @@ async function fetchEvents(ids) {
 
 async function refetchAll() {
   try {
-    const response = await fetch("/api/events");
+    const response = await read("/api/events");
     const { events } = await response.json();
     const present = new Set(events.map((e) => e.event_id));
     for (const id of [...state.rows.keys()]) if (!present.has(id)) removeRow(id);
@@ -364,7 +382,7 @@ $("#scrape").addEventListener("click", () => {
   if (state.scrape) return;
   const button = $("#scrape");
   button.disabled = true;
-  const stream = new EventSource("/api/scrape/stream");
+  const stream = new EventSource(withToken("/api/scrape/stream"));
   state.scrape = stream;
   const finish = () => {
     stream.close(); // EventSource would otherwise reconnect, starting another run
@@ -376,7 +394,20 @@ $("#scrape").addEventListener("click", () => {
     showProgress(progress);
     if (progress.phase === "completed" || (progress.phase === "failed" && !progress.platform)) finish();
   };
-  stream.onerror = finish;
+  stream.onerror = () => {
+    if (!state.scrape) return;
+    log("the scrape stream was refused or cut: with --auth-secret, starting a run needs a token with the scrape claim");
+    finish();
+  };
+});
+
+$("#token").value = token();
+$("#token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, $("#token").value.trim());
+  // An open socket reconnects with the new token when closed; a closed one already has a
+  // reconnect pending, which will use it.
+  if (state.socket) state.socket.close();
 });
 
 // ---- updates per second and messages -----------------------------------------------------

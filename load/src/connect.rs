@@ -30,7 +30,7 @@ pub async fn connect_all(args: &Args) -> Result<Vec<Socket>, String> {
                 // instead of waiting forever.
                 tokio::time::timeout(
                     Duration::from_secs(10),
-                    connect_one(&url, local, args.server),
+                    connect_one(&url, local, args.server, None),
                 )
                 .await
                 .map_err(|_| format!("connect from {local} timed out after 10 s"))?
@@ -42,8 +42,29 @@ pub async fn connect_all(args: &Args) -> Result<Vec<Socket>, String> {
     results.into_iter().collect()
 }
 
-async fn connect_one(url: &str, local: Ipv4Addr, server: SocketAddr) -> Result<Socket, String> {
+/// Connects `--stuck-clients` subscribers that will never read, each with a 4 KiB receive
+/// buffer like a phone on a bad link: the server's writes to them soon stall.
+pub async fn connect_stuck(args: &Args) -> Result<Vec<Socket>, String> {
+    let url = format!("ws://{}/api/ws?topics=odds_updates", args.server);
+    let mut stuck = Vec::with_capacity(args.stuck_clients);
+    for _ in 0..args.stuck_clients {
+        stuck.push(connect_one(&url, Ipv4Addr::LOCALHOST, args.server, Some(4096)).await?);
+    }
+    Ok(stuck)
+}
+
+async fn connect_one(
+    url: &str,
+    local: Ipv4Addr,
+    server: SocketAddr,
+    receive_buffer: Option<u32>,
+) -> Result<Socket, String> {
     let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    if let Some(bytes) = receive_buffer {
+        socket
+            .set_recv_buffer_size(bytes)
+            .map_err(|e| e.to_string())?;
+    }
     socket
         .bind(SocketAddr::new(IpAddr::V4(local), 0))
         .map_err(|e| format!("bind {local}: {e}"))?;

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use crate::connect::connect_all;
+use crate::connect::{connect_all, connect_stuck};
 use crate::ingest::ingest_all;
 use crate::process::ProcessStats;
 use crate::readers::{read, Shared};
@@ -81,6 +81,10 @@ struct Args {
     /// With `--connect`: seconds to hold the connections (0: until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     hold: u64,
+    /// Extra subscribers that never read (4 KiB receive buffers): does one stuck client slow
+    /// the others?
+    #[arg(long, default_value_t = 0)]
+    stuck_clients: usize,
     /// Large-read mode: put `--events` events, then N clients read `GET /api/events` in a
     /// loop while `/healthz` and a WebSocket ping are timed (see `reads.rs`).
     #[arg(long)]
@@ -116,6 +120,7 @@ async fn run(args: Args) -> Result<(), String> {
         return hold(&args, sockets, before, connect_secs).await;
     }
 
+    let _stuck = connect_stuck(&args).await?;
     let shared = Arc::new(Shared::new(&args));
     let readers: Vec<_> = sockets
         .into_iter()

@@ -137,6 +137,7 @@ pub fn report(
             "batch": args.batch,
             "inflight": args.inflight,
             "rate": args.rate,
+            "stuck_clients": args.stuck_clients,
             "requests": ingest.requests,
             "failed_requests": ingest.failures,
             "late_requests": ingest.late,

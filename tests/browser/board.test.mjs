@@ -4,6 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import crypto from "node:crypto";
 import { once } from "node:events";
 import fs from "node:fs";
 import path from "node:path";
@@ -23,10 +24,10 @@ const CHROMIUM_ARGS = [
 ];
 
 /** Starts oddsbus on `listen` and resolves once it logs the address it bound. */
-async function startServer(listen) {
+async function startServer(listen, extra = []) {
   const child = spawn(BINARY, [
     "--listen", listen, "--log-format", "json", "--log", "info",
-    "--scrape-interval", "0", "--sim-events", "200", "--sim-latency-ms", "20",
+    "--scrape-interval", "0", "--sim-events", "200", "--sim-latency-ms", "20", ...extra,
   ], { stdio: ["ignore", "pipe", "inherit"] });
   const lines = readline.createInterface({ input: child.stdout });
   const addr = await new Promise((resolve, reject) => {
@@ -48,10 +49,20 @@ async function stopServer(server) {
   assert.equal(code, 0, "oddsbus exits 0 on SIGTERM");
 }
 
-async function ingest(base, source, eventId, price) {
+/** An HS256 JSON Web Token for `claims`, valid for ten minutes. */
+function jwt(claims, secret) {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const exp = Math.floor(Date.now() / 1000) + 600;
+  const input = `${part({ alg: "HS256", typ: "JWT" })}.${part({ exp, ...claims })}`;
+  return `${input}.${crypto.createHmac("sha256", secret).update(input).digest("base64url")}`;
+}
+
+async function ingest(base, source, eventId, price, token) {
+  const headers = { "content-type": "application/json" };
+  if (token) headers.authorization = `Bearer ${token}`;
   const response = await fetch(`${base}/api/odds`, {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers,
     body: JSON.stringify({
       source,
       snapshots: [{
@@ -177,6 +188,47 @@ test("the live odds board", async (t) => {
     const refused = /ERR_CONNECTION_REFUSED|WebSocket connection to .* failed/;
     const unexpected = consoleErrors.filter((e) => !(e.outage && refused.test(e.text)));
     assert.deepEqual(unexpected, [], "no console errors (a missing favicon was one)");
+  } finally {
+    await browser.close();
+    await stopServer(server);
+  }
+});
+
+test("the board with access control", async (t) => {
+  const secret = "a-browser-test-secret-of-32-bytes";
+  const server = await startServer("127.0.0.1:0", ["--auth-secret", secret]);
+  const base = `http://${server.addr}`;
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  const pageErrors = [];
+  page.on("pageerror", (error) => pageErrors.push(error.message));
+  const board = jwt({ sub: "board", scrape: true }, secret);
+  try {
+    await ingest(base, "betpawa", 601, 2.05, jwt({ sub: "scraper", ingest: true }, secret));
+
+    await t.test("a token in the page's address connects it, and leaves the address", async () => {
+      await page.goto(`${base}/#token=${board}`);
+      await page.waitForSelector('#status[data-state="live"]');
+      assert.ok(!page.url().includes("token"), page.url());
+      await eventually(async () => (await textOf(page, cell(601, "betpawa", "1"))) === "2.05", "the price");
+    });
+
+    await t.test("Scrape now starts a run with the token's scrape claim", async () => {
+      await page.click("#scrape");
+      await page.waitForSelector('#run-status[data-phase="completed"]', { timeout: 30000 });
+    });
+
+    await t.test("without a token the page says why, and a typed token connects it", async () => {
+      const bare = await browser.newPage();
+      await bare.goto(`${base}/`);
+      await bare.waitForSelector('#status[data-state="reconnecting"]');
+      await eventually(async () => /token/.test(await textOf(bare, "#log")), "the hint");
+      await bare.fill("#token", board);
+      await bare.click('#token-form button');
+      await bare.waitForSelector('#status[data-state="live"]', { timeout: 20000 });
+      await bare.close();
+    });
+    assert.deepEqual(pageErrors, [], "no script errors on the page");
   } finally {
     await browser.close();
     await stopServer(server);
