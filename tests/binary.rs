@@ -12,13 +12,20 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn sigterm_closes_websockets_with_1001_and_exits_zero() {
-    let (mut child, addr, lines) =
-        common::spawn_binary(&["--competitors", "sportybet,bet9ja"], "info");
+    let args = [
+        "--competitors",
+        "sportybet,bet9ja",
+        "--auth-secret",
+        common::SECRET,
+    ];
+    let (mut child, addr, lines) = common::spawn_binary(&args, "info");
     let logs = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<String>>());
 
-    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/ws"))
-        .await
-        .unwrap();
+    let token = common::token(serde_json::json!({"sub": "board-7"}), common::SECRET);
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/api/ws?token={token}"))
+            .await
+            .unwrap();
     let ack = socket.next().await.unwrap().unwrap();
     assert!(ack.to_text().unwrap().contains("connection_ack"));
 
@@ -59,6 +66,9 @@ async fn sigterm_closes_websockets_with_1001_and_exits_zero() {
         .find(|e| e["event"] == "ws.disconnect")
         .unwrap();
     assert!(connect["connection_id"].is_string() || connect["span"]["connection_id"].is_string());
+    // Who the connection is, from its token, is on every line of the connection.
+    assert_eq!(connect["span"]["sub"], "board-7", "{connect}");
+    assert_eq!(disconnect["span"]["sub"], "board-7", "{disconnect}");
     assert_eq!(disconnect["reason"], "server_shutdown");
     assert!(events.iter().any(|e| e["event"] == "server.stopped"));
 }
