@@ -25,7 +25,7 @@
 //! | `protocol/` | every wire type (WebSocket messages, topics, timestamps, HTTP errors and reply bodies), encoded and decoded by serde |
 //! | `broker.rs` | the [`Broker`]: the shared handle every route and task holds |
 //! | `server.rs` | the [`Server`]: wiring, the accept loop and ordered shutdown |
-//! | `http/` | every route; `events.rs` holds the cache-first reads |
+//! | `http/` | every route; `events.rs` holds the cache-first reads, `scrape.rs` the scrape stream |
 //! | `reply.rs` | JSON replies and errors, for HTTP routes and the WebSocket handshake alike |
 //! | `ws/` | `GET /api/ws`: `admission.rs` (handshake, limits, auth), `connection.rs`, `commands.rs` (client messages as a pure function) |
 //! | `scrape/` | scrape runs: the [`OddsSource`] trait, the coordinator, the simulated market |
