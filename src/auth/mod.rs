@@ -109,6 +109,21 @@ impl Auth {
             .map_err(|e| HttpError::new(HttpErrorCode::Unauthorized, format!("invalid token: {e}")))
     }
 
+    /// The claims of a request browsers make with no way to set headers (a WebSocket, an
+    /// EventSource): its origin checked, its token in `?token=` or a bearer header.
+    pub fn admit(
+        &self,
+        headers: &HeaderMap,
+        query: &[(String, String)],
+    ) -> Result<Claims, HttpError> {
+        self.check_origin(headers)?;
+        let token = query
+            .iter()
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.as_str());
+        self.claims(headers, token)
+    }
+
     /// Refuses a browser request made from another site's page with `forbidden_origin`.
     /// The broker's own pages (same host as the request) and `--allowed-origins` pass, and
     /// so does a request without `Origin`, which does not come from a browser page.

@@ -24,12 +24,7 @@ pub fn follow(
     headers: &HeaderMap,
     query: &[(String, String)],
 ) -> Result<Response, HttpError> {
-    broker.auth.check_origin(headers)?;
-    let token = query
-        .iter()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.as_str());
-    let claims = broker.auth.claims(headers, token)?;
+    let claims = broker.auth.admit(headers, query)?;
     if !claims.allowed_topics().contains(Topic::ScrapeProgress) {
         return Err(HttpError::new(
             HttpErrorCode::Forbidden,

@@ -56,12 +56,7 @@ fn admit(
     };
     let key = handshake_key(headers).ok_or_else(upgrade_required)?;
     let on_upgrade = on_upgrade.ok_or_else(upgrade_required)?;
-    broker.auth.check_origin(headers)?;
-    let token = query
-        .iter()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.as_str());
-    let claims = broker.auth.claims(headers, token)?;
+    let claims = broker.auth.admit(headers, query)?;
     let (subscription, greeting) = initial_subscription(
         requested_topics(query),
         claims.allowed_topics(),
