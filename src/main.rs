@@ -38,32 +38,37 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(event = "server.signal_error", %error);
-            std::future::pending::<()>().await;
-        }
-    };
+/// Completes on Ctrl-C or SIGTERM. The handlers are installed here, before the server
+/// listens: a signal arriving between "listening" and the first poll would otherwise meet
+/// the default action and kill the process without a graceful shutdown.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
+    let signals = {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
+        (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        match signals {
+            (Ok(mut interrupt), Ok(mut terminate)) => {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
             }
-            Err(error) => {
+            (Err(error), _) | (_, Err(error)) => {
                 tracing::error!(event = "server.signal_error", %error);
                 std::future::pending::<()>().await;
             }
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+        #[cfg(not(unix))]
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(event = "server.signal_error", %error);
+            std::future::pending::<()>().await;
+        }
+        tracing::info!(event = "server.signal", "shutdown requested");
     }
-    tracing::info!(event = "server.signal", "shutdown requested");
 }
