@@ -51,6 +51,7 @@ fn encoding(c: &mut Criterion) {
                         source: "sportybet",
                         count: event_ids.len(),
                     },
+                    offset: 1,
                 })
             })
         });
@@ -74,7 +75,8 @@ fn coalescing(c: &mut Criterion) {
         for (name, mode) in [("merged", merged), ("one_per_put", Coalescing::Off)] {
             group.bench_with_input(BenchmarkId::new(name, backlog), &backlog, |b, &backlog| {
                 let manager = ConnectionManager::new();
-                let _subscriber = manager.register([Topic::OddsUpdates].into_iter().collect());
+                let mut subscriber = manager.register();
+                subscriber.join(Topic::OddsUpdates, None);
                 b.iter_batched(
                     || {
                         let (tx, rx) = bus_channel();
@@ -171,7 +173,8 @@ impl Rig {
         ));
         let delivered = Arc::new(AtomicU64::new(0));
         for _ in 0..subscribers {
-            let mut subscriber = manager.register([Topic::OddsUpdates].into_iter().collect());
+            let mut subscriber = manager.register();
+            subscriber.join(Topic::OddsUpdates, None);
             let delivered = delivered.clone();
             let stop = stop.clone();
             tokio::spawn(async move {

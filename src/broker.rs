@@ -15,6 +15,7 @@ use crate::bucket::TokenBucket;
 use crate::cache::{CacheLimits, OddsCache};
 use crate::config::Config;
 use crate::dispatcher::{self, BusReceiver, BusSender};
+use crate::history::HistoryLimits;
 use crate::manager::ConnectionManager;
 use crate::metrics::Metrics;
 use crate::scrape::{OddsSource, ScrapeCoordinator, ScrapeSettings};
@@ -122,12 +123,18 @@ impl Broker {
             producers.clone(),
             metrics.clone(),
         );
+        let history = HistoryLimits {
+            size: config.history_size,
+            ttl: config.history_ttl,
+            bytes: config.history_bytes,
+        };
+        let manager = ConnectionManager::with_metrics(metrics.clone(), history);
         let broker = Broker {
             slots: Arc::new(Slots::new(&config)),
             auth: Arc::new(Auth::from_config(&config)),
             config: Arc::new(config),
             cache,
-            manager: ConnectionManager::with_metrics(metrics.clone()),
+            manager,
             metrics,
             bus,
             scrape,

@@ -214,6 +214,22 @@ pub struct Config {
     #[arg(long, env = "ODDSBUS_MAX_LARGE_READS", default_value_t = 2, value_parser = count(1, 1_024))]
     pub max_large_reads: usize,
 
+    /// Offsets each topic's history keeps, for clients that reconnect with `since` and for
+    /// connections that fall behind (about 3,000 messages a minute at the default scrape).
+    #[arg(long, env = "ODDSBUS_HISTORY_SIZE", default_value_t = 10_000,
+          value_parser = count(1, 10_000_000))]
+    pub history_size: usize,
+
+    /// Seconds a message stays in its topic's history.
+    #[arg(long, env = "ODDSBUS_HISTORY_TTL", default_value = "300",
+          value_parser = seconds(1.0, 86_400.0))]
+    pub history_ttl: Duration,
+
+    /// Most bytes of messages each topic's history keeps.
+    #[arg(long, env = "ODDSBUS_HISTORY_BYTES", default_value_t = 64 << 20,
+          value_parser = count(1 << 10, 16 << 30))]
+    pub history_bytes: usize,
+
     /// Most `GET /api/scrape/stream` followers at once; more get 503 `too_many_streams`.
     #[arg(long, env = "ODDSBUS_MAX_SSE_STREAMS", default_value_t = 256,
           value_parser = count(1, 100_000))]

@@ -204,8 +204,12 @@ fn dispatch(batch: &mut Vec<BusEvent>, manager: &ConnectionManager, coalescing: 
             },
             BusEvent::ScrapeProgress(progress) => {
                 merged.publish(manager);
-                let frame = encode(&ServerMessage::ScrapeProgress { data: &progress });
-                manager.publish(Topic::ScrapeProgress, frame);
+                manager.publish(Topic::ScrapeProgress, |offset| {
+                    encode(&ServerMessage::ScrapeProgress {
+                        data: &progress,
+                        offset,
+                    })
+                });
             }
         }
     }
@@ -220,14 +224,16 @@ fn publish_odds(manager: &ConnectionManager, source: &str, event_ids: &[u64]) {
 }
 
 fn publish_update(manager: &ConnectionManager, source: &str, event_ids: &[u64]) {
-    let frame = encode(&ServerMessage::OddsUpdate {
-        data: OddsUpdate {
-            event_ids,
-            source,
-            count: event_ids.len(),
-        },
+    let (_, receivers) = manager.publish(Topic::OddsUpdates, |offset| {
+        encode(&ServerMessage::OddsUpdate {
+            data: OddsUpdate {
+                event_ids,
+                source,
+                count: event_ids.len(),
+            },
+            offset,
+        })
     });
-    let receivers = manager.publish(Topic::OddsUpdates, frame);
     tracing::debug!(
         event = "cache.update",
         source,

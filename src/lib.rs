@@ -58,6 +58,8 @@ mod bucket;
 #[cfg(feature = "server")]
 mod dispatcher;
 #[cfg(feature = "server")]
+mod history;
+#[cfg(feature = "server")]
 mod http;
 #[cfg(feature = "server")]
 mod manager;
@@ -70,6 +72,8 @@ mod scrape;
 #[cfg(feature = "server")]
 mod server;
 #[cfg(feature = "server")]
+mod subscriber;
+#[cfg(feature = "server")]
 mod web;
 #[cfg(feature = "server")]
 mod ws;
@@ -79,8 +83,8 @@ pub use config::{Config, LogFormat, SourceKind};
 pub use ingest::{check_markets, decode as decode_ingest, IngestBatch};
 pub use protocol::{
     decode_client, encode, parse_topics, ClientError, ClientMessage, ErrorCode, Events, Frame,
-    Health, HttpError, HttpErrorCode, IngestReply, OddsUpdate, ScrapePhase, ScrapeProgress,
-    ServerMessage, Timestamp, Topic, TopicSet,
+    Health, HttpError, HttpErrorCode, IngestReply, OddsUpdate, Position, Positions, ScrapePhase,
+    ScrapeProgress, ServerMessage, Timestamp, Topic, TopicSet,
 };
 
 #[cfg(feature = "server")]
@@ -91,8 +95,12 @@ pub use dispatcher::{
     Coalescing,
 };
 #[cfg(feature = "server")]
-pub use manager::{ConnectionManager, Delivery, Stats, Subscriber, TOPIC_CAPACITY};
+pub use history::{HistoryLimits, Published};
+#[cfg(feature = "server")]
+pub use manager::{ConnectionManager, Stats, TOPIC_CAPACITY};
 #[cfg(feature = "server")]
 pub use scrape::{OddsSource, ScrapeCoordinator, SimulatedSettings, SimulatedSource, SourceError};
 #[cfg(feature = "server")]
 pub use server::Server;
+#[cfg(feature = "server")]
+pub use subscriber::{Delivery, Joined, Subscriber};

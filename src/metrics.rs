@@ -44,6 +44,15 @@ pub struct Metrics {
     pub bytes_sent: Counter,
     /// `resync` messages sent.
     pub resyncs: Counter,
+    /// Recoveries asked for with `since`, by `outcome`: `recovered`, `epoch` (another epoch
+    /// or an offset ahead of the log), `too_old` (the history moved on), `malformed`.
+    pub recoveries: Family<Label, Counter>,
+    /// Messages sent from a topic's history: recoveries' replays and slow readers' catch-up.
+    pub messages_replayed: Counter,
+    /// Messages in each topic's history, by `topic`.
+    pub history_messages: Family<Label, Gauge>,
+    /// Age of the oldest message in each topic's history, by `topic`.
+    pub history_age_seconds: Family<Label, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Messages dropped for slow clients, as told by `resync`.
     pub resync_missed: Counter,
     /// Changes queued for the dispatcher when it last looked.
@@ -78,6 +87,10 @@ impl Metrics {
             frames_sent: Counter::default(),
             bytes_sent: Counter::default(),
             resyncs: Counter::default(),
+            recoveries: Family::default(),
+            messages_replayed: Counter::default(),
+            history_messages: Family::default(),
+            history_age_seconds: Family::default(),
             resync_missed: Counter::default(),
             dispatcher_queue_depth: Gauge::default(),
             dispatcher_batch_size: Histogram::new(exponential_buckets(1.0, 4.0, 8)),
@@ -131,6 +144,26 @@ impl Metrics {
             "resyncs",
             "resync messages sent to slow clients",
             metrics.resyncs.clone(),
+        );
+        r.register(
+            "recoveries",
+            "Recoveries asked for with since, by outcome",
+            metrics.recoveries.clone(),
+        );
+        r.register(
+            "messages_replayed",
+            "Messages sent from a topic's history (recoveries and slow readers catching up)",
+            metrics.messages_replayed.clone(),
+        );
+        r.register(
+            "history_messages",
+            "Messages in each topic's history",
+            metrics.history_messages.clone(),
+        );
+        r.register(
+            "history_age_seconds",
+            "Age of the oldest message in each topic's history",
+            metrics.history_age_seconds.clone(),
         );
         r.register(
             "resync_missed",

@@ -230,36 +230,70 @@ async fn after_unsubscribing_updates_stop_and_after_resubscribing_they_resume() 
     assert_eq!(update["data"]["source"], "sportybet");
 }
 
-/// A client that stops reading is told how much it missed once it reads again, and every
-/// published message is either received or counted as missed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_falls_behind_gets_resync_with_the_missed_count() {
-    use oddsbus::TOPIC_CAPACITY;
-
-    let server = TestServer::start().await;
-    let (mut slow, _) = server.ws_acked("?topics=odds_updates").await;
-
-    // Large frames fill the socket buffers quickly, so the connection task blocks on its
-    // write and the topic channel overflows behind it.
-    let published = 4 * TOPIC_CAPACITY as u64;
-    server.publish_bulky(published);
-
-    let mut received = 0u64;
-    let mut missed = 0u64;
+/// Reads `published` topic messages (or their `resync` counts) from a client that had
+/// stopped reading; returns (messages received, missed), checking offsets rise by one
+/// across each `resync`'s gap.
+async fn read_behind(slow: &mut common::WsClient, published: u64) -> (u64, u64) {
+    let (mut received, mut missed, mut last) = (0u64, 0u64, 0u64);
     while received + missed < published {
         let message = slow.recv().await;
         match message["type"].as_str().unwrap() {
-            "odds_update" => received += 1,
+            "odds_update" => {
+                let offset = message["offset"].as_u64().unwrap();
+                assert_eq!(
+                    offset,
+                    last + 1,
+                    "offsets in order, none skipped unannounced"
+                );
+                last = offset;
+                received += 1;
+            }
             "resync" => {
                 assert_eq!(message["topic"], "odds_updates");
                 let n = message["missed"].as_u64().unwrap();
                 assert!(n > 0);
                 missed += n;
+                last += n;
             }
             other => panic!("unexpected {other}"),
         }
     }
-    assert!(missed > 0, "the client never fell behind");
+    (received, missed)
+}
+
+/// A client that stops reading falls behind its topic channel (1,024 messages), and, once it
+/// reads again, catches up from the topic's history: every message, in order, no `resync`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_falls_behind_catches_up_from_the_history() {
+    use oddsbus::TOPIC_CAPACITY;
+
+    let server = TestServer::start().await;
+    let (mut slow, _) = server.ws_acked("?topics=odds_updates").await;
+    // Large frames fill the socket buffers quickly, so the connection task blocks on its
+    // write and the topic channel overflows behind it.
+    let published = 4 * TOPIC_CAPACITY as u64;
+    server.publish_bulky(published);
+    assert_eq!(read_behind(&mut slow, published).await, (published, 0));
+    assert_eq!(slow.until_pong().await, Vec::<Value>::new());
+    let metrics = server.metrics().await;
+    assert!(
+        !metrics.contains("oddsbus_messages_replayed_total 0"),
+        "{metrics}"
+    );
+}
+
+/// A client that falls behind further than the history reaches is told how much it missed,
+/// and every published message is either received or counted as missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_falls_behind_the_history_gets_resync_with_the_missed_count() {
+    use oddsbus::TOPIC_CAPACITY;
+
+    let server = TestServer::with(|c| c.history_size = 100).await;
+    let (mut slow, _) = server.ws_acked("?topics=odds_updates").await;
+    let published = 4 * TOPIC_CAPACITY as u64;
+    server.publish_bulky(published);
+    let (received, missed) = read_behind(&mut slow, published).await;
+    assert!(missed > 0, "the client never fell behind the history");
     assert_eq!(received + missed, published);
     assert_eq!(slow.until_pong().await, Vec::<Value>::new());
 }

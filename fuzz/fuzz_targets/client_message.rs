@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     };
     match decode_client(text) {
         Ok(ClientMessage::Ping) => {}
-        Ok(ClientMessage::Subscribe(names) | ClientMessage::Unsubscribe(names)) => {
+        Ok(ClientMessage::Subscribe(names, _) | ClientMessage::Unsubscribe(names)) => {
             // Every name ends up either a known topic or reported as unknown.
             let (known, unknown) = parse_topics(names.iter().map(String::as_str));
             for name in &names {

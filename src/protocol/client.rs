@@ -2,15 +2,18 @@
 
 use serde_json::Value;
 
-use super::ErrorCode;
+use super::position::since_from_message;
+use super::{ErrorCode, SinceEntry};
 
 /// A well-formed message from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientMessage {
     /// Asks for a `pong`.
     Ping,
-    /// Adds topics (names as sent; unknown ones are reported, known ones applied).
-    Subscribe(Vec<String>),
+    /// Adds topics (names as sent; unknown ones are reported, known ones applied), each
+    /// recovering from its `since` entry if there is one (v1.1; a malformed entry is
+    /// reported on its own).
+    Subscribe(Vec<String>, Vec<SinceEntry>),
     /// Removes topics (names as sent).
     Unsubscribe(Vec<String>),
 }
@@ -48,7 +51,14 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, ClientError> {
     };
     match kind {
         "ping" => Ok(ClientMessage::Ping),
-        "subscribe" => topic_names(&value, kind).map(ClientMessage::Subscribe),
+        "subscribe" => {
+            let names = topic_names(&value, kind)?;
+            let since = value
+                .get("since")
+                .map(since_from_message)
+                .unwrap_or_default();
+            Ok(ClientMessage::Subscribe(names, since))
+        }
         "unsubscribe" => topic_names(&value, kind).map(ClientMessage::Unsubscribe),
         other => Err(ClientError::new(
             ErrorCode::UnknownType,
@@ -100,7 +110,7 @@ mod tests {
         }
         assert_eq!(
             decode_client(r#"{"type":"subscribe","topics":[]}"#),
-            Ok(ClientMessage::Subscribe(vec![]))
+            Ok(ClientMessage::Subscribe(vec![], vec![]))
         );
     }
 }

@@ -6,6 +6,7 @@
 
 mod client;
 mod http;
+mod position;
 mod time;
 mod topic;
 
@@ -17,6 +18,7 @@ use uuid::Uuid;
 
 pub use self::client::{decode_client, ClientError, ClientMessage};
 pub use self::http::{Events, Health, HttpError, HttpErrorCode, IngestReply};
+pub use self::position::{since_from_query, BadSince, Position, Positions, SinceEntry};
 pub use self::time::Timestamp;
 pub use self::topic::{parse_topics, Topic, TopicSet};
 
@@ -128,6 +130,10 @@ pub enum ServerMessage<'a> {
         connection_id: Uuid,
         /// The subscription set, sorted.
         topics: TopicSet,
+        /// Where each subscribed topic starts on this connection (v1.1).
+        positions: Positions,
+        /// The topics whose `since` was honoured (v1.1).
+        recovered: TopicSet,
     },
     /// Reply to a client `ping`.
     Pong,
@@ -135,6 +141,10 @@ pub enum ServerMessage<'a> {
     Subscribed {
         /// The subscription set, sorted.
         topics: TopicSet,
+        /// Where each topic the request named stands on this connection (v1.1).
+        positions: Positions,
+        /// The named topics whose `since` was honoured (v1.1).
+        recovered: TopicSet,
     },
     /// Reply to `unsubscribe`: the whole subscription set after the change.
     Unsubscribed {
@@ -145,11 +155,15 @@ pub enum ServerMessage<'a> {
     OddsUpdate {
         /// Which events, from which source.
         data: OddsUpdate<'a>,
+        /// Its place in the `odds_updates` log (v1.1).
+        offset: u64,
     },
     /// A step of a scrape run.
     ScrapeProgress {
         /// The progress object, as the SSE stream carries it too.
         data: &'a ScrapeProgress,
+        /// Its place in the `scrape_progress` log (v1.1).
+        offset: u64,
     },
     /// The connection fell behind on `topic` and `missed` messages were dropped for it.
     Resync {
@@ -209,11 +223,13 @@ mod tests {
                 source: "betpawa",
                 count: 2,
             },
+            offset: 7,
         });
         let value: Value = serde_json::from_str(frame.as_str()).unwrap();
         assert_eq!(value["type"], "odds_update");
         assert_eq!(value["data"]["event_ids"], serde_json::json!([101, 102]));
         assert_eq!(value["data"]["count"], 2);
+        assert_eq!(value["offset"], 7);
         assert!(value["timestamp"].as_str().unwrap().ends_with('Z'));
     }
 }

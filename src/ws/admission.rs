@@ -13,7 +13,7 @@ use super::commands::Subscription;
 use super::connection::{self, Greeting};
 use crate::broker::Broker;
 use crate::metrics::label;
-use crate::protocol::{parse_topics, HttpError, HttpErrorCode, TopicSet};
+use crate::protocol::{parse_topics, since_from_query, HttpError, HttpErrorCode, TopicSet};
 
 /// Answers the handshake and spawns the connection task, or explains why it cannot.
 pub fn upgrade(
@@ -57,11 +57,16 @@ fn admit(
     let key = handshake_key(headers).ok_or_else(upgrade_required)?;
     let on_upgrade = on_upgrade.ok_or_else(upgrade_required)?;
     let claims = broker.auth.admit(headers, query)?;
-    let (subscription, greeting) = initial_subscription(
+    let (subscription, mut greeting) = initial_subscription(
         requested_topics(query),
         claims.allowed_topics(),
         broker.config.max_topics_per_connection,
     )?;
+    greeting.since = query
+        .iter()
+        .filter(|(key, _)| key == "since")
+        .flat_map(|(_, value)| since_from_query(value))
+        .collect();
     let slot = broker
         .slots
         .connections
@@ -106,8 +111,8 @@ fn initial_subscription(
         // Every topic by default means every topic the token allows, as many as fit.
         let topics = allowed.first(max_topics);
         let greeting = Greeting {
-            unknown: Vec::new(),
             cut_to_limit: topics != allowed,
+            ..Greeting::default()
         };
         return Ok((subscription(topics), greeting));
     };
@@ -128,7 +133,7 @@ fn initial_subscription(
     }
     let greeting = Greeting {
         unknown,
-        cut_to_limit: false,
+        ..Greeting::default()
     };
     Ok((subscription(topics), greeting))
 }

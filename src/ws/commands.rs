@@ -3,7 +3,8 @@
 //! clock: every rule of the contract's client messages is unit-tested here.
 
 use crate::protocol::{
-    decode_client, parse_topics, ClientMessage, ErrorCode, ServerMessage, Topic, TopicSet,
+    decode_client, parse_topics, BadSince, ClientMessage, ErrorCode, Position, ServerMessage,
+    SinceEntry, Topic, TopicSet,
 };
 
 /// A connection's subscription state.
@@ -17,22 +18,42 @@ pub struct Subscription {
     pub max_topics: usize,
 }
 
+/// One reply to a client message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// Sent as it is.
+    Message(ServerMessage<'static>),
+    /// `subscribed`, once the connection has joined each topic of `join` (with its `since`),
+    /// carrying their positions; `topics` is the whole set after the change.
+    Subscribed {
+        /// The subscription set after the change.
+        topics: TopicSet,
+        /// The topics the request named that are now subscribed, each with its `since`.
+        join: Vec<(Topic, Option<Position>)>,
+    },
+}
+
 /// Applies one client text message to `subscription` and returns the replies, in order.
-pub fn apply(text: &str, subscription: &mut Subscription) -> Vec<ServerMessage<'static>> {
-    let (names, subscribe) = match decode_client(text) {
-        Ok(ClientMessage::Ping) => return vec![ServerMessage::Pong],
-        Ok(ClientMessage::Subscribe(names)) => (names, true),
-        Ok(ClientMessage::Unsubscribe(names)) => (names, false),
-        Err(error) => return vec![ServerMessage::error(error.code, error.message)],
+pub fn apply(text: &str, subscription: &mut Subscription) -> Vec<Reply> {
+    let (names, since, subscribe) = match decode_client(text) {
+        Ok(ClientMessage::Ping) => return vec![Reply::Message(ServerMessage::Pong)],
+        Ok(ClientMessage::Subscribe(names, since)) => (names, since, true),
+        Ok(ClientMessage::Unsubscribe(names)) => (names, Vec::new(), false),
+        Err(error) => {
+            let refusal = ServerMessage::error(error.code, error.message);
+            return vec![Reply::Message(refusal)];
+        }
     };
     let (named, unknown) = parse_topics(names.iter().map(String::as_str));
     let mut topics = subscription.topics;
+    let mut joined = TopicSet::default();
     let mut forbidden = Vec::new();
     for topic in named.iter() {
         if !subscribe {
             topics.remove(topic);
         } else if subscription.allowed.contains(topic) {
             topics.insert(topic);
+            joined.insert(topic);
         } else {
             forbidden.push(topic.name());
         }
@@ -42,22 +63,52 @@ pub fn apply(text: &str, subscription: &mut Subscription) -> Vec<ServerMessage<'
             "at most {} topics per connection; the subscription is unchanged",
             subscription.max_topics
         );
-        return vec![ServerMessage::error(ErrorCode::TooManyTopics, message)];
+        let refusal = ServerMessage::error(ErrorCode::TooManyTopics, message);
+        return vec![Reply::Message(refusal)];
     }
     subscription.topics = topics;
+    let (join, bad_since) = since_for(joined, since);
     let mut replies = vec![if subscribe {
-        ServerMessage::Subscribed { topics }
+        Reply::Subscribed { topics, join }
     } else {
-        ServerMessage::Unsubscribed { topics }
+        Reply::Message(ServerMessage::Unsubscribed { topics })
     }];
     if !unknown.is_empty() {
-        replies.push(unknown_topic_error(&unknown));
+        replies.push(Reply::Message(unknown_topic_error(&unknown)));
     }
     if !forbidden.is_empty() {
         let message = format!("the token does not allow: {}", forbidden.join(", "));
-        replies.push(ServerMessage::error(ErrorCode::Forbidden, message));
+        replies.push(Reply::Message(ServerMessage::error(
+            ErrorCode::Forbidden,
+            message,
+        )));
     }
+    replies.extend(bad_since.into_iter().map(Reply::Message));
     replies
+}
+
+/// Each topic of `topics` with its `since` entry, if any, and an `invalid_message` error for
+/// every malformed entry (its topic is joined as if no `since` had been given). Entries for
+/// topics not in `topics` are ignored.
+pub fn since_for(
+    topics: TopicSet,
+    since: Vec<SinceEntry>,
+) -> (Vec<(Topic, Option<Position>)>, Vec<ServerMessage<'static>>) {
+    let mut positions: Vec<(Topic, Option<Position>)> = topics.iter().map(|t| (t, None)).collect();
+    let mut errors = Vec::new();
+    for entry in since {
+        match entry {
+            Ok((topic, position)) => {
+                if let Some((_, slot)) = positions.iter_mut().find(|(t, _)| *t == topic) {
+                    *slot = Some(position);
+                }
+            }
+            Err(BadSince(reason)) => {
+                errors.push(ServerMessage::error(ErrorCode::InvalidMessage, reason));
+            }
+        }
+    }
+    (positions, errors)
 }
 
 /// The `unknown_topic` error for `names`, listing the valid ones.
@@ -90,20 +141,28 @@ mod tests {
         }
     }
 
-    fn codes(replies: &[ServerMessage<'_>]) -> Vec<ErrorCode> {
+    fn codes(replies: &[Reply]) -> Vec<ErrorCode> {
         replies
             .iter()
             .filter_map(|reply| match reply {
-                ServerMessage::Error { code, .. } => Some(*code),
+                Reply::Message(ServerMessage::Error { code, .. }) => Some(*code),
                 _ => None,
             })
             .collect()
     }
 
+    fn subscribed(topics: &[Topic], join: &[Topic]) -> Reply {
+        Reply::Subscribed {
+            topics: set(topics),
+            join: join.iter().map(|t| (*t, None)).collect(),
+        }
+    }
+
     #[test]
     fn ping_answers_pong_and_changes_nothing() {
         let mut sub = state(&[ODDS]);
-        assert_eq!(apply(r#"{"type":"ping"}"#, &mut sub), [ServerMessage::Pong]);
+        let replies = apply(r#"{"type":"ping"}"#, &mut sub);
+        assert_eq!(replies, [Reply::Message(ServerMessage::Pong)]);
         assert_eq!(sub, state(&[ODDS]));
     }
 
@@ -114,9 +173,8 @@ mod tests {
             r#"{"type":"subscribe","topics":["odds_updates"]}"#,
             &mut sub,
         );
-        let both = set(&[ODDS, PROGRESS]);
-        assert_eq!(replies, [ServerMessage::Subscribed { topics: both }]);
-        assert_eq!(sub.topics, both);
+        assert_eq!(replies, [subscribed(&[ODDS, PROGRESS], &[ODDS])]);
+        assert_eq!(sub.topics, set(&[ODDS, PROGRESS]));
 
         // The second time changes nothing and is still answered.
         for _ in 0..2 {
@@ -124,30 +182,18 @@ mod tests {
             let only_odds = ServerMessage::Unsubscribed {
                 topics: set(&[ODDS]),
             };
-            assert_eq!(apply(unsubscribe, &mut sub), [only_odds]);
+            assert_eq!(apply(unsubscribe, &mut sub), [Reply::Message(only_odds)]);
         }
         let replies = apply(r#"{"type":"subscribe","topics":[]}"#, &mut sub);
-        assert_eq!(
-            replies,
-            [ServerMessage::Subscribed {
-                topics: set(&[ODDS])
-            }]
-        );
+        assert_eq!(replies, [subscribed(&[ODDS], &[])]);
     }
 
     #[test]
     fn unknown_names_are_reported_after_the_reply_and_the_rest_applies() {
         let mut sub = state(&[]);
-        let replies = apply(
-            r#"{"type":"subscribe","topics":["nope","odds_updates"]}"#,
-            &mut sub,
-        );
-        assert_eq!(
-            replies[0],
-            ServerMessage::Subscribed {
-                topics: set(&[ODDS])
-            }
-        );
+        let text = r#"{"type":"subscribe","topics":["nope","odds_updates"]}"#;
+        let replies = apply(text, &mut sub);
+        assert_eq!(replies[0], subscribed(&[ODDS], &[ODDS]));
         assert_eq!(codes(&replies), [ErrorCode::UnknownTopic]);
         assert_eq!(replies.len(), 2);
     }
@@ -173,16 +219,9 @@ mod tests {
             allowed: set(&[PROGRESS]),
             ..state(&[])
         };
-        let replies = apply(
-            r#"{"type":"subscribe","topics":["odds_updates","scrape_progress","nope"]}"#,
-            &mut sub,
-        );
-        assert_eq!(
-            replies[0],
-            ServerMessage::Subscribed {
-                topics: set(&[PROGRESS])
-            }
-        );
+        let text = r#"{"type":"subscribe","topics":["odds_updates","scrape_progress","nope"]}"#;
+        let replies = apply(text, &mut sub);
+        assert_eq!(replies[0], subscribed(&[PROGRESS], &[PROGRESS]));
         assert_eq!(
             codes(&replies),
             [ErrorCode::UnknownTopic, ErrorCode::Forbidden]
@@ -203,5 +242,29 @@ mod tests {
         assert_eq!(codes(&replies), [ErrorCode::TooManyTopics]);
         assert_eq!(replies.len(), 1, "no subscribed reply");
         assert_eq!(sub.topics, set(&[ODDS]));
+    }
+
+    #[test]
+    fn since_goes_with_its_topic_and_each_malformed_entry_gets_its_error() {
+        let mut sub = state(&[]);
+        let text = r#"{"type":"subscribe","topics":["odds_updates"],
+            "since":{"odds_updates":{"epoch":"e1","offset":5},
+                     "scrape_progress":{"epoch":"e1","offset":1},
+                     "nope":{"epoch":"e1","offset":1}}}"#;
+        let replies = apply(text, &mut sub);
+        let since = Position {
+            epoch: "e1".into(),
+            offset: 5,
+        };
+        let expected = Reply::Subscribed {
+            topics: set(&[ODDS]),
+            join: vec![(ODDS, Some(since))],
+        };
+        assert_eq!(replies[0], expected, "scrape_progress's entry is ignored");
+        assert_eq!(
+            codes(&replies),
+            [ErrorCode::InvalidMessage],
+            "`nope` is malformed"
+        );
     }
 }

@@ -18,12 +18,14 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
-use super::commands::{self, Subscription};
+use super::commands::{self, Reply, Subscription};
 use crate::broker::Broker;
 use crate::bucket::TokenBucket;
-use crate::manager::{Delivery, Subscriber};
 use crate::metrics::{label, Metrics};
-use crate::protocol::{encode, ErrorCode, Frame, ServerMessage};
+use crate::protocol::{
+    encode, ErrorCode, Frame, Position, Positions, ServerMessage, SinceEntry, Topic, TopicSet,
+};
+use crate::subscriber::{Delivery, Subscriber};
 
 /// Bytes the socket reads at a time. Client messages are small; tungstenite allocates this
 /// eagerly per connection (its 128 KiB default would dominate an idle connection's cost) and
@@ -54,6 +56,8 @@ pub struct Greeting {
     /// The default subscription was cut to `--max-topics-per-connection` (a
     /// `too_many_topics` error).
     pub cut_to_limit: bool,
+    /// `since` of the URL, to recover from (v1.1).
+    pub since: Vec<SinceEntry>,
 }
 
 /// Runs one upgraded connection to its end.
@@ -72,7 +76,7 @@ pub async fn serve(
         .max_frame_size(Some(max_frame));
     let socket =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-    let subscriber = broker.manager.register(subscription.topics);
+    let subscriber = broker.manager.register();
     let id = subscriber.id();
     let span = tracing::info_span!("ws", connection_id = %id, sub = sub.as_deref());
     let metrics = broker.metrics.clone();
@@ -101,6 +105,7 @@ pub async fn serve(
             ),
             refused: 0,
             subscription,
+            epoch: broker.manager.epoch().clone(),
         };
         let reason = connection.run(&broker, greeting).await;
         drop(connection); // leaves the registry before the count below is read
@@ -168,6 +173,8 @@ struct Connection {
     refused: u32,
     /// What the client is subscribed to and may subscribe to; `subscriber` follows it.
     subscription: Subscription,
+    /// The topics' epoch, for the positions of replies.
+    epoch: std::sync::Arc<str>,
 }
 
 impl Connection {
@@ -261,11 +268,16 @@ impl Connection {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
     }
 
-    /// `connection_ack` first, then the errors about what the query asked for.
+    /// Joins the first topics, then says so: `connection_ack` with their positions, then the
+    /// errors about what the query asked for. A recovery's replay or `resync` follows.
     async fn greet(&mut self, greeting: Greeting) -> Result<(), EndReason> {
+        let (join, bad_since) = commands::since_for(self.subscription.topics, greeting.since);
+        let (positions, recovered) = self.join(join);
         let mut messages = vec![ServerMessage::ConnectionAck {
             connection_id: self.subscriber.id(),
             topics: self.subscription.topics,
+            positions,
+            recovered,
         }];
         if !greeting.unknown.is_empty() {
             messages.push(commands::unknown_topic_error(&greeting.unknown));
@@ -278,10 +290,42 @@ impl Connection {
             );
             messages.push(ServerMessage::error(ErrorCode::TooManyTopics, message));
         }
+        self.malformed_since(&bad_since);
+        messages.extend(bad_since);
         for message in &messages {
             self.feed(encode(message)).await?;
         }
         self.flush().await
+    }
+
+    /// Joins each topic (recovering from its `since`), and returns their positions and the
+    /// topics recovered.
+    fn join(&mut self, topics: Vec<(Topic, Option<Position>)>) -> (Positions, TopicSet) {
+        let mut positions = Positions::new();
+        let mut recovered = TopicSet::default();
+        for (topic, since) in topics {
+            let joined = self.subscriber.join(topic, since.as_ref());
+            let epoch = self.epoch.clone();
+            positions.insert(
+                topic,
+                Position {
+                    epoch,
+                    offset: joined.position,
+                },
+            );
+            if joined.recovered {
+                recovered.insert(topic);
+            }
+        }
+        tracing::debug!(event = "ws.topics", topics = ?self.subscription.topics.names());
+        (positions, recovered)
+    }
+
+    /// Counts `since` entries that could not be read.
+    fn malformed_since(&self, errors: &[ServerMessage<'_>]) {
+        let outcome = label("outcome", "malformed");
+        let recoveries = self.metrics.recoveries.get_or_create(&outcome);
+        recoveries.inc_by(errors.len() as u64);
     }
 
     /// Handles one client frame (or the end of the stream).
@@ -322,22 +366,45 @@ impl Connection {
             self.drain_ready().await?;
         }
         let replies = match message {
-            Message::Text(text) => {
-                let replies = commands::apply(text.as_str(), &mut self.subscription);
-                self.subscriber.set_topics(self.subscription.topics);
-                replies
-            }
-            Message::Binary(_) => vec![ServerMessage::error(
+            Message::Text(text) => commands::apply(text.as_str(), &mut self.subscription),
+            Message::Binary(_) => vec![Reply::Message(ServerMessage::error(
                 ErrorCode::UnsupportedFrame,
                 "binary frames are not supported: send JSON in text frames",
-            )],
+            ))],
             // tungstenite answers pings and close frames itself; the stream ends after a close.
             Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => {
                 Vec::new()
             }
         };
-        for reply in &replies {
-            self.feed(encode(reply)).await?;
+        let wanted = self.subscription.topics;
+        for topic in self
+            .subscriber
+            .topics()
+            .iter()
+            .filter(|t| !wanted.contains(*t))
+        {
+            self.subscriber.leave(topic);
+        }
+        for reply in replies {
+            let message = match reply {
+                Reply::Message(message) => message,
+                Reply::Subscribed { topics, join } => {
+                    let (positions, recovered) = self.join(join);
+                    ServerMessage::Subscribed {
+                        topics,
+                        positions,
+                        recovered,
+                    }
+                }
+            };
+            if let ServerMessage::Error {
+                code: ErrorCode::InvalidMessage,
+                ..
+            } = message
+            {
+                self.malformed_since(std::slice::from_ref(&message));
+            }
+            self.feed(encode(&message)).await?;
         }
         Ok(())
     }
@@ -354,7 +421,7 @@ impl Connection {
         while let Some(delivery) = next {
             let frame = match delivery {
                 Delivery::Frame(frame) => frame,
-                Delivery::Lagged { topic, missed } => {
+                Delivery::Resync { topic, missed } => {
                     tracing::info!(event = "ws.resync", topic = topic.name(), missed);
                     self.metrics.resyncs.inc();
                     self.metrics.resync_missed.inc_by(missed);

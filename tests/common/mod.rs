@@ -176,16 +176,19 @@ impl TestServer {
         use oddsbus::{encode, OddsUpdate, ServerMessage};
         let ids: Vec<u64> = (1_000_000..1_002_000).collect();
         for _ in 0..frames {
-            let frame = encode(&ServerMessage::OddsUpdate {
-                data: OddsUpdate {
-                    event_ids: &ids,
-                    source: "betpawa",
-                    count: ids.len(),
-                },
-            });
+            let update = |offset| {
+                encode(&ServerMessage::OddsUpdate {
+                    data: OddsUpdate {
+                        event_ids: &ids,
+                        source: "betpawa",
+                        count: ids.len(),
+                    },
+                    offset,
+                })
+            };
             self.broker
                 .manager
-                .publish(oddsbus::Topic::OddsUpdates, frame);
+                .publish(oddsbus::Topic::OddsUpdates, update);
         }
     }
 
