@@ -38,10 +38,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
-use crate::cache::OddsCache;
 use crate::config::{Config, SourceKind};
 use crate::dispatcher::{self, BusReceiver, Coalescing};
 use crate::http;
+use crate::metrics::label;
+use crate::protocol::Topic;
 use crate::scrape::{self, OddsSource, SimulatedSettings, SimulatedSource};
 
 /// Owns the fan-out runtime; shuts it down without blocking when dropped, which may happen
@@ -159,11 +160,7 @@ impl Server {
             stop_dispatcher.clone(),
         ));
 
-        broker.producers.spawn(expire_events(
-            broker.cache.clone(),
-            broker.config.event_ttl,
-            broker.shutdown.clone(),
-        ));
+        broker.producers.spawn(housekeeping(broker.clone()));
         if !broker.config.scrape_interval.is_zero() {
             broker.producers.spawn(scrape::run_periodic(
                 broker.scrape.clone(),
@@ -245,20 +242,35 @@ impl Server {
     }
 }
 
-/// Drops events without an update for `ttl` as they expire, so that a cache nobody
-/// writes to still sheds them (writes expire them too).
-async fn expire_events(cache: OddsCache, ttl: Duration, stop: CancellationToken) {
+/// Every so often: drops events without an update for the TTL as they expire (writes
+/// expire them too, but a cache nobody writes to must still shed them), and reads each
+/// topic's history into the metrics.
+async fn housekeeping(broker: Broker) {
+    let ttl = broker.config.event_ttl;
     let period = (ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut ticker = tokio::time::interval(period);
     loop {
         tokio::select! {
-            _ = ticker.tick() => {
-                let dropped = cache.expire(std::time::Instant::now());
-                if dropped > 0 {
-                    tracing::info!(event = "cache.expired", dropped, remaining = cache.len());
-                }
-            }
-            () = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+            () = broker.shutdown.cancelled() => return,
+        }
+        let dropped = broker.cache.expire(std::time::Instant::now());
+        if dropped > 0 {
+            let remaining = broker.cache.len();
+            tracing::info!(event = "cache.expired", dropped, remaining);
+        }
+        for topic in Topic::ALL {
+            let (messages, age) = broker.manager.history_extent(topic);
+            let topic = label("topic", topic.name());
+            let metrics = &broker.metrics;
+            metrics
+                .history_messages
+                .get_or_create(&topic)
+                .set(messages as i64);
+            metrics
+                .history_age_seconds
+                .get_or_create(&topic)
+                .set(age.as_secs_f64());
         }
     }
 }
