@@ -101,6 +101,21 @@ impl History {
         Since::Recovered(replay.collect())
     }
 
+    /// Whatever the history holds after `offset` (all of it, or only its later part if it
+    /// has moved on), in order.
+    pub fn after(&mut self, offset: u64, now: Instant) -> Vec<Published> {
+        self.trim(now);
+        let held = self.entries.iter().map(|(_, p)| p);
+        held.filter(|p| p.offset > offset).cloned().collect()
+    }
+
+    /// The message at `offset`, if the history still holds it.
+    pub fn get(&self, offset: u64) -> Option<&Published> {
+        let first = self.entries.front()?.1.offset;
+        let index = usize::try_from(offset.checked_sub(first)?).ok()?;
+        self.entries.get(index).map(|(_, p)| p)
+    }
+
     /// Entries held, and the age of the oldest.
     pub fn extent(&self, now: Instant) -> (usize, Duration) {
         let oldest = self

@@ -156,6 +156,20 @@ impl ConnectionManager {
         self.log(topic).sender.len()
     }
 
+    /// What `topic`'s history holds after `after`, and a receiver for what comes next:
+    /// together, every message after `after` still held, with no gap between the two.
+    pub fn follow(
+        &self,
+        topic: Topic,
+        after: u64,
+    ) -> (Vec<Published>, broadcast::Receiver<Published>) {
+        let mut log = self.log(topic);
+        (
+            log.history.after(after, Instant::now()),
+            log.sender.subscribe(),
+        )
+    }
+
     /// Entries in `topic`'s history and the age of the oldest, for `/metrics`.
     pub fn history_extent(&self, topic: Topic) -> (usize, Duration) {
         self.log(topic).history.extent(Instant::now())

@@ -419,3 +419,44 @@ async fn periodic_scrapes_push_updates_without_any_request() {
         }
     }
 }
+
+/// Every event of the stream carries its step's offset on the `scrape_progress` topic as
+/// its `id`; a stream that reconnects with `Last-Event-ID` resumes after that step, and one
+/// whose last step ended the run gets 204 (EventSource then stops) and starts no run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_carry_ids_and_resume_after_last_event_id() {
+    let server = TestServer::with(|c| c.sim_latency_ms = 20).await;
+    let (mut topic, _) = server.ws_acked("?topics=scrape_progress").await;
+    let mut sse = SseClient::open(&server, "/api/scrape/stream").await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(sse.next().await.unwrap());
+    }
+    let resume_from = sse.last_id.clone().expect("events carry ids");
+    drop(sse);
+
+    let resumed = SseClient::resume(&server, "/api/scrape/stream", &resume_from).await;
+    let mut resumed = SseClient::from(resumed);
+    let mut rest = Vec::new();
+    while let Some(step) = resumed.next().await {
+        rest.push(step);
+    }
+    seen.extend(rest);
+    assert_eq!(phases(&seen), FULL_RUN, "no step lost, none repeated");
+    let last_id = resumed.last_id.clone().unwrap();
+
+    // The ids are the topic's offsets of the same steps.
+    let mut offsets = Vec::new();
+    while offsets.len() < FULL_RUN.len() {
+        let message = topic.recv_type("scrape_progress").await;
+        offsets.push(message["offset"].as_u64().unwrap().to_string());
+    }
+    assert_eq!(offsets[2], resume_from);
+    assert_eq!(offsets.last().unwrap(), &last_id);
+
+    // Reconnecting after the run's last step starts nothing.
+    let again = SseClient::resume(&server, "/api/scrape/stream", &last_id).await;
+    assert_eq!(again.status(), 204);
+    assert!(server.broker.scrape.running().is_none());
+    assert_eq!(topic.until_pong().await, Vec::<Value>::new(), "no new run");
+}

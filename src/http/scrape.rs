@@ -1,6 +1,11 @@
 //! `GET /api/scrape/stream`: follow the running scrape run, or start one, as Server-Sent
 //! Events until it ends.
 //!
+//! A stream is read from the `scrape_progress` topic, so every event carries the step's
+//! offset there as its SSE `id`. A stream that reconnects with `Last-Event-ID` (as
+//! EventSource does by itself) resumes after that step; one whose last step ended its run
+//! gets 204, which tells EventSource to stop reconnecting, so no new run starts.
+//!
 //! Following needs a token that allows `scrape_progress`; starting a run needs the `scrape`
 //! claim too, because a run writes thousands of snapshots and, with a real source, calls the
 //! bookmakers. Streams are bounded (`--max-sse-streams`) and so are the runs started here
@@ -9,16 +14,22 @@
 
 use std::time::Instant;
 
-use futures_util::StreamExt;
-use warp::http::HeaderMap;
+use futures_util::{stream, Stream, StreamExt};
+use serde::Deserialize;
+use sync_wrapper::SyncStream;
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::sse::Event;
 use warp::Reply;
 
 use crate::broker::Broker;
-use crate::protocol::{HttpError, HttpErrorCode, Topic};
+use crate::history::Published;
+use crate::protocol::{HttpError, HttpErrorCode, ScrapeProgress, Topic};
 
-/// The SSE reply that follows (or starts) a run, or why it cannot.
+/// The SSE reply that follows (or starts) a run, 204 when a resumed run is over, or why it
+/// cannot.
 pub fn follow(
     broker: &Broker,
     headers: &HeaderMap,
@@ -42,18 +53,88 @@ pub fn follow(
                 "as many scrape streams as the broker follows at once are open; retry later",
             )
         })?;
-    let steps = match broker.scrape.follow() {
-        Some(running) => running,
+    let resumed = last_event_id(headers).and_then(|offset| resume_point(broker, offset));
+    let (run, after) = match resumed {
+        Some((step, _)) if step.is_final() => {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        Some((step, offset)) => (step.run_id, offset),
         None => {
-            may_start(broker, claims.scrape)?;
-            broker.scrape.join_or_start()
+            let run = match broker.scrape.running() {
+                Some(run) => run,
+                None => {
+                    may_start(broker, claims.scrape)?;
+                    broker.scrape.start()
+                }
+            };
+            (run, 0)
         }
     };
-    let events = steps.map(move |progress| {
+    // Every run ends with a final step (on shutdown, `failed`), which ends the stream.
+    let events = steps(broker, run, after).map(move |(offset, progress)| {
         let _open = &slot; // the stream holds its slot until it ends
-        Event::default().json_data(progress)
+        Event::default().id(offset.to_string()).json_data(progress)
     });
+    let events = SyncStream::new(Box::pin(events));
     Ok(warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response())
+}
+
+/// A scrape step as the topic carries it.
+#[derive(Deserialize)]
+struct Step {
+    data: ScrapeProgress,
+    offset: u64,
+}
+
+fn step(published: &Published) -> Option<Step> {
+    serde_json::from_str(published.frame.as_str()).ok()
+}
+
+/// The offset in `Last-Event-ID`, if any.
+fn last_event_id(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get("last-event-id")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The step a reconnecting stream saw last, if the history still holds it.
+fn resume_point(broker: &Broker, offset: u64) -> Option<(ScrapeProgress, u64)> {
+    let log = broker.manager.log(Topic::ScrapeProgress);
+    let step = step(log.history.get(offset)?)?;
+    Some((step.data, step.offset))
+}
+
+/// The steps of run `run` after offset `after`: those the topic's history holds, then live
+/// ones, up to and including its final step.
+fn steps(broker: &Broker, run: Uuid, after: u64) -> impl Stream<Item = (u64, ScrapeProgress)> {
+    let (held, receiver) = broker.manager.follow(Topic::ScrapeProgress, after);
+    let live = stream::unfold(receiver, |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(published) => return Some((published, receiver)),
+                // Progress is a few steps a second; a stream this far behind skips ahead.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    let of_run = stream::iter(held).chain(live).filter_map(move |published| {
+        let step = step(&published).filter(|step| step.data.run_id == run);
+        std::future::ready(step.map(|step| (step.offset, step.data)))
+    });
+    // End right after the final step, without waiting for another message.
+    stream::unfold((Box::pin(of_run), false), |(mut steps, ended)| async move {
+        if ended {
+            return None;
+        }
+        let (offset, progress) = steps.next().await?;
+        let ended = progress.is_final();
+        Some(((offset, progress), (steps, ended)))
+    })
 }
 
 /// Whether this request may start a run: the `scrape` claim, and a start left this minute.

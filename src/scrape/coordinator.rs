@@ -1,13 +1,13 @@
-//! The scrape coordinator: one run at a time, its steps to SSE listeners and to the
-//! `scrape_progress` topic, and the periodic scheduler.
+//! The scrape coordinator: one run at a time, its steps onto the `scrape_progress` topic
+//! (through the dispatcher, after the odds they stored), and the periodic scheduler.
 
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{stream, FutureExt, Stream, StreamExt};
+use futures_util::{stream, FutureExt, StreamExt};
 use parking_lot::Mutex;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -17,13 +17,6 @@ use crate::cache::OddsCache;
 use crate::dispatcher::{BusEvent, BusSender};
 use crate::metrics::{label, Metrics};
 use crate::protocol::{ScrapePhase, ScrapeProgress};
-
-/// A run's progress, as its followers receive it (`Sync`, as warp's SSE reply wants).
-pub type Steps = Pin<Box<dyn Stream<Item = ScrapeProgress> + Send + Sync + 'static>>;
-
-/// SSE listeners a run can fall behind by before they lose the oldest steps. A run has a
-/// handful of steps per platform, so this is never reached in practice.
-const LISTENER_CAPACITY: usize = 256;
 
 /// Runs scrape runs, one at a time. Cheap to clone.
 #[derive(Clone)]
@@ -40,8 +33,10 @@ struct Shared {
     stop: CancellationToken,
     /// Where runs are spawned, so that shutdown waits for them.
     tasks: TaskTracker,
-    /// The run in progress, if any. Held only to append a step or to join.
+    /// The run in progress, if any. Held only to start one or record a step.
     current: Mutex<Option<Run>>,
+    /// The id of the run in progress, for those waiting for it to end.
+    running: watch::Sender<Option<Uuid>>,
     /// Run counts and durations for `/metrics`.
     metrics: Arc<Metrics>,
 }
@@ -49,20 +44,16 @@ struct Shared {
 struct Run {
     id: Uuid,
     started: Instant,
-    history: Vec<ScrapeProgress>,
-    listeners: async_broadcast::Sender<ScrapeProgress>,
-    /// Keeps the channel open while no listener is attached.
-    _idle: async_broadcast::InactiveReceiver<ScrapeProgress>,
+    /// The counts of its latest step, for a `failed` step should the run abort.
+    scraped: u64,
+    total: u64,
 }
 
 impl std::fmt::Debug for ScrapeCoordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ScrapeCoordinator")
             .field("settings", &self.shared.settings)
-            .field(
-                "running",
-                &self.shared.current.lock().as_ref().map(|r| r.id),
-            )
+            .field("running", &self.running())
             .finish()
     }
 }
@@ -87,57 +78,44 @@ impl ScrapeCoordinator {
                 stop,
                 tasks,
                 current: Mutex::new(None),
+                running: watch::channel(None).0,
                 metrics,
             }),
         }
     }
 
-    /// The running run's progress from `started` to the final step, or `None` when no run
-    /// is running. Dropping the stream does not stop the run.
-    pub fn follow(&self) -> Option<Steps> {
-        self.shared.current.lock().as_ref().map(listen)
+    /// The id of the run in progress, if any.
+    pub fn running(&self) -> Option<Uuid> {
+        self.shared.current.lock().as_ref().map(|run| run.id)
     }
 
-    /// Joins the running run, or starts one, and returns its progress from `started` to the
-    /// final step. Dropping the stream does not stop the run.
-    pub fn join_or_start(&self) -> Steps {
+    /// Starts a run, or joins the one in progress; returns its id. Its steps are published
+    /// on the `scrape_progress` topic.
+    pub fn start(&self) -> Uuid {
         let mut current = self.shared.current.lock();
-        let run = match current.as_mut() {
-            Some(run) => run,
-            None => {
-                let (mut sender, receiver) = async_broadcast::broadcast(LISTENER_CAPACITY);
-                sender.set_overflow(true);
-                let id = Uuid::new_v4();
-                let run = current.insert(Run {
-                    id,
-                    started: Instant::now(),
-                    history: Vec::new(),
-                    listeners: sender,
-                    _idle: receiver.deactivate(),
-                });
-                self.shared
-                    .tasks
-                    .spawn(run_guarded(self.shared.clone(), id));
-                run
-            }
-        };
-        listen(run)
-    }
-}
-
-/// The steps `run` has taken, then its live ones, up to and including its final step.
-fn listen(run: &Run) -> Steps {
-    let replay = stream::iter(run.history.clone());
-    let live = run.listeners.new_receiver();
-    // Stop right after the final step, whichever way it arrived.
-    let steps = replay.chain(live).scan(false, |ended, progress| {
-        let item = (!*ended).then(|| {
-            *ended = progress.is_final();
-            progress
+        if let Some(run) = current.as_ref() {
+            return run.id;
+        }
+        let id = Uuid::new_v4();
+        *current = Some(Run {
+            id,
+            started: Instant::now(),
+            scraped: 0,
+            total: 0,
         });
-        std::future::ready(item)
-    });
-    Box::pin(steps)
+        self.shared.running.send_replace(Some(id));
+        self.shared
+            .tasks
+            .spawn(run_guarded(self.shared.clone(), id));
+        id
+    }
+
+    /// Completes once run `id` has ended (at once if it has).
+    pub async fn finished(&self, id: Uuid) {
+        let mut running = self.shared.running.subscribe();
+        // The sender lives as long as the coordinator, which `self` holds.
+        let _ = running.wait_for(|current| *current != Some(id)).await;
+    }
 }
 
 /// Starts a run every `interval` (waiting for each to end) until `stop` is cancelled.
@@ -153,9 +131,9 @@ pub async fn run_periodic(
             _ = ticker.tick() => {}
             () = stop.cancelled() => return,
         }
-        let run = coordinator.join_or_start();
+        let run = coordinator.start();
         tokio::select! {
-            () = run.for_each(|_| std::future::ready(())) => {}
+            () = coordinator.finished(run) => {}
             () = stop.cancelled() => return,
         }
     }
@@ -279,10 +257,7 @@ impl Shared {
             .lock()
             .as_ref()
             .filter(|run| run.id == run_id)
-            .map(|run| {
-                let last = run.history.last();
-                last.map_or((0, 0), |p| (p.events_scraped, p.events_total))
-            });
+            .map(|run| (run.scraped, run.total));
         let Some((scraped, total)) = counts else {
             return; // it had ended
         };
@@ -316,13 +291,11 @@ impl Shared {
         {
             let mut current = self.current.lock();
             if let Some(run) = current.as_mut().filter(|run| run.id == tally.run_id) {
-                run.history.push(progress.clone());
-                // With overflow on, a full channel drops its oldest step instead of failing;
-                // an error here only means nobody is listening.
-                let _ = run.listeners.try_broadcast(progress.clone());
+                (run.scraped, run.total) = (progress.events_scraped, progress.events_total);
                 if progress.is_final() {
                     let seconds = run.started.elapsed().as_secs_f64();
                     *current = None;
+                    self.running.send_replace(None);
                     let outcome = label("outcome", progress.phase.as_str());
                     self.metrics.scrape_runs.get_or_create(&outcome).inc();
                     self.metrics.scrape_run_seconds.observe(seconds);

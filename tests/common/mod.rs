@@ -385,15 +385,33 @@ impl WsClient {
 pub struct SseClient {
     body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buffer: String,
+    /// The `id` of the last event read, as a browser keeps it for `Last-Event-ID`.
+    pub last_id: Option<String>,
 }
 
 impl SseClient {
     /// Opens `path` and checks that it is an event stream.
     pub async fn open(server: &TestServer, path: &str) -> SseClient {
-        let response = server.get_ok(path, "text/event-stream").await;
+        SseClient::from(server.get_ok(path, "text/event-stream").await)
+    }
+
+    /// Reconnects to `path` as EventSource does, with `Last-Event-ID`; the response, which
+    /// may be a stream (use `SseClient::from`) or 204.
+    pub async fn resume(server: &TestServer, path: &str, last_id: &str) -> reqwest::Response {
+        let request = server
+            .http
+            .get(server.url(path))
+            .header("last-event-id", last_id);
+        request.send().await.unwrap()
+    }
+
+    /// The stream of a response.
+    pub fn from(response: reqwest::Response) -> SseClient {
+        assert_eq!(response.status(), 200);
         SseClient {
             body: Box::pin(response.bytes_stream()),
             buffer: String::new(),
+            last_id: None,
         }
     }
 
@@ -402,6 +420,10 @@ impl SseClient {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
+                let id = block.lines().find_map(|line| line.strip_prefix("id:"));
+                if let Some(id) = id {
+                    self.last_id = Some(id.trim().to_owned());
+                }
                 let data: Vec<&str> = block
                     .lines()
                     .filter_map(|line| line.strip_prefix("data:"))
