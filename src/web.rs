@@ -9,8 +9,10 @@ const INDEX: &str = include_str!("../web/index.html");
 const APP: &str = include_str!("../web/app.js");
 const STYLE: &str = include_str!("../web/style.css");
 const ICON: &str = include_str!("../web/favicon.svg");
+const CLIENT: &str = include_str!("../web/oddsbus-client.js");
 
-/// `GET /`, `/app.js`, `/style.css` and `/favicon.svg`. The page learns the configured sources (its table's
+/// `GET /`, `/app.js`, `/style.css`, `/favicon.svg` and `/oddsbus-client.js`, the client
+/// module any page can import. The page learns the configured sources (its table's
 /// columns) from a `<meta>` tag filled in here; source names are validated to
 /// `[a-z0-9_-]` at start-up, so they need no escaping.
 pub fn routes(sources: &[&str]) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
@@ -27,7 +29,17 @@ pub fn routes(sources: &[&str]) -> impl Filter<Extract = (Response,), Error = Re
     let icon = warp::path!("favicon.svg")
         .and(warp::get())
         .map(|| asset(ICON.to_owned(), "image/svg+xml"));
-    page.or(app).unify().or(style).unify().or(icon).unify()
+    let client = warp::path!("oddsbus-client.js")
+        .and(warp::get())
+        .map(|| asset(CLIENT.to_owned(), "text/javascript; charset=utf-8"));
+    page.or(app)
+        .unify()
+        .or(style)
+        .unify()
+        .or(icon)
+        .unify()
+        .or(client)
+        .unify()
 }
 
 fn asset(body: String, content_type: &'static str) -> Response {

@@ -1,10 +1,12 @@
 // The oddsbus live odds board: plain JavaScript, no build step.
 //
-// It subscribes over WebSocket, and on `odds_update` refetches only the named events from the
-// cache-first reads (many updates arriving close together share one refetch round); on
-// `resync` or after a reconnect it refetches everything. Rows are updated in place, so a
-// message never re-renders the table.
-"use strict";
+// Its connection is the broker's own client module (/oddsbus-client.js): it refetches only
+// the events each `odds_update` names from the cache-first reads (many updates arriving close
+// together share one refetch round), and after a reconnect only those the server replays as
+// missed. It refetches everything on its first load and on `resync` (a restarted broker, or
+// a drop longer than the history). Rows are updated in place, so a message never re-renders
+// the table.
+import { OddsbusClient } from "/oddsbus-client.js";
 
 const SOURCES = document.querySelector('meta[name="oddsbus-sources"]').content.split(",");
 const HOME = "betpawa";
@@ -15,9 +17,6 @@ const TOPICS = ["odds_updates", "scrape_progress"];
 const FETCH_CONCURRENCY = 2;
 const FETCH_BATCH = 200;
 const FETCH_DELAY_MS = 100;
-/** Reconnect backoff: doubles from the base up to the cap, each delay with ±50% jitter. */
-const BACKOFF_BASE_MS = 250;
-const BACKOFF_CAP_MS = 10000;
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -36,12 +35,14 @@ const token = () => sessionStorage.getItem(TOKEN_KEY) ?? "";
 const withToken = (url) => (token() ? `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token())}` : url);
 const read = (url) => fetch(url, token() ? { headers: { authorization: `Bearer ${token()}` } } : {});
 
+const bus = new OddsbusClient({ topics: TOPICS, token });
+
 const state = {
-  socket: null,
   connectionId: null,
-  attempt: 0,
-  /** Topics the user wants; the toggles show `serverTopics`, which the server confirms. */
-  wanted: new Set(TOPICS),
+  live: false,
+  /** Whether the board has been loaded whole once; after that, changes are enough. */
+  loaded: false,
+  /** The toggles show the server's set, which the server confirms. */
   serverTopics: new Set(),
   /** event id -> { tr, cells: Map(source -> [td, td, td]) } */
   rows: new Map(),
@@ -59,6 +60,9 @@ const state = {
 
 // ---- connection ------------------------------------------------------------------------
 
+/** What the board did, for the browser test: whole loads and events refetched one by one. */
+window.board = { bus, fullLoads: 0, refetched: 0, recovered: [] };
+
 function setStatus(status) {
   const el = $("#status");
   el.dataset.state = status;
@@ -66,77 +70,38 @@ function setStatus(status) {
   $("#connection-id").textContent = status === "live" ? state.connectionId : "";
 }
 
-function connect() {
-  setStatus(state.attempt === 0 ? "connecting" : "reconnecting");
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  // Connect to what the user wants; an empty `topics` would mean every topic, so ask for
-  // odds_updates and let `reconcile` unsubscribe.
-  const topics = state.wanted.size ? [...state.wanted].join(",") : "odds_updates";
-  const socket = new WebSocket(withToken(`${scheme}://${location.host}/api/ws?topics=${topics}`));
-  let opened = false;
-  socket.onopen = () => { opened = true; };
-  state.socket = socket;
-  socket.onmessage = (event) => onMessage(JSON.parse(event.data));
-  socket.onclose = () => {
-    if (state.socket !== socket) return;
-    state.socket = null;
-    state.serverTopics = new Set();
-    renderToggles();
-    state.attempt += 1;
-    setStatus("reconnecting");
-    if (!opened) log("the broker refused the connection or cannot be reached: with --auth-secret it needs a token (paste one above)");
-    const delay = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (state.attempt - 1));
-    setTimeout(connect, delay * (0.5 + Math.random()));
-  };
-}
-
-function send(message) {
-  if (state.socket && state.socket.readyState === WebSocket.OPEN) {
-    state.socket.send(JSON.stringify(message));
+bus.addEventListener("status", ({ detail }) => {
+  state.live = detail.status === "live";
+  if (state.live) state.connectionId = detail.connectionId;
+  setStatus(detail.status);
+  if (detail.refused) log("the broker refused the connection or cannot be reached: with --auth-secret it needs a token (paste one above)");
+  if (state.live && !state.loaded) {
+    state.loaded = true;
+    refetchAll();
   }
-}
-
-/** Brings the server's subscription set to what the user wants. */
-function reconcile() {
-  const add = [...state.wanted].filter((t) => !state.serverTopics.has(t));
-  const remove = [...state.serverTopics].filter((t) => !state.wanted.has(t));
-  if (add.length) send({ type: "subscribe", topics: add });
-  if (remove.length) send({ type: "unsubscribe", topics: remove });
+});
+bus.addEventListener("topics", ({ detail }) => {
+  state.serverTopics = detail.topics;
   renderToggles();
-}
-
-function onMessage(message) {
-  switch (message.type) {
-    case "connection_ack":
-      state.connectionId = message.connection_id;
-      state.serverTopics = new Set(message.topics);
-      state.attempt = 0;
-      setStatus("live");
-      reconcile();
-      refetchAll(); // whatever changed while we were away
-      break;
-    case "subscribed":
-    case "unsubscribed":
-      state.serverTopics = new Set(message.topics);
-      renderToggles();
-      break;
-    case "odds_update":
-      state.recent.push([Date.now(), message.data.count]);
-      for (const id of message.data.event_ids) state.pending.add(id);
-      scheduleFlush();
-      break;
-    case "resync":
-      log(`fell behind on ${message.topic} (${message.missed} missed): refetching everything`);
-      refetchAll();
-      break;
-    case "scrape_progress":
-      showProgress(message.data);
-      break;
-    case "error":
-      log(`server: ${message.code}: ${message.message}`);
-      break;
-  }
-}
+});
+bus.addEventListener("recovered", ({ detail }) => {
+  window.board.recovered = detail.topics;
+  log(`resumed ${detail.topics.join(", ")} without loss`);
+});
+bus.addEventListener("changed", ({ detail }) => {
+  state.recent.push([Date.now(), detail.eventIds.length]);
+  for (const id of detail.eventIds) state.pending.add(id);
+  scheduleFlush();
+});
+bus.addEventListener("resync", ({ detail }) => {
+  if (detail.topic !== "odds_updates") return;
+  log(`missed changes on ${detail.topic}: refetching everything`);
+  refetchAll();
+});
+bus.addEventListener("progress", ({ detail }) => showProgress(detail.progress));
+bus.addEventListener("message", ({ detail }) => {
+  if (detail.type === "error") log(`server: ${detail.code}: ${detail.message}`);
+});
 
 // ---- topic toggles -----------------------------------------------------------------------
 
@@ -144,21 +109,16 @@ function renderToggles() {
   for (const input of document.querySelectorAll("#topics input")) {
     const topic = input.dataset.topic;
     input.checked = state.serverTopics.has(topic);
-    const pending = state.wanted.has(topic) !== state.serverTopics.has(topic);
-    input.parentElement.classList.toggle("pending", pending && state.socket !== null);
+    const pending = bus.wanted.has(topic) !== state.serverTopics.has(topic);
+    input.parentElement.classList.toggle("pending", pending && state.live);
   }
 }
 
 for (const input of document.querySelectorAll("#topics input")) {
   input.addEventListener("change", () => {
     const topic = input.dataset.topic;
-    if (input.checked) {
-      state.wanted.add(topic);
-      send({ type: "subscribe", topics: [topic] });
-    } else {
-      state.wanted.delete(topic);
-      send({ type: "unsubscribe", topics: [topic] });
-    }
+    if (input.checked) bus.subscribe([topic]);
+    else bus.unsubscribe([topic]);
     renderToggles(); // shows the server's set until it answers
   });
 }
@@ -200,6 +160,7 @@ async function fetchEvents(ids) {
       renderRow(odds);
     }
     for (const id of ids) if (!returned.has(id)) removeRow(id);
+    window.board.refetched += ids.length;
   } catch (error) {
     log(`refetch failed: ${error.message}`);
     for (const id of ids) state.pending.add(id); // try again with the next round
@@ -207,6 +168,7 @@ async function fetchEvents(ids) {
 }
 
 async function refetchAll() {
+  window.board.fullLoads += 1;
   try {
     const response = await read("/api/events");
     const { events } = await response.json();
@@ -407,7 +369,7 @@ $("#token-form").addEventListener("submit", (event) => {
   sessionStorage.setItem(TOKEN_KEY, $("#token").value.trim());
   // An open socket reconnects with the new token when closed; a closed one already has a
   // reconnect pending, which will use it.
-  if (state.socket) state.socket.close();
+  bus.socket?.close();
 });
 
 // ---- updates per second and messages -----------------------------------------------------
@@ -423,4 +385,4 @@ function log(text) {
 }
 
 renderHeader();
-connect();
+bus.connect();

@@ -168,7 +168,20 @@ test("the live odds board", async (t) => {
       await page.screenshot({ path: path.join(ARTIFACTS, "board.png") });
     });
 
+    await t.test("a dropped connection resumes with since: only the missed events are refetched", async () => {
+      const loads = await page.evaluate(() => window.board.fullLoads);
+      const before = await textOf(page, "#connection-id");
+      await page.evaluate(() => window.board.bus.socket.close()); // as a network drop would
+      await ingest(base, "betpawa", 501, 2.85); // most likely while it is away
+      await page.waitForSelector('#status[data-state="live"]');
+      await eventually(async () => (await textOf(page, "#connection-id")) !== before, "a new connection");
+      await eventually(async () => (await textOf(page, cell(501, "betpawa", "1"))) === "2.85", "the missed change");
+      assert.deepEqual(await page.evaluate(() => window.board.recovered), ["odds_updates", "scrape_progress"]);
+      assert.equal(await page.evaluate(() => window.board.fullLoads), loads, "no whole reload");
+    });
+
     await t.test("the page reconnects by itself when the server restarts", async () => {
+      const loads = await page.evaluate(() => window.board.fullLoads);
       const before = await textOf(page, "#connection-id");
       outage = true;
       await stopServer(server);
@@ -181,6 +194,8 @@ test("the live odds board", async (t) => {
       await ingest(base, "betpawa", 777, 1.95);
       await eventually(async () => (await textOf(page, cell(777, "betpawa", "1"))) === "1.95", "an update after reconnecting");
       await eventually(async () => (await textOf(page, "#event-count")) === "1", "the refetched board");
+      // A new broker is a new epoch: the page could not resume, was told so, and reloaded.
+      assert.ok((await page.evaluate(() => window.board.fullLoads)) > loads, "a whole reload");
       await page.screenshot({ path: path.join(ARTIFACTS, "board-after-restart.png") });
     });
 
