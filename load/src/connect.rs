@@ -15,7 +15,13 @@ pub type Socket = WebSocketStream<TcpStream>;
 
 /// Connects every subscriber and waits for each `connection_ack`.
 pub async fn connect_all(args: &Args) -> Result<Vec<Socket>, String> {
-    let url = format!("ws://{}/api/ws?topics=odds_updates", args.server);
+    connect_with(args, "topics=odds_updates").await
+}
+
+/// Connects `--clients` subscribers to `/api/ws?{query}`, 256 at a time, and waits for each
+/// `connection_ack`.
+pub async fn connect_with(args: &Args, query: &str) -> Result<Vec<Socket>, String> {
+    let url = format!("ws://{}/api/ws?{query}", args.server);
     let results = futures_util::stream::iter(0..args.clients)
         .map(|i| {
             let url = url.clone();

@@ -17,11 +17,13 @@
 //! and needs a larger `--inflight`.
 
 mod connect;
+mod http;
 mod ingest;
 mod process;
 mod readers;
 mod reads;
 mod report;
+mod storm;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -89,6 +91,10 @@ struct Args {
     /// loop while `/healthz` and a WebSocket ping are timed (see `reads.rs`).
     #[arg(long)]
     large_readers: Option<usize>,
+    /// Reconnect-storm mode: the clients each miss this many changes, then come back at
+    /// once, recovering with `since`, then refetching everything (see `storm.rs`).
+    #[arg(long)]
+    reconnect_storm: Option<u64>,
     /// With `--large-readers`: seconds to run.
     #[arg(long, default_value_t = 10)]
     duration: u64,
@@ -106,6 +112,9 @@ async fn main() {
 async fn run(args: Args) -> Result<(), String> {
     if let Some(readers) = args.large_readers {
         return reads::run(&args, readers).await;
+    }
+    if let Some(missed) = args.reconnect_storm {
+        return storm::run(&args, missed).await;
     }
     let before = args.server_pid.map(ProcessStats::read).transpose()?;
     let connect_started = Instant::now();

@@ -7,18 +7,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use serde_json::json;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::http::{connect, get, seed, Client};
 use crate::readers::histogram;
-use crate::{Args, FIRST_ID};
+use crate::Args;
 
 /// How often each probe asks.
 const PROBE_EVERY: Duration = Duration::from_millis(20);
@@ -40,7 +36,7 @@ pub async fn run(args: &Args, readers: usize) -> Result<(), String> {
                     return;
                 };
                 reads.fetch_add(1, Ordering::Relaxed);
-                bytes.fetch_add(body, Ordering::Relaxed);
+                bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
             }
         }));
     }
@@ -92,77 +88,6 @@ pub async fn run(args: &Args, readers: usize) -> Result<(), String> {
         })
     );
     Ok(())
-}
-
-/// Puts `--events` events, as three sources with three markets each, 5,000 per request.
-async fn seed(args: &Args) -> Result<(), String> {
-    let mut client = connect(args).await?;
-    let market = |id: &str, outcomes: &[&str]| {
-        let outcomes: Vec<_> = outcomes
-            .iter()
-            .map(|name| json!({"name": name, "odds": 1.9}))
-            .collect();
-        json!({"market_id": id, "name": id, "outcomes": outcomes})
-    };
-    let markets = json!([
-        market("1x2", &["1", "X", "2"]),
-        market("ou_2.5", &["Over", "Under"]),
-        market("btts", &["Yes", "No"]),
-    ]);
-    for source in ["betpawa", "sportybet", "bet9ja"] {
-        for first in (0..args.events).step_by(5_000) {
-            let last = (first + 5_000).min(args.events);
-            let snapshots: Vec<_> = (first..last)
-                .map(|i| json!({"event_id": FIRST_ID + i, "markets": markets}))
-                .collect();
-            let body = json!({"source": source, "snapshots": snapshots}).to_string();
-            let request = hyper::Request::post("/api/odds")
-                .header("host", args.server.to_string())
-                .body(Full::new(Bytes::from(body)))
-                .map_err(|e| e.to_string())?;
-            let response = client
-                .send_request(request)
-                .await
-                .map_err(|e| e.to_string())?;
-            if !response.status().is_success() {
-                return Err(format!("seeding failed: {}", response.status()));
-            }
-            let _ = response.into_body().collect().await;
-        }
-    }
-    Ok(())
-}
-
-type Client = SendRequest<Full<Bytes>>;
-
-async fn connect(args: &Args) -> Result<Client, String> {
-    let stream = TcpStream::connect(args.server)
-        .await
-        .map_err(|e| e.to_string())?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (sender, connection) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    Ok(sender)
-}
-
-/// GETs `path` and returns the body's length.
-async fn get(client: &mut Client, path: &str) -> Result<u64, String> {
-    let request = hyper::Request::get(path)
-        .header("host", "oddsbus")
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
-    let response = client
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(body.to_bytes().len() as u64)
 }
 
 async fn probe_health(
