@@ -98,63 +98,70 @@ impl Subscriber {
     /// message of the topic.
     pub fn join(&mut self, topic: Topic, since: Option<&Position>) -> Joined {
         let manager = self.manager.clone();
-        let same_epoch = since.filter(|s| s.epoch == *manager.epoch());
         let mut log = manager.log(topic);
         let top = log.history.top();
         let held = self.topics.contains(topic);
         let given = self.last[topic.index()];
-        let (position, outcome) = match (since, same_epoch) {
-            (None, _) => (if held { given } else { top }, None),
-            (Some(_), None) => (if held { given } else { top }, Some(Err(("epoch", 0)))),
-            (Some(_), Some(s)) if s.offset > top => {
-                (if held { given } else { top }, Some(Err(("epoch", 0))))
+        let current = if held { given } else { top };
+        let (position, recovery) = match since {
+            None => (current, None),
+            Some(s) if s.epoch != *manager.epoch() || s.offset > top => {
+                (current, Some(Err(("epoch", 0))))
             }
             // Held: everything after what it was given is in its receiver already.
-            (Some(_), Some(s)) if held => (given.max(s.offset), Some(Ok(0))),
-            (Some(_), Some(s)) => match log.history.since(s.offset, Instant::now()) {
+            Some(s) if held => (given.max(s.offset), Some(Ok(0))),
+            Some(s) => match log.history.since(s.offset, Instant::now()) {
                 Since::Recovered(replay) => {
-                    let count = replay.len();
-                    self.queued
-                        .extend(replay.into_iter().map(|p| Queued::Message(topic, p)));
-                    (s.offset, Some(Ok(count)))
+                    let replayed = replay.len();
+                    let replay = replay.into_iter().map(|p| Queued::Message(topic, p));
+                    self.queued.extend(replay);
+                    (s.offset, Some(Ok(replayed)))
                 }
-                Since::Ahead => (top, Some(Err(("epoch", 0)))),
-                Since::TooOld { .. } => (top, Some(Err(("too_old", top - s.offset)))),
+                // Not ahead: `s.offset <= top` was checked above.
+                Since::TooOld { .. } | Since::Ahead => {
+                    (top, Some(Err(("too_old", top - s.offset))))
+                }
             },
         };
         if !held {
             self.receivers[topic.index()] = Some(log.sender.subscribe());
-        }
-        drop(log);
-        self.last[topic.index()] = position;
-        if !held {
             let old = self.topics;
             self.topics.insert(topic);
             manager.record(self.id, old, self.topics);
         }
-        let metrics = manager.metrics();
-        let recovered = match outcome {
+        drop(log);
+        self.last[topic.index()] = position;
+        let recovered = match recovery {
+            Some(recovery) => self.counted(topic, recovery),
             None => false,
-            Some(Ok(replayed)) => {
-                metrics
-                    .recoveries
-                    .get_or_create(&label("outcome", "recovered"))
-                    .inc();
-                metrics.messages_replayed.inc_by(replayed as u64);
-                true
-            }
-            Some(Err((why, missed))) => {
-                metrics
-                    .recoveries
-                    .get_or_create(&label("outcome", why))
-                    .inc();
-                self.queued.push_back(Queued::Resync(topic, missed));
-                false
-            }
         };
         Joined {
             position,
             recovered,
+        }
+    }
+
+    /// Counts a recovery by outcome; a failed one queues its `resync`. Returns whether it
+    /// recovered.
+    fn counted(&mut self, topic: Topic, recovery: Result<usize, (&'static str, u64)>) -> bool {
+        let metrics = self.manager.metrics();
+        let outcome = match recovery {
+            Ok(_) => "recovered",
+            Err((outcome, _)) => outcome,
+        };
+        metrics
+            .recoveries
+            .get_or_create(&label("outcome", outcome))
+            .inc();
+        match recovery {
+            Ok(replayed) => {
+                metrics.messages_replayed.inc_by(replayed as u64);
+                true
+            }
+            Err((_, missed)) => {
+                self.queued.push_back(Queued::Resync(topic, missed));
+                false
+            }
         }
     }
 
