@@ -201,19 +201,48 @@ async fn a_second_run_changes_about_the_configured_fraction_and_notifies_only_th
     );
 }
 
-/// A source that fails to list one platform's events.
-struct FailingFor {
+/// The simulated source with a fault in listing one platform's events.
+struct Faulty {
     inner: SimulatedSource,
     platform: &'static str,
+    fault: Fault,
 }
 
-impl OddsSource for FailingFor {
+enum Fault {
+    /// The listing fails, every time.
+    Fails,
+    /// The listing panics (a bug in the scraper), the first time only.
+    PanicsOnce(std::sync::atomic::AtomicBool),
+}
+
+impl Faulty {
+    fn new(seed: u64, platform: &'static str, fault: Fault) -> Faulty {
+        let inner = SimulatedSource::new(settings(seed), &platforms());
+        Faulty {
+            inner,
+            platform,
+            fault,
+        }
+    }
+}
+
+impl OddsSource for Faulty {
     fn list_events<'a>(
         &'a self,
         platform: &'a str,
     ) -> BoxFuture<'a, Result<Vec<u64>, SourceError>> {
         if platform == self.platform {
-            return async move { Err(SourceError(format!("{platform} answered 503"))) }.boxed();
+            match &self.fault {
+                Fault::Fails => {
+                    let error = SourceError(format!("{platform} answered 503"));
+                    return async move { Err(error) }.boxed();
+                }
+                Fault::PanicsOnce(done) => {
+                    if !done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                        panic!("a bug in the {platform} scraper");
+                    }
+                }
+            }
         }
         self.inner.list_events(platform)
     }
@@ -229,10 +258,7 @@ impl OddsSource for FailingFor {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_platform_is_reported_and_the_run_goes_on() {
-    let source = FailingFor {
-        inner: SimulatedSource::new(settings(7), &platforms()),
-        platform: "sportybet",
-    };
+    let source = Faulty::new(7, "sportybet", Fault::Fails);
     let server =
         TestServer::with_server(Server::with_source(common::config(), Arc::new(source))).await;
     let events = SseClient::open(&server, "/api/scrape/stream")
@@ -269,41 +295,11 @@ async fn a_failing_platform_is_reported_and_the_run_goes_on() {
     assert_eq!(sources, BTreeSet::from(["betpawa".into(), "bet9ja".into()]));
 }
 
-/// A source with a bug: listing `sportybet` panics, the first time only.
-struct PanicsOnce {
-    inner: SimulatedSource,
-    panicked: std::sync::atomic::AtomicBool,
-}
-
-impl OddsSource for PanicsOnce {
-    fn list_events<'a>(
-        &'a self,
-        platform: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<u64>, SourceError>> {
-        use std::sync::atomic::Ordering;
-        if platform == "sportybet" && !self.panicked.swap(true, Ordering::SeqCst) {
-            panic!("a bug in the sportybet scraper");
-        }
-        self.inner.list_events(platform)
-    }
-
-    fn fetch_odds<'a>(
-        &'a self,
-        platform: &'a str,
-        event_ids: &'a [u64],
-    ) -> BoxFuture<'a, Result<Vec<(u64, Snapshot)>, SourceError>> {
-        self.inner.fetch_odds(platform, event_ids)
-    }
-}
-
 /// A panic inside a run ends it `failed` for every follower and frees the slot: the next
 /// run starts and completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_inside_a_run_ends_it_failed_and_scraping_goes_on() {
-    let source = PanicsOnce {
-        inner: SimulatedSource::new(settings(3), &platforms()),
-        panicked: Default::default(),
-    };
+    let source = Faulty::new(3, "sportybet", Fault::PanicsOnce(Default::default()));
     let server =
         TestServer::with_server(Server::with_source(common::config(), Arc::new(source))).await;
     let (mut progress, _) = server.ws_acked("?topics=scrape_progress").await;

@@ -3,7 +3,7 @@
 //! It selects over the server's close signal, the client's frames, the connection's topic
 //! receivers and its heartbeat. After a wake-up it drains everything that is ready, writes it
 //! all and flushes once, so a busy connection makes one write per batch. What a client's text
-//! message means is `commands.rs`; this file only moves frames.
+//! message means is `commands.rs`; how it ends is `closing.rs`; this file only moves frames.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncReadExt;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
+mod closing;
+
+use self::closing::EndReason;
 use super::commands::{self, Reply, Subscription};
 use crate::broker::Broker;
 use crate::bucket::TokenBucket;
@@ -35,12 +36,6 @@ const READ_BUFFER_SIZE: usize = 1024;
 /// Bytes of encoded frames gathered before tungstenite writes to the socket on its own;
 /// a flush writes whatever is gathered regardless.
 const WRITE_BUFFER_SIZE: usize = 64 * 1024;
-
-/// How long closing may take: our close frame leaving, then the client's close arriving.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// While closing, how long a client that sends nothing more counts as done.
-const QUIET: Duration = Duration::from_millis(50);
 
 /// Most frames written between two flushes, so one connection with a deep backlog still
 /// reaches the socket (and its other select branches) regularly.
@@ -125,35 +120,6 @@ pub async fn serve(
     .await;
 }
 
-/// Why a connection ended, for the `ws.disconnect` log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum EndReason {
-    ClientClosed,
-    MessageTooLarge,
-    ServerShutdown,
-    SocketError,
-    /// A write made no progress for the stuck timeout: the client stopped reading.
-    TooSlow,
-    /// The client went on flooding after being told `rate_limited`.
-    RateLimited,
-    /// The client sent nothing, not even a pong, for the heartbeat timeout.
-    HeartbeatTimeout,
-}
-
-impl EndReason {
-    fn as_str(self) -> &'static str {
-        match self {
-            EndReason::ClientClosed => "client_closed",
-            EndReason::MessageTooLarge => "message_too_large",
-            EndReason::ServerShutdown => "server_shutdown",
-            EndReason::SocketError => "socket_error",
-            EndReason::TooSlow => "too_slow",
-            EndReason::RateLimited => "rate_limited",
-            EndReason::HeartbeatTimeout => "heartbeat_timeout",
-        }
-    }
-}
-
 struct Connection {
     socket: Socket,
     subscriber: Subscriber,
@@ -218,54 +184,6 @@ impl Connection {
             return Err(EndReason::HeartbeatTimeout);
         }
         self.write(Message::Ping(Default::default())).await
-    }
-
-    /// Says why the connection ends, where the client can still hear it, and returns `reason`.
-    async fn end(&mut self, reason: EndReason) -> EndReason {
-        let close = match reason {
-            EndReason::MessageTooLarge => Some((CloseCode::Size, "message too large")),
-            EndReason::TooSlow => Some((
-                CloseCode::Policy,
-                "too slow: the connection stopped reading its messages",
-            )),
-            EndReason::RateLimited => Some((CloseCode::Policy, "message rate limit exceeded")),
-            EndReason::ServerShutdown => Some((CloseCode::Away, "server shutting down")),
-            // Gone, dead or already answered: there is nobody to tell.
-            EndReason::ClientClosed | EndReason::SocketError | EndReason::HeartbeatTimeout => None,
-        };
-        if let Some((code, why)) = close {
-            self.close(code, why).await;
-        }
-        tracing::info!(event = "ws.closing", reason = reason.as_str());
-        reason
-    }
-
-    /// Sends a close frame, writes nothing after it, and reads (discarding) until the
-    /// client's close or [`CLOSE_TIMEOUT`]. Dropping a socket that still holds unread data
-    /// makes the kernel send a reset, which can destroy the close frame before the client
-    /// reads it; reading first lets it arrive.
-    async fn close(&mut self, code: CloseCode, reason: &'static str) {
-        let closing = async {
-            let frame = Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            }));
-            if self.socket.send(frame).await.is_err() {
-                return;
-            }
-            // Until the client's close, or until tungstenite reads no further (after an
-            // oversized frame it stops at once)...
-            while let Some(Ok(_)) = self.socket.next().await {}
-            // ...then whatever is left, as bytes, until the client goes quiet.
-            let mut discard = [0u8; 4096];
-            let raw = self.socket.get_mut();
-            while let Ok(Ok(read)) = tokio::time::timeout(QUIET, raw.read(&mut discard)).await {
-                if read == 0 {
-                    return;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
     }
 
     /// Joins the first topics, then says so: `connection_ack` with their positions, then the
@@ -472,14 +390,6 @@ impl Connection {
             .inc_by(std::mem::take(&mut self.sent_bytes));
         let flushed = tokio::time::timeout(self.stuck_timeout, self.socket.flush()).await;
         progress(flushed)
-    }
-
-    /// Delivers what is already queued for this connection, then says goodbye with 1001.
-    async fn close_for_shutdown(&mut self) -> EndReason {
-        match self.drain_ready().await {
-            Ok(()) => self.end(EndReason::ServerShutdown).await,
-            Err(end) => self.end(end).await,
-        }
     }
 }
 
