@@ -16,7 +16,7 @@
 //! | 3 | `cache.rs` | the [`OddsCache`] stores the batch under one lock, then calls its update callbacks |
 //! | 4 | `dispatcher.rs` | the cache-update bridge (a callback that only queues) feeds the dispatcher task, which merges, encodes once and publishes |
 //! | 5 | `manager.rs` | the [`ConnectionManager`]'s `broadcast` channel of the topic hands the frame to every subscriber |
-//! | 6 | `ws/connection.rs` | each connection's task drains its receivers and writes the shared bytes to its socket |
+//! | 6 | `ws/connection/mod.rs` | each connection's task drains its receivers and writes the shared bytes to its socket |
 //!
 //! Around that path:
 //!
@@ -27,7 +27,7 @@
 //! | `server.rs` | the [`Server`]: wiring, the accept loop and ordered shutdown |
 //! | `http/` | every route; `events.rs` holds the cache-first reads, `scrape.rs` the scrape stream |
 //! | `reply.rs` | JSON replies and errors, for HTTP routes and the WebSocket handshake alike |
-//! | `ws/` | `GET /api/ws`: `admission.rs` (handshake, limits, auth), `connection.rs`, `commands.rs` (client messages as a pure function) |
+//! | `ws/` | `GET /api/ws`: `admission.rs` (handshake, limits, auth), `connection/` (the task; `closing.rs`: how it ends), `commands.rs` (client messages as a pure function) |
 //! | `scrape/` | scrape runs: the [`OddsSource`] trait, the coordinator, the simulated market |
 //! | `auth.rs` | optional tokens (HS256 JWT) and allowed origins |
 //! | `bucket.rs` | the token bucket behind the dispatcher's pacing and the client message rate |
