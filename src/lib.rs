@@ -16,8 +16,8 @@
 //! | 3 | `cache.rs` | the [`OddsCache`] stores the batch under one lock, then calls its update callbacks |
 //! | 4 | `dispatcher.rs` | the cache-update bridge (a callback that only queues) feeds the dispatcher task, which merges, encodes once and publishes |
 //! | 5 | `manager.rs`, `history.rs` | the [`ConnectionManager`] gives the message its topic's next offset, keeps it in the topic's history and hands it to every subscriber through the topic's `broadcast` channel |
-//! | 5b | `subscriber.rs` | each connection's [`Subscriber`] takes it in offset order, filling any gap from the history |
-//! | 6 | `ws/connection/mod.rs` | each connection's task drains its receivers and writes the shared bytes to its socket |
+//! | 6 | `subscriber.rs` | each connection's [`Subscriber`] takes it in offset order, filling any gap from the history |
+//! | 7 | `ws/connection/mod.rs` | each connection's task drains its receivers and writes the shared bytes to its socket |
 //!
 //! Around that path:
 //!
