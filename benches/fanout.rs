@@ -67,6 +67,8 @@ fn coalescing(c: &mut Criterion) {
         .unwrap();
     let mut group = c.benchmark_group("dispatcher_backlog");
     let sources: [Arc<str>; 3] = ["betpawa".into(), "sportybet".into(), "bet9ja".into()];
+    // A stored snapshot as the simulated market writes them, for the `odds_change`s.
+    const SNAPSHOT: &[u8] = br#"{"snapshot_id":123456,"event_id":100001,"bookmaker_id":5000001,"captured_at":"2026-11-22T00:07:00.495Z","markets":[{"market_id":"1x2","name":"1X2","line":null,"outcomes":[{"name":"1","odds":2.1},{"name":"X","odds":3.2},{"name":"2","odds":3.5}]},{"market_id":"ou_2.5","name":"Over/Under 2.5","line":2.5,"outcomes":[{"name":"Over","odds":1.85},{"name":"Under","odds":1.95}]},{"market_id":"btts","name":"Both teams to score","line":null,"outcomes":[{"name":"Yes","odds":1.7},{"name":"No","odds":2.05}]}]}"#;
     for backlog in [100usize, 1_000, 10_000] {
         group.throughput(Throughput::Elements(backlog as u64));
         let merged = Coalescing::PerSource {
@@ -83,6 +85,7 @@ fn coalescing(c: &mut Criterion) {
                         for i in 0..backlog {
                             let _ = tx.send(BusEvent::OddsChanged {
                                 event_ids: vec![i as u64],
+                                snapshots: vec![bytes::Bytes::from_static(SNAPSHOT)],
                                 source: sources[i % 3].clone(),
                             });
                         }

@@ -3,8 +3,9 @@
 //! The bridge is an OddsCache callback that only pushes onto an unbounded channel: it runs on
 //! the writer's thread, so it must never do I/O or wait. The dispatcher is the one task that
 //! drains that channel. Each time it wakes it takes everything queued at that moment, merges
-//! the changed event ids per source, encodes each `odds_update` once and publishes it on the
-//! `odds_updates` topic.
+//! the changes per source, encodes each `odds_update` (the ids) and each `odds_change` (the
+//! snapshots, joined from the bytes the cache stored) once and publishes them on the
+//! `odds_updates` and `odds_changes` topics.
 //!
 //! A publication costs one socket write per subscriber, so under sustained load the number of
 //! publications, not of changes, is what the machine pays for. The dispatcher therefore paces
@@ -16,23 +17,30 @@
 //! cost of a fan-out (the more subscribers, the more ids per frame) and the machine keeps room
 //! for ingest and for the clients themselves.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::bucket::TokenBucket;
-use crate::cache::OddsCache;
+use crate::cache::{Changes, OddsCache};
 use crate::config::Config;
 use crate::manager::ConnectionManager;
-use crate::protocol::{encode, OddsUpdate, ScrapeProgress, ServerMessage, Topic};
+use crate::protocol::{
+    encode, encode_odds_change, OddsUpdate, ScrapeProgress, ServerMessage, Topic,
+};
 
 /// Most event ids in one `odds_update`. An id takes at most 17 bytes of JSON (2^53 - 1 and a
 /// comma), so a frame stays under 64 KiB: clients whose libraries refuse larger frames
 /// (Python's `websockets` refuses 1 MiB by default) are never disconnected by a flood.
 pub const MAX_IDS_PER_UPDATE: usize = 3_500;
+
+/// Most bytes of snapshots in one `odds_change`, for the same clients: a larger set of
+/// changes comes as several messages (one snapshot larger than this comes on its own).
+pub const MAX_CHANGE_BYTES: usize = 60 * 1024;
 
 /// Most events the dispatcher takes per wake-up, so that the first of a flood is not held
 /// back behind an unbounded merge.
@@ -45,6 +53,8 @@ pub enum BusEvent {
     OddsChanged {
         /// Distinct ids, in order of change.
         event_ids: Vec<u64>,
+        /// The JSON of each one's new snapshot, in the same order.
+        snapshots: Vec<Bytes>,
         /// Where they came from.
         source: Arc<str>,
     },
@@ -66,15 +76,16 @@ pub fn bus_channel() -> (BusSender, BusReceiver) {
 
 /// Registers the callback that forwards every cache change to the dispatcher.
 pub fn create_cache_update_bridge(cache: &OddsCache, bus: BusSender) {
-    cache.on_update(move |event_ids, source| {
+    cache.on_update(move |changes: Changes<'_>| {
         let event = BusEvent::OddsChanged {
-            event_ids: event_ids.to_vec(),
-            source: Arc::from(source),
+            event_ids: changes.event_ids.to_vec(),
+            snapshots: changes.snapshots.to_vec(),
+            source: Arc::from(changes.source),
         };
         if bus.send(event).is_err() {
             tracing::debug!(
                 event = "cache.update_dropped",
-                source,
+                source = changes.source,
                 "dispatcher stopped; change not published"
             );
         }
@@ -198,9 +209,13 @@ fn dispatch(batch: &mut Vec<BusEvent>, manager: &ConnectionManager, coalescing: 
     let mut merged = Merged::default();
     for event in batch.drain(..) {
         match event {
-            BusEvent::OddsChanged { event_ids, source } => match coalescing {
-                Coalescing::PerSource { .. } => merged.add(source, &event_ids),
-                Coalescing::Off => publish_odds(manager, &source, &event_ids),
+            BusEvent::OddsChanged {
+                event_ids,
+                snapshots,
+                source,
+            } => match coalescing {
+                Coalescing::PerSource { .. } => merged.add(source, event_ids, snapshots),
+                Coalescing::Off => publish_odds(manager, &source, &event_ids, &snapshots),
             },
             BusEvent::ScrapeProgress(progress) => {
                 merged.publish(manager);
@@ -216,10 +231,28 @@ fn dispatch(batch: &mut Vec<BusEvent>, manager: &ConnectionManager, coalescing: 
     merged.publish(manager);
 }
 
-/// Publishes `event_ids` in as many `odds_update`s as [`MAX_IDS_PER_UPDATE`] needs.
-fn publish_odds(manager: &ConnectionManager, source: &str, event_ids: &[u64]) {
+/// Publishes the changes of one source: the ids in as many `odds_update`s as
+/// [`MAX_IDS_PER_UPDATE`] needs, then the snapshots in as many `odds_change`s as
+/// [`MAX_CHANGE_BYTES`] needs.
+fn publish_odds(manager: &ConnectionManager, source: &str, event_ids: &[u64], snapshots: &[Bytes]) {
     for chunk in event_ids.chunks(MAX_IDS_PER_UPDATE) {
         publish_update(manager, source, chunk);
+    }
+    let mut rest = snapshots;
+    while !rest.is_empty() {
+        let mut size = rest[0].len();
+        let count = 1 + rest[1..]
+            .iter()
+            .take_while(|snapshot| {
+                size += snapshot.len() + 1;
+                size <= MAX_CHANGE_BYTES
+            })
+            .count();
+        let (chunk, after) = rest.split_at(count);
+        manager.publish(Topic::OddsChanges, |offset| {
+            encode_odds_change(source, chunk, offset)
+        });
+        rest = after;
     }
 }
 
@@ -243,36 +276,56 @@ fn publish_update(manager: &ConnectionManager, source: &str, event_ids: &[u64]) 
     );
 }
 
-/// Changed ids grouped per source, both in order of first appearance, ids distinct.
+/// Changes grouped per source, both in order of first appearance, ids distinct, each with
+/// its latest snapshot.
 #[derive(Debug, Default)]
 struct Merged {
-    groups: Vec<(Arc<str>, Vec<u64>)>,
-    /// Ids already in each group (same index), so a merge stays linear in the ids added.
-    seen: Vec<HashSet<u64>>,
+    groups: Vec<Group>,
+}
+
+#[derive(Debug)]
+struct Group {
+    source: Arc<str>,
+    event_ids: Vec<u64>,
+    snapshots: Vec<Bytes>,
+    /// Where each id sits in `event_ids`, so a merge stays linear in the ids added and a
+    /// later snapshot of an event replaces the earlier one.
+    index: HashMap<u64, usize>,
 }
 
 impl Merged {
-    fn add(&mut self, source: Arc<str>, event_ids: &[u64]) {
+    fn add(&mut self, source: Arc<str>, event_ids: Vec<u64>, snapshots: Vec<Bytes>) {
         // A batch holds a handful of sources: a linear scan beats hashing the name.
-        let index = match self.groups.iter().position(|(s, _)| *s == source) {
-            Some(index) => index,
+        let group = match self.groups.iter().position(|g| g.source == source) {
+            Some(at) => &mut self.groups[at],
             None => {
-                self.groups
-                    .push((source, Vec::with_capacity(event_ids.len())));
-                self.seen.push(HashSet::with_capacity(event_ids.len()));
-                self.groups.len() - 1
+                self.groups.push(Group {
+                    source,
+                    event_ids: Vec::with_capacity(event_ids.len()),
+                    snapshots: Vec::with_capacity(snapshots.len()),
+                    index: HashMap::with_capacity(event_ids.len()),
+                });
+                let last = self.groups.len() - 1;
+                &mut self.groups[last]
             }
         };
-        let (ids, seen) = (&mut self.groups[index].1, &mut self.seen[index]);
-        ids.extend(event_ids.iter().copied().filter(|id| seen.insert(*id)));
+        for (id, snapshot) in event_ids.into_iter().zip(snapshots) {
+            match group.index.get(&id) {
+                Some(&at) => group.snapshots[at] = snapshot,
+                None => {
+                    group.index.insert(id, group.event_ids.len());
+                    group.event_ids.push(id);
+                    group.snapshots.push(snapshot);
+                }
+            }
+        }
     }
 
-    /// Publishes one message per source and starts over.
+    /// Publishes each source's changes and starts over.
     fn publish(&mut self, manager: &ConnectionManager) {
-        for (source, event_ids) in self.groups.drain(..) {
-            publish_odds(manager, &source, &event_ids);
+        for group in self.groups.drain(..) {
+            publish_odds(manager, &group.source, &group.event_ids, &group.snapshots);
         }
-        self.seen.clear();
     }
 }
 
@@ -281,13 +334,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn merge_keeps_first_appearance_order_and_distinct_ids() {
+    fn merge_keeps_first_appearance_order_distinct_ids_and_latest_snapshots() {
         let mut merged = Merged::default();
         let a: Arc<str> = Arc::from("betpawa");
         let b: Arc<str> = Arc::from("sportybet");
-        merged.add(a.clone(), &[3, 1]);
-        merged.add(b.clone(), &[9]);
-        merged.add(a.clone(), &[1, 2, 3, 4]);
-        assert_eq!(merged.groups, vec![(a, vec![3, 1, 2, 4]), (b, vec![9])]);
+        let json = |text: &'static str| Bytes::from_static(text.as_bytes());
+        merged.add(a.clone(), vec![3, 1], vec![json("3a"), json("1a")]);
+        merged.add(b.clone(), vec![9], vec![json("9a")]);
+        merged.add(
+            a.clone(),
+            vec![1, 2, 3, 4],
+            vec![json("1b"), json("2a"), json("3b"), json("4a")],
+        );
+        let groups: Vec<_> = merged
+            .groups
+            .iter()
+            .map(|g| (g.source.clone(), g.event_ids.clone(), g.snapshots.clone()))
+            .collect();
+        assert_eq!(
+            groups,
+            vec![
+                (
+                    a,
+                    vec![3, 1, 2, 4],
+                    vec![json("3b"), json("1b"), json("2a"), json("4a")]
+                ),
+                (b, vec![9], vec![json("9a")]),
+            ]
+        );
     }
 }

@@ -79,7 +79,10 @@ mod web;
 #[cfg(feature = "server")]
 mod ws;
 
-pub use cache::{EventOdds, EventSummary, Market, OddsCache, Outcome, PutOutcome, Snapshot};
+pub use cache::{
+    Changes, EventOdds, EventSummary, Market, OddsCache, Outcome, PutOutcome, Snapshot,
+    StoredSnapshot,
+};
 pub use config::{Config, LogFormat, SourceKind};
 pub use ingest::{check_markets, decode as decode_ingest, IngestBatch};
 pub use protocol::{

@@ -183,13 +183,14 @@ impl Subscriber {
     /// Cancel-safe: dropping the future loses nothing.
     pub async fn recv(&mut self) -> Delivery {
         // One branch per topic: the compiler checks that the list below stays complete.
-        const _: () = assert!(Topic::ALL.len() == 2, "add a branch for the new topic");
+        const _: () = assert!(Topic::ALL.len() == 3, "add a branch for the new topic");
         loop {
             if let Some(delivery) = self.next_queued() {
                 return delivery;
             }
-            let [odds, progress] = &mut self.receivers;
+            let [changes, odds, progress] = &mut self.receivers;
             let (topic, result) = tokio::select! {
+                r = recv_from(changes) => (Topic::OddsChanges, r),
                 r = recv_from(odds) => (Topic::OddsUpdates, r),
                 r = recv_from(progress) => (Topic::ScrapeProgress, r),
             };

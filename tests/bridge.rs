@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use common::{odds, TestServer};
 use futures_util::StreamExt;
+use oddsbus::Changes;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -18,11 +19,14 @@ async fn callbacks_fire_per_put_survive_a_panic_and_reach_subscribers() {
     let (mut client, _) = server.ws_acked("?topics=odds_updates").await;
     let cache = &server.broker.cache;
 
-    cache.on_update(|_, _| panic!("a broken callback"));
+    cache.on_update(|_| panic!("a broken callback"));
     let calls = Arc::new(Mutex::new(Vec::new()));
     let seen = calls.clone();
-    cache.on_update(move |ids, source| {
-        seen.lock().unwrap().push((ids.to_vec(), source.to_owned()));
+    cache.on_update(move |changes: Changes<'_>| {
+        let source = changes.source.to_owned();
+        seen.lock()
+            .unwrap()
+            .push((changes.event_ids.to_vec(), source));
     });
 
     cache.put_betpawa_snapshot(100, 5100, odds(2.0));

@@ -125,18 +125,8 @@ fn snapshot_ids(server: &TestServer) -> HashMap<(String, u64), u64> {
     let cache = &server.broker.cache;
     let mut ids = HashMap::new();
     for event in cache.events() {
-        let odds = cache.event_odds(event.event_id).unwrap();
-        let all = odds
-            .betpawa
-            .map(|s| ("betpawa".to_owned(), s))
-            .into_iter()
-            .chain(
-                odds.competitors
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v)),
-            );
-        for (source, snapshot) in all {
-            ids.insert((source, event.event_id), snapshot.snapshot_id);
+        for (source, snapshot_id) in event.sources {
+            ids.insert((source.to_string(), event.event_id), snapshot_id);
         }
     }
     ids
@@ -290,7 +280,7 @@ async fn a_failing_platform_is_reported_and_the_run_goes_on() {
         .cache
         .events()
         .iter()
-        .flat_map(|e| e.sources.iter().map(|s| s.to_string()))
+        .flat_map(|e| e.sources.iter().map(|(s, _)| s.to_string()))
         .collect();
     assert_eq!(sources, BTreeSet::from(["betpawa".into(), "bet9ja".into()]));
 }

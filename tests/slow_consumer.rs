@@ -47,6 +47,11 @@ impl Broker {
                 "1",
                 "--send-buffer-bytes",
                 "65536",
+                // The topic logs are full after the first round of ingests, so that the
+                // second one replaces their frames rather than grows them: the growth
+                // measured is the clients'. (Each log's memory is bounded by this flag.)
+                "--history-bytes",
+                "4194304",
             ],
             "warn,oddsbus::server=info",
         );

@@ -1,16 +1,21 @@
 //! The cache-first reads: `GET /api/events[?limit=&after=]`, `GET /api/events/{id}/odds`
 //! and the bulk read `GET /api/events/odds?ids=`.
 //!
-//! The two large reads (every event, up to 500 events' odds) are copied out of the cache and
-//! encoded on the blocking pool, at most `--max-large-reads` at once, so that however many
-//! clients ask for them, the runtime that accepts connections, handles ingests and runs the
-//! dispatcher is never held up by one.
+//! Every reply is joined from the snapshots' JSON as the cache stored it, and carries an
+//! `ETag` (see [`Tag`]): a client that sends it back in `If-None-Match` gets `304 Not
+//! Modified` while the odds are the same.
+//!
+//! The list of every event can be long, so it is copied out of the cache and written on the
+//! blocking pool, at most `--max-large-reads` at once: however many clients ask for it, the
+//! runtime that accepts connections, handles ingests and runs the dispatcher is never held
+//! up by one. The odds reads are at most 500 events of bytes to join, and run in place.
 
 use warp::reply::Response;
 use warp::Reply;
 
 use crate::broker::Broker;
-use crate::protocol::{Events, HttpError, HttpErrorCode};
+use crate::cache::Tag;
+use crate::protocol::{HttpError, HttpErrorCode};
 use crate::reply;
 
 /// Most event ids one `GET /api/events/odds` may name.
@@ -21,7 +26,11 @@ const MAX_PAGE: usize = 10_000;
 
 /// `GET /api/events`: every cached event by id, or one page of them with `?limit=N`
 /// (and `&after=ID` for the events after an id).
-pub async fn list(broker: Broker, query: Vec<(String, String)>) -> Response {
+pub async fn list(
+    broker: Broker,
+    query: Vec<(String, String)>,
+    if_none_match: Option<String>,
+) -> Response {
     let (after, limit) = match page(&query) {
         Ok(page) => page,
         Err(error) => return error.into_response(),
@@ -29,13 +38,24 @@ pub async fn list(broker: Broker, query: Vec<(String, String)>) -> Response {
     large_read(broker, move |broker| {
         let (events, more) = broker.cache.events_page(after, limit.unwrap_or(usize::MAX));
         let next_after = more.then(|| events.last().map(|e| e.event_id)).flatten();
-        reply::ok(&Events { events, next_after })
+        let mut tag = Tag::default();
+        events.iter().for_each(|event| event.tag(&mut tag));
+        tag.add_value(next_after.unwrap_or(u64::MAX));
+        reply::validated(&tag.etag(), if_none_match.as_deref(), |out| {
+            write_list(out, &events, |out, event| event.write_json(out));
+            if let Some(after) = next_after {
+                out.pop(); // the closing brace
+                out.extend_from_slice(b",\"next_after\":");
+                out.extend_from_slice(itoa::Buffer::new().format(after).as_bytes());
+                out.push(b'}');
+            }
+        })
     })
     .await
 }
 
 /// `GET /api/events/{id}/odds`.
-pub fn odds(broker: &Broker, id: &str) -> Response {
+pub fn odds(broker: &Broker, id: &str, if_none_match: Option<String>) -> Response {
     let read = parse_id(id).and_then(|event_id| {
         broker.cache.event_odds(event_id).ok_or_else(|| {
             HttpError::new(
@@ -45,7 +65,13 @@ pub fn odds(broker: &Broker, id: &str) -> Response {
         })
     });
     match read {
-        Ok(odds) => reply::ok(&odds),
+        Ok(odds) => {
+            let mut tag = Tag::default();
+            odds.tag(&mut tag);
+            reply::validated(&tag.etag(), if_none_match.as_deref(), |out| {
+                odds.write_json(out)
+            })
+        }
         Err(error) => error.into_response(),
     }
 }
@@ -53,22 +79,33 @@ pub fn odds(broker: &Broker, id: &str) -> Response {
 /// `GET /api/events/odds?ids=1,2,3`: the odds of several events in one read (ids the cache
 /// does not hold are left out). An addition to the contract's reads, so that a client
 /// refetching many changed events does not need one request per event.
-pub async fn many_odds(broker: Broker, query: Vec<(String, String)>) -> Response {
-    let ids = match requested_ids(&query) {
+pub fn many_odds(
+    broker: &Broker,
+    query: &[(String, String)],
+    if_none_match: Option<String>,
+) -> Response {
+    let ids = match requested_ids(query) {
         Ok(ids) => ids,
         Err(error) => return error.into_response(),
     };
-    large_read(broker, move |broker| {
-        let events = ids
-            .into_iter()
-            .filter_map(|id| broker.cache.event_odds(id))
-            .collect();
-        reply::ok(&Events {
-            events,
-            next_after: None,
-        })
+    let events = broker.cache.many_event_odds(&ids);
+    let mut tag = Tag::default();
+    events.iter().for_each(|event| event.tag(&mut tag));
+    reply::validated(&tag.etag(), if_none_match.as_deref(), |out| {
+        write_list(out, &events, |out, event| event.write_json(out))
     })
-    .await
+}
+
+/// `{"events":[..]}`, each item written by `write`.
+fn write_list<T>(out: &mut Vec<u8>, items: &[T], write: impl Fn(&mut Vec<u8>, &T)) {
+    out.extend_from_slice(b"{\"events\":[");
+    for (index, item) in items.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write(out, item);
+    }
+    out.extend_from_slice(b"]}");
 }
 
 /// Runs `read` on the blocking pool once one of the large-read slots is free.

@@ -38,18 +38,23 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
         .and(warp::get())
         .and(with_broker.clone())
         .and(warp::query::<Vec<(String, String)>>())
+        .and(warp::header::optional::<String>("if-none-match"))
         .then(events::list);
 
     let many_odds = warp::path!("api" / "events" / "odds")
         .and(warp::get())
         .and(with_broker.clone())
         .and(warp::query::<Vec<(String, String)>>())
-        .then(events::many_odds);
+        .and(warp::header::optional::<String>("if-none-match"))
+        .map(|broker: Broker, query: Vec<(String, String)>, tags| {
+            events::many_odds(&broker, &query, tags)
+        });
 
     let event_odds = warp::path!("api" / "events" / String / "odds")
         .and(warp::get())
         .and(with_broker.clone())
-        .map(|id: String, broker: Broker| events::odds(&broker, &id));
+        .and(warp::header::optional::<String>("if-none-match"))
+        .map(|id: String, broker: Broker, tags| events::odds(&broker, &id, tags));
 
     let stats = warp::path!("api" / "ws" / "stats")
         .and(warp::get())

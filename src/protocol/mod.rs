@@ -1,8 +1,10 @@
 //! The wire contract (`docs/PROTOCOL.md`) as Rust types.
 //!
 //! Everything that crosses a socket is defined here and encoded or decoded by serde, so the
-//! rest of the crate never builds JSON by hand. Server messages are encoded once into a
-//! [`Frame`], a reference-counted UTF-8 buffer that every receiving connection shares.
+//! rest of the crate never builds JSON by hand. The one exception is the odds themselves:
+//! the cache encodes each snapshot once, when it stores it, and reads and `odds_change`
+//! messages join those bytes. Server messages are encoded once into a [`Frame`], a
+//! reference-counted UTF-8 buffer that every receiving connection shares.
 
 mod client;
 mod http;
@@ -12,6 +14,7 @@ mod topic;
 
 use std::borrow::Cow;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tungstenite::Utf8Bytes;
 use uuid::Uuid;
@@ -210,10 +213,58 @@ pub fn encode(message: &ServerMessage<'_>) -> Frame {
     Frame::from(text)
 }
 
+/// Encodes an `odds_change` (*extension*) at `offset` of the `odds_changes` log:
+/// `{"type":"odds_change","data":{"source":..,"snapshots":[..],"count":N},"offset":..,"timestamp":..}`.
+/// `snapshots` are the changed snapshots' JSON as the cache stored them: joined, not encoded
+/// again.
+pub fn encode_odds_change(source: &str, snapshots: &[Bytes], offset: u64) -> Frame {
+    let size: usize = snapshots.iter().map(|s| s.len() + 1).sum();
+    let mut out = Vec::with_capacity(size + 160);
+    out.extend_from_slice(b"{\"type\":\"odds_change\",\"data\":{\"source\":");
+    // A configured source name: a string always serialises.
+    let _ = serde_json::to_writer(&mut out, source);
+    out.extend_from_slice(b",\"snapshots\":[");
+    for (index, snapshot) in snapshots.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(snapshot);
+    }
+    out.extend_from_slice(b"],\"count\":");
+    out.extend_from_slice(itoa::Buffer::new().format(snapshots.len()).as_bytes());
+    out.extend_from_slice(b"},\"offset\":");
+    out.extend_from_slice(itoa::Buffer::new().format(offset).as_bytes());
+    out.extend_from_slice(b",\"timestamp\":\"");
+    out.extend_from_slice(Timestamp::now().to_string().as_bytes());
+    out.extend_from_slice(b"\"}");
+    // Every piece is serde_json output, so the text is UTF-8.
+    let text = String::from_utf8(out)
+        .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned());
+    Frame::from(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::Value;
+
+    #[test]
+    fn odds_change_joins_the_stored_snapshots() {
+        let snapshots = [
+            Bytes::from_static(br#"{"snapshot_id":1}"#),
+            Bytes::from_static(br#"{"snapshot_id":2}"#),
+        ];
+        let frame = encode_odds_change("bet9ja", &snapshots, 42);
+        let (head, stamp) = frame.as_str().split_at(frame.len() - 39);
+        assert_eq!(
+            head,
+            r#"{"type":"odds_change","data":{"source":"bet9ja","snapshots":[{"snapshot_id":1},{"snapshot_id":2}],"count":2},"offset":42,"#
+        );
+        assert!(
+            stamp.starts_with(r#""timestamp":""#) && stamp.ends_with(r#"Z"}"#),
+            "{stamp}"
+        );
+    }
 
     #[test]
     fn encode_adds_type_and_timestamp() {

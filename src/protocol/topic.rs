@@ -9,6 +9,9 @@ use serde::{Serialize, Serializer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Topic {
+    /// The changed snapshots themselves, from one source (*extension*): for clients that
+    /// would otherwise refetch every id `odds_updates` names.
+    OddsChanges,
     /// Which events changed, from which source.
     OddsUpdates,
     /// Progress of scrape runs.
@@ -17,11 +20,16 @@ pub enum Topic {
 
 impl Topic {
     /// Every topic, sorted by name.
-    pub const ALL: [Topic; 2] = [Topic::OddsUpdates, Topic::ScrapeProgress];
+    pub const ALL: [Topic; 3] = [
+        Topic::OddsChanges,
+        Topic::OddsUpdates,
+        Topic::ScrapeProgress,
+    ];
 
     /// The topic's wire name.
     pub fn name(self) -> &'static str {
         match self {
+            Topic::OddsChanges => "odds_changes",
             Topic::OddsUpdates => "odds_updates",
             Topic::ScrapeProgress => "scrape_progress",
         }
@@ -52,6 +60,19 @@ impl TopicSet {
     /// The set of every topic.
     pub fn all() -> TopicSet {
         Topic::ALL.into_iter().collect()
+    }
+
+    /// What a connection that names no topics gets: the topics of v1. `odds_changes` carries
+    /// whole snapshots, so only clients that ask for it get it.
+    pub fn defaults() -> TopicSet {
+        [Topic::OddsUpdates, Topic::ScrapeProgress]
+            .into_iter()
+            .collect()
+    }
+
+    /// The topics in both sets.
+    pub fn intersection(self, other: TopicSet) -> TopicSet {
+        TopicSet(self.0 & other.0)
     }
 
     /// Whether `topic` is in the set.

@@ -108,10 +108,11 @@ fn initial_subscription(
         max_topics,
     };
     let Some((topics, unknown)) = requested else {
-        // Every topic by default means every topic the token allows, as many as fit.
-        let topics = allowed.first(max_topics);
+        // The default topics the token allows, as many as fit.
+        let wanted = TopicSet::defaults().intersection(allowed);
+        let topics = wanted.first(max_topics);
         let greeting = Greeting {
-            cut_to_limit: topics != allowed,
+            cut_to_limit: topics != wanted,
             ..Greeting::default()
         };
         return Ok((subscription(topics), greeting));
@@ -216,8 +217,11 @@ mod tests {
         assert_eq!(sub.topics.names(), ["odds_updates"]);
         assert!(greeting.cut_to_limit);
         let (sub, greeting) = initial_subscription(None, TopicSet::all(), 16).unwrap();
-        assert_eq!(sub.topics, TopicSet::all());
-        assert!(!greeting.cut_to_limit);
+        assert_eq!(sub.topics.names(), ["odds_updates", "scrape_progress"]);
+        assert!(
+            !greeting.cut_to_limit,
+            "odds_changes is not a default topic"
+        );
     }
 
     #[test]

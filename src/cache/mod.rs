@@ -1,0 +1,402 @@
+//! The OddsCache: the latest odds snapshot of every event from every source, in memory.
+//!
+//! Writers are the ingest endpoint and scrape runs; readers are the cache-first HTTP reads.
+//! Whenever a put stores something new, the registered update callbacks are told which event
+//! ids changed, from which source, and what their new snapshots are. That is how the broker
+//! learns about changes: the cache-update bridge (`dispatcher.rs`) is one such callback.
+//!
+//! Snapshots are encoded once, when they are stored (`snapshot.rs`): a read, however many
+//! clients make it, joins stored bytes (`read.rs`), and an `odds_change` message carries the
+//! same bytes.
+//!
+//! The cache is bounded. It holds at most `max_events` events: when a new one arrives and it
+//! is full, the event updated longest ago is evicted. An event with no update for `ttl` is
+//! dropped (finished matches stop being scraped and leave). Either way, its reads answer 404.
+//! A snapshot older than the one stored for its event and source is stale: not applied, not
+//! notified, counted.
+
+mod read;
+mod snapshot;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use lru::LruCache;
+use parking_lot::RwLock;
+
+pub use self::read::{EventOdds, EventSummary, Tag};
+use self::snapshot::Encoded;
+pub use self::snapshot::{intern, Market, Outcome, Snapshot, StoredSnapshot};
+use crate::protocol::{Timestamp, HOME_SOURCE};
+
+/// What one put call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PutOutcome {
+    /// Snapshots stored (changed or refreshed).
+    pub accepted: usize,
+    /// Distinct ids whose snapshot was new or whose markets differed, in order of first change.
+    pub changed: Vec<u64>,
+    /// Snapshots older than the one stored for their event and source: not applied.
+    pub stale: usize,
+}
+
+/// How much the cache may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    /// Most events held; a new one evicts the event updated longest ago.
+    pub max_events: usize,
+    /// How long an event without an update stays.
+    pub ttl: Duration,
+}
+
+impl Default for CacheLimits {
+    /// 100,000 events, 24 hours: `--max-events` and `--event-ttl`.
+    fn default() -> CacheLimits {
+        CacheLimits {
+            max_events: 100_000,
+            ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Events removed so far, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evictions {
+    /// To make room for a new event (`--max-events`).
+    pub capacity: u64,
+    /// After no update for the TTL (`--event-ttl`).
+    pub ttl: u64,
+}
+
+/// What one put changed, as update callbacks are told.
+#[derive(Debug, Clone, Copy)]
+pub struct Changes<'a> {
+    /// Where the snapshots came from.
+    pub source: &'a str,
+    /// Distinct event ids, in order of first change.
+    pub event_ids: &'a [u64],
+    /// The JSON of each event's new snapshot (the latest, if the put changed it twice),
+    /// in the same order.
+    pub snapshots: &'a [Bytes],
+}
+
+/// A synchronous update callback.
+pub type UpdateCallback = Arc<dyn Fn(Changes<'_>) + Send + Sync>;
+
+#[derive(Debug)]
+struct EventEntry {
+    /// One snapshot per source. A vector, not a map: an event has a handful of sources, and
+    /// a `BTreeMap`'s first node alone takes about 1 KiB.
+    by_source: Vec<(Arc<str>, StoredSnapshot)>,
+    /// As the contract writes times: formatted once per put, shared by its events.
+    updated_at: Arc<str>,
+    /// When it was last updated, for the TTL (the wall clock may jump; this does not).
+    touched: Instant,
+}
+
+/// The in-memory odds store. Cheap to clone: clones share the same data.
+#[derive(Clone)]
+pub struct OddsCache {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// The data, least recently updated first. A `parking_lot` lock is never poisoned, and
+    /// it is never held across an `.await` or while callbacks run, so plain blocking locks
+    /// are the right tool.
+    events: RwLock<LruCache<u64, EventEntry>>,
+    limits: CacheLimits,
+    /// Registered update callbacks, called in registration order.
+    callbacks: RwLock<Vec<UpdateCallback>>,
+    /// Source of `snapshot_id`s.
+    next_snapshot_id: AtomicU64,
+    evicted_capacity: AtomicU64,
+    evicted_ttl: AtomicU64,
+}
+
+impl std::fmt::Debug for OddsCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OddsCache")
+            .field("events", &self.len())
+            .field("limits", &self.shared.limits)
+            .field("callbacks", &self.shared.callbacks.read().len())
+            .finish()
+    }
+}
+
+impl Default for OddsCache {
+    fn default() -> OddsCache {
+        OddsCache::new()
+    }
+}
+
+impl OddsCache {
+    /// An empty cache with the default limits.
+    pub fn new() -> OddsCache {
+        OddsCache::with_limits(CacheLimits::default())
+    }
+
+    /// An empty cache holding at most what `limits` allows.
+    pub fn with_limits(limits: CacheLimits) -> OddsCache {
+        OddsCache {
+            shared: Arc::new(Shared {
+                events: RwLock::new(LruCache::unbounded()),
+                limits,
+                callbacks: RwLock::default(),
+                next_snapshot_id: AtomicU64::new(0),
+                evicted_capacity: AtomicU64::new(0),
+                evicted_ttl: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Registers a callback told of every changed put, after the data is stored and with no
+    /// lock held. It runs on the writer's thread, so it must be quick and must not block:
+    /// hand the work to a task instead. A callback that panics is logged and skipped.
+    pub fn on_update(&self, callback: impl Fn(Changes<'_>) + Send + Sync + 'static) {
+        self.shared.callbacks.write().push(Arc::new(callback));
+    }
+
+    /// Stores the home bookmaker's snapshot of one event.
+    pub fn put_betpawa_snapshot(
+        &self,
+        event_id: u64,
+        bookmaker_id: i64,
+        mut snapshot: Snapshot,
+    ) -> PutOutcome {
+        snapshot.bookmaker_id = Some(bookmaker_id);
+        self.put_batch(HOME_SOURCE, vec![(event_id, snapshot)])
+    }
+
+    /// Stores a competitor's snapshot of one event.
+    pub fn put_competitor_snapshot(
+        &self,
+        event_id: u64,
+        source: &str,
+        snapshot: Snapshot,
+    ) -> PutOutcome {
+        self.put_batch(source, vec![(event_id, snapshot)])
+    }
+
+    /// Stores many snapshots from one source atomically: readers see all of them or none,
+    /// and the callbacks run once with every changed id. If an event appears twice, the later
+    /// snapshot wins unless it is older.
+    pub fn put_batch(&self, source: &str, snapshots: Vec<(u64, Snapshot)>) -> PutOutcome {
+        // Encoded before the lock: under it, only the snapshot id is written in front.
+        let encoded = snapshots
+            .iter()
+            .map(|(event_id, snapshot)| (*event_id, Encoded::new(*event_id, snapshot)))
+            .collect();
+        let (outcome, changed) = self.store(source, encoded);
+        if !outcome.changed.is_empty() {
+            self.notify(Changes {
+                source,
+                event_ids: &outcome.changed,
+                snapshots: &changed,
+            });
+        }
+        outcome
+    }
+
+    /// Stores encoded snapshots; returns what happened and the changed snapshots' JSON (in
+    /// the order of `PutOutcome::changed`).
+    fn store(&self, source: &str, snapshots: Vec<(u64, Encoded)>) -> (PutOutcome, Vec<Bytes>) {
+        let source: Arc<str> = Arc::from(source);
+        let (updated_at, touched): (Arc<str>, _) =
+            (Timestamp::now().to_string().into(), Instant::now());
+        let mut outcome = PutOutcome::default();
+        let mut changed_json = Vec::new();
+        // Where each changed id sits in `changed`, so a second change of it replaces the JSON.
+        let mut positions = HashMap::new();
+        let mut events = self.shared.events.write();
+        self.expire_locked(&mut events, touched);
+        for (event_id, snapshot) in snapshots {
+            if !events.contains(&event_id) {
+                self.make_room(&mut events);
+                let entry = EventEntry {
+                    by_source: Vec::new(),
+                    updated_at: updated_at.clone(),
+                    touched,
+                };
+                events.push(event_id, entry);
+            }
+            let Some(entry) = events.peek_mut(&event_id) else {
+                continue; // just inserted: cannot happen
+            };
+            let slot = entry.by_source.iter_mut().find(|(name, _)| *name == source);
+            let stored = match slot {
+                Some((_, stored)) if snapshot.captured_at() < stored.captured_at => {
+                    outcome.stale += 1;
+                    continue;
+                }
+                Some((_, stored)) if stored.markets() == snapshot.markets() => {
+                    // A refresh: the same odds, read again. Same id, new `captured_at`.
+                    *stored = snapshot.stored(stored.snapshot_id);
+                    None
+                }
+                Some((_, stored)) => {
+                    *stored = snapshot.stored(self.next_snapshot_id());
+                    Some(stored.json.clone())
+                }
+                None => {
+                    let stored = snapshot.stored(self.next_snapshot_id());
+                    let json = stored.json.clone();
+                    entry.by_source.push((source.clone(), stored));
+                    Some(json)
+                }
+            };
+            entry.updated_at = updated_at.clone();
+            entry.touched = touched;
+            events.promote(&event_id);
+            outcome.accepted += 1;
+            if let Some(json) = stored {
+                match positions.get(&event_id) {
+                    Some(&at) => changed_json[at] = json,
+                    None => {
+                        positions.insert(event_id, outcome.changed.len());
+                        outcome.changed.push(event_id);
+                        changed_json.push(json);
+                    }
+                }
+            }
+        }
+        (outcome, changed_json)
+    }
+
+    /// Evicts the least recently updated event if the cache is full.
+    fn make_room(&self, events: &mut LruCache<u64, EventEntry>) {
+        while events.len() >= self.shared.limits.max_events.max(1) {
+            if events.pop_lru().is_none() {
+                return;
+            }
+            self.shared.evicted_capacity.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Drops every event without an update for the TTL (they are the least recently
+    /// updated, so they sit at the front); returns how many.
+    pub fn expire(&self, now: Instant) -> usize {
+        self.expire_locked(&mut self.shared.events.write(), now)
+    }
+
+    fn expire_locked(&self, events: &mut LruCache<u64, EventEntry>, now: Instant) -> usize {
+        let ttl = self.shared.limits.ttl;
+        let mut dropped = 0;
+        while let Some((_, oldest)) = events.peek_lru() {
+            if now.saturating_duration_since(oldest.touched) < ttl {
+                break;
+            }
+            events.pop_lru();
+            dropped += 1;
+        }
+        if dropped > 0 {
+            let counter = &self.shared.evicted_ttl;
+            counter.fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+        dropped
+    }
+
+    fn next_snapshot_id(&self) -> u64 {
+        self.shared.next_snapshot_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn notify(&self, changes: Changes<'_>) {
+        // Clone the list so that no lock is held while callbacks run (one may register another).
+        let callbacks = self.shared.callbacks.read().clone();
+        for callback in callbacks {
+            let result = catch_unwind(AssertUnwindSafe(|| callback(changes)));
+            if result.is_err() {
+                tracing::error!(
+                    event = "cache.callback_panicked",
+                    source = changes.source,
+                    count = changes.event_ids.len(),
+                    "an update callback panicked; the other callbacks still ran"
+                );
+            }
+        }
+    }
+
+    /// Every cached event, by id.
+    pub fn events(&self) -> Vec<EventSummary> {
+        self.events_page(None, usize::MAX).0
+    }
+
+    /// Up to `limit` events with ids above `after` (all when `None`), by id, and whether
+    /// more follow. Only the ids are sorted under the lock; only the page is copied out.
+    pub fn events_page(&self, after: Option<u64>, limit: usize) -> (Vec<EventSummary>, bool) {
+        let events = self.shared.events.read();
+        let mut ids: Vec<u64> = events
+            .iter()
+            .map(|(&id, _)| id)
+            .filter(|&id| after.is_none_or(|after| id > after))
+            .collect();
+        ids.sort_unstable();
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        let page = ids
+            .into_iter()
+            .filter_map(|event_id| {
+                let entry = events.peek(&event_id)?;
+                let mut sources: Vec<(Arc<str>, u64)> = entry
+                    .by_source
+                    .iter()
+                    .map(|(name, stored)| (name.clone(), stored.snapshot_id))
+                    .collect();
+                sources.sort_by(|a, b| {
+                    (&*a.0 != HOME_SOURCE, &a.0).cmp(&(&*b.0 != HOME_SOURCE, &b.0))
+                });
+                Some(EventSummary {
+                    event_id,
+                    sources,
+                    updated_at: entry.updated_at.clone(),
+                })
+            })
+            .collect();
+        (page, more)
+    }
+
+    /// Every snapshot of one event, or `None` if the cache does not hold it.
+    pub fn event_odds(&self, event_id: u64) -> Option<EventOdds> {
+        self.many_event_odds(&[event_id]).pop()
+    }
+
+    /// The odds of each of `event_ids` the cache holds, in the order given, under one lock.
+    /// The snapshots are shared, not copied: a few reference counts per event.
+    pub fn many_event_odds(&self, event_ids: &[u64]) -> Vec<EventOdds> {
+        let events = self.shared.events.read();
+        event_ids
+            .iter()
+            .filter_map(|&event_id| {
+                let entry = events.peek(&event_id)?;
+                Some(EventOdds {
+                    event_id,
+                    sources: entry.by_source.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Number of events cached.
+    pub fn len(&self) -> usize {
+        self.shared.events.read().len()
+    }
+
+    /// Whether the cache holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Events removed so far, by reason.
+    pub fn evictions(&self) -> Evictions {
+        Evictions {
+            capacity: self.shared.evicted_capacity.load(Ordering::Relaxed),
+            ttl: self.shared.evicted_ttl.load(Ordering::Relaxed),
+        }
+    }
+}
