@@ -38,7 +38,7 @@ pub struct TestServer {
     pub broker: Broker,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<()>>,
-    http: reqwest::Client,
+    pub http: reqwest::Client,
 }
 
 impl TestServer {
@@ -321,8 +321,13 @@ impl WsClient {
 
     /// The next message, which must be a JSON text frame arriving within [`WAIT`].
     pub async fn recv(&mut self) -> Value {
+        serde_json::from_str(&self.recv_text().await).unwrap()
+    }
+
+    /// The next message's text, which must arrive within [`WAIT`].
+    pub async fn recv_text(&mut self) -> String {
         match tokio::time::timeout(WAIT, self.stream.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str(&text).unwrap(),
+            Ok(Some(Ok(Message::Text(text)))) => text.to_string(),
             Ok(other) => panic!("expected a text frame, got {other:?}"),
             Err(_) => panic!("no message within {WAIT:?}"),
         }
