@@ -4,14 +4,18 @@
 // the events each `odds_update` names from the cache-first reads (many updates arriving close
 // together share one refetch round), and after a reconnect only those the server replays as
 // missed. It refetches everything on its first load and on `resync` (a restarted broker, or
-// a drop longer than the history). Rows are updated in place, so a message never re-renders
-// the table.
+// a drop longer than the history). With `odds_changes` on (a setting kept in this browser),
+// the odds come with the push and nothing is refetched but on `resync`. Rows are updated in
+// place, so a message never re-renders the table.
 import { OddsbusClient } from "/oddsbus-client.js";
 
 const SOURCES = document.querySelector('meta[name="oddsbus-sources"]').content.split(",");
 const HOME = "betpawa";
 const OUTCOMES = ["1", "X", "2"];
-const TOPICS = ["odds_updates", "scrape_progress"];
+/** The topic toggles are a setting: kept in this browser. */
+const TOPICS_KEY = "oddsbus-topics";
+const savedTopics = JSON.parse(localStorage.getItem(TOPICS_KEY) ?? "null");
+const TOPICS = Array.isArray(savedTopics) ? savedTopics : ["odds_updates", "scrape_progress"];
 /** Refetch rounds: updates gather for FETCH_DELAY_MS, then their events are read in requests
  * of up to FETCH_BATCH ids, at most FETCH_CONCURRENCY requests at a time. */
 const FETCH_CONCURRENCY = 2;
@@ -60,8 +64,8 @@ const state = {
 
 // ---- connection ------------------------------------------------------------------------
 
-/** What the board did, for the browser test: whole loads and events refetched one by one. */
-window.board = { bus, fullLoads: 0, refetched: 0, recovered: [] };
+/** What the board did, for the browser test: whole loads, events refetched, snapshots pushed. */
+window.board = { bus, fullLoads: 0, refetched: 0, pushed: 0, recovered: [] };
 
 function setStatus(status) {
   const el = $("#status");
@@ -89,12 +93,24 @@ bus.addEventListener("recovered", ({ detail }) => {
   log(`resumed ${detail.topics.join(", ")} without loss`);
 });
 bus.addEventListener("changed", ({ detail }) => {
+  // With odds_changes on, the same changes come with their odds: nothing to refetch.
+  if (state.serverTopics.has("odds_changes")) return;
   state.recent.push([Date.now(), detail.eventIds.length]);
   for (const id of detail.eventIds) state.pending.add(id);
   scheduleFlush();
 });
+bus.addEventListener("snapshots", ({ detail }) => {
+  state.recent.push([Date.now(), detail.snapshots.length]);
+  for (const snapshot of detail.snapshots) {
+    const odds = { event_id: snapshot.event_id, betpawa: null, competitors: {} };
+    if (detail.source === HOME) odds.betpawa = snapshot;
+    else odds.competitors[detail.source] = snapshot;
+    renderRow(odds);
+  }
+  window.board.pushed += detail.snapshots.length;
+});
 bus.addEventListener("resync", ({ detail }) => {
-  if (detail.topic !== "odds_updates") return;
+  if (detail.topic === "scrape_progress") return;
   log(`missed changes on ${detail.topic}: refetching everything`);
   refetchAll();
 });
@@ -119,6 +135,7 @@ for (const input of document.querySelectorAll("#topics input")) {
     const topic = input.dataset.topic;
     if (input.checked) bus.subscribe([topic]);
     else bus.unsubscribe([topic]);
+    localStorage.setItem(TOPICS_KEY, JSON.stringify([...bus.wanted]));
     renderToggles(); // shows the server's set until it answers
   });
 }
@@ -271,8 +288,22 @@ function prices(snapshot) {
   return OUTCOMES.map((name) => byName.get(name));
 }
 
-function renderRow(odds) {
-  const row = rowFor(odds.event_id);
+/** Each source's newer snapshot of `odds` and of what `row` shows: a push and a refetch may
+ * cross, and neither may take a row back to older odds. */
+function merged(row, odds) {
+  if (!row.odds) return odds;
+  const newer = (a, b) => (!a ? b : !b ? a : a.snapshot_id >= b.snapshot_id ? a : b);
+  const competitors = { ...row.odds.competitors };
+  for (const [source, snapshot] of Object.entries(odds.competitors)) {
+    competitors[source] = newer(competitors[source], snapshot);
+  }
+  return { event_id: odds.event_id, betpawa: newer(row.odds.betpawa, odds.betpawa), competitors };
+}
+
+function renderRow(incoming) {
+  const row = rowFor(incoming.event_id);
+  const odds = merged(row, incoming);
+  row.odds = odds;
   const bySource = new Map(SOURCES.map((s) => [s, prices(s === HOME ? odds.betpawa : odds.competitors[s])]));
   const best = OUTCOMES.map((_, i) =>
     Math.max(...SOURCES.map((s) => bySource.get(s)[i] ?? -Infinity)));

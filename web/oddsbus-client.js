@@ -7,6 +7,9 @@
 //   bus.addEventListener("resync", () => refetchEverything());          // we may have missed some
 //   bus.connect();
 //
+// A client that would rather not refetch subscribes to "odds_changes" instead: its
+// "snapshots" events carry the changed snapshots themselves, as the reads return them.
+//
 // It reconnects by itself with exponential backoff and jitter, and resumes where it left off:
 // it remembers each topic's position (epoch and offset) and reconnects with `since`, so after
 // a short drop the server replays exactly what was missed ("changed" events, in order). When
@@ -16,6 +19,7 @@
 //   status    {status: "connecting"|"live"|"reconnecting", connectionId, refused}
 //   topics    {topics}                      the server's subscription set, after each change
 //   changed   {eventIds, source, offset}    an odds_update
+//   snapshots {snapshots, source, offset}   an odds_change: each snapshot as the reads give it
 //   progress  {progress, offset}            a scrape_progress step
 //   resync    {topic, missed, reason}       refetch everything of `topic` from the reads
 //   recovered {topics}                      topics resumed without loss on (re)connecting
@@ -150,6 +154,10 @@ export class OddsbusClient extends EventTarget {
       case "odds_update":
         this.#track("odds_updates", message.offset);
         this.#emit("changed", { eventIds: message.data.event_ids, source: message.data.source, offset: message.offset });
+        break;
+      case "odds_change":
+        this.#track("odds_changes", message.offset);
+        this.#emit("snapshots", { snapshots: message.data.snapshots, source: message.data.source, offset: message.offset });
         break;
       case "scrape_progress":
         this.#track("scrape_progress", message.offset);

@@ -156,6 +156,24 @@ test("the live odds board", async (t) => {
       await eventually(async () => (await textOf(page, cell(501, "betpawa", "1"))) === "2.70", "the resumed update");
     });
 
+    await t.test("with odds_changes on, the odds come with the push and nothing is refetched", async () => {
+      await page.click('input[data-topic="odds_changes"]');
+      await eventually(async () => (await stats(base)).topics.odds_changes === 1, "the odds_changes subscription");
+      const refetched = await page.evaluate(() => window.board.refetched);
+      await ingest(base, "betpawa", 501, 2.85);
+      await eventually(async () => (await textOf(page, cell(501, "betpawa", "1"))) === "2.85", "the pushed price");
+      assert.equal(await page.evaluate(() => window.board.refetched), refetched, "no refetch");
+      assert.ok((await page.evaluate(() => window.board.pushed)) >= 1, "the snapshot was pushed");
+
+      // It is a setting: a reloaded page subscribes to it again.
+      await page.reload();
+      await page.waitForSelector('#status[data-state="live"]');
+      await eventually(async () => page.isChecked('input[data-topic="odds_changes"]'), "the kept setting");
+      await eventually(async () => (await textOf(page, cell(501, "betpawa", "1"))) === "2.85", "the reloaded board");
+      await page.click('input[data-topic="odds_changes"]'); // back to refetching for what follows
+      await eventually(async () => (await stats(base)).topics.odds_changes === 0, "odds_changes off");
+    });
+
     await t.test("a scrape shows its progress to completion", async () => {
       await page.click("#scrape");
       await page.waitForSelector('#run-status[data-phase="completed"]', { timeout: 30000 });
