@@ -6,7 +6,9 @@
 //! clients), frames/s, latency from ingest request sent to receipt, lost ids and connect time.
 //! Its last line is one JSON object. With `--connect` it only holds N idle subscribed
 //! connections, to read the server's memory per connection. With `--large-readers` it
-//! measures how responsive the server stays under large reads instead (`reads.rs`).
+//! measures how responsive the server stays under large reads instead (`reads.rs`); with
+//! `--reconnect-storm`, how fast clients catch up after a drop (`storm.rs`); with `--board`,
+//! how many board users one node keeps fresh (`board.rs`).
 //!
 //! Unpaced (no `--rate`), K requests are kept in flight and each is sent as soon as a previous
 //! one is answered: that measures throughput. Paced (`--rate R`), request i is due at i/R
@@ -16,6 +18,7 @@
 //! server is falling behind) is counted as late: a run with late requests understates latency
 //! and needs a larger `--inflight`.
 
+mod board;
 mod connect;
 mod http;
 mod ingest;
@@ -95,7 +98,14 @@ struct Args {
     /// once, recovering with `since`, then refetching everything (see `storm.rs`).
     #[arg(long)]
     reconnect_storm: Option<u64>,
-    /// With `--large-readers`: seconds to run.
+    /// Board-users mode: `--clients` behave like the live board, refetching what each
+    /// `odds_update` names or taking `odds_changes`, while the market changes (`board.rs`).
+    #[arg(long, value_enum)]
+    board: Option<board::Way>,
+    /// With `--board`: market changes per second (78: the simulated market's default load).
+    #[arg(long, default_value_t = 78.0)]
+    changes_per_sec: f64,
+    /// With `--large-readers` or `--board`: seconds to run.
     #[arg(long, default_value_t = 10)]
     duration: u64,
 }
@@ -112,6 +122,9 @@ async fn main() {
 async fn run(args: Args) -> Result<(), String> {
     if let Some(readers) = args.large_readers {
         return reads::run(&args, readers).await;
+    }
+    if let Some(way) = args.board {
+        return board::run(&args, way).await;
     }
     if let Some(missed) = args.reconnect_storm {
         return storm::run(&args, missed).await;
