@@ -65,7 +65,7 @@ pub struct Slots {
     pub ingests: Arc<Semaphore>,
     /// Scrape streams being followed (`--max-sse-streams`).
     pub streams: Arc<Semaphore>,
-    /// Large reads being encoded (`--max-large-reads`).
+    /// Lists of every event being written (`--max-large-reads`).
     pub large_reads: Arc<Semaphore>,
     /// Scrape runs started on request (`--max-scrapes-per-minute`).
     pub scrape_starts: Mutex<TokenBucket>,

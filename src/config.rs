@@ -210,7 +210,8 @@ pub struct Config {
           value_parser = count(1, 1_000_000))]
     pub max_http_connections: usize,
 
-    /// Most large reads (`GET /api/events`, the bulk odds read) encoded at once; more wait.
+    /// Most lists of every event (`GET /api/events`) written at once, off the runtime; more
+    /// wait.
     #[arg(long, env = "ODDSBUS_MAX_LARGE_READS", default_value_t = 2, value_parser = count(1, 1_024))]
     pub max_large_reads: usize,
 

@@ -2,7 +2,8 @@
 //!
 //! Scrapers and backends put odds snapshots into the [`OddsCache`]; whenever a put changes
 //! something, every WebSocket client subscribed to `odds_updates` is told which event ids
-//! changed, and refetches them from the cache-first HTTP reads. The wire contract is
+//! changed, and refetches them from the cache-first HTTP reads; a client subscribed to
+//! `odds_changes` gets the changed snapshots themselves. The wire contract is
 //! `docs/PROTOCOL.md`.
 //!
 //! # Map
@@ -13,8 +14,8 @@
 //! |---|---|---|
 //! | 1 | `http/ingest.rs` | `POST /api/odds`: the body is read within its limit and the caller checked |
 //! | 2 | `ingest.rs` | the body is decoded and checked whole, before any of it is applied |
-//! | 3 | `cache.rs` | the [`OddsCache`] stores the batch under one lock, then calls its update callbacks |
-//! | 4 | `dispatcher.rs` | the cache-update bridge (a callback that only queues) feeds the dispatcher task, which merges, encodes once and publishes |
+//! | 3 | `cache/` | the [`OddsCache`] encodes each snapshot once (`snapshot.rs`), stores the batch under one lock, then calls its update callbacks with the changed ids and their JSON |
+//! | 4 | `dispatcher.rs` | the cache-update bridge (a callback that only queues) feeds the dispatcher task, which merges, encodes once (`odds_update`; `odds_change` joins the stored JSON) and publishes |
 //! | 5 | `manager.rs`, `history.rs` | the [`ConnectionManager`] gives the message its topic's next offset, keeps it in the topic's history and hands it to every subscriber through the topic's `broadcast` channel |
 //! | 6 | `subscriber.rs` | each connection's [`Subscriber`] takes it in offset order, filling any gap from the history |
 //! | 7 | `ws/connection/mod.rs` | each connection's task drains its receivers and writes the shared bytes to its socket |
@@ -26,7 +27,7 @@
 //! | `protocol/` | every wire type (WebSocket messages, topics, timestamps, HTTP errors and reply bodies), encoded and decoded by serde |
 //! | `broker.rs` | the [`Broker`]: the shared handle every route and task holds |
 //! | `server.rs` | the [`Server`]: wiring, the accept loop and ordered shutdown |
-//! | `http/` | every route; `events.rs` holds the cache-first reads, `scrape.rs` the scrape stream |
+//! | `http/` | every route; `events.rs` holds the cache-first reads (joined from the cache's stored JSON by `cache/read.rs`, with their `ETag`), `scrape.rs` the scrape stream |
 //! | `reply.rs` | JSON replies and errors, for HTTP routes and the WebSocket handshake alike |
 //! | `ws/` | `GET /api/ws`: `admission.rs` (handshake, limits, auth), `connection/` (the task; `closing.rs`: how it ends), `commands.rs` (client messages as a pure function) |
 //! | `scrape/` | scrape runs: the [`OddsSource`] trait, the coordinator, the simulated market |

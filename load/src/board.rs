@@ -98,6 +98,7 @@ pub async fn run(args: &Args, way: Way) -> Result<(), String> {
 
     let pid = args.server_pid;
     let before = pid.map(ProcessStats::read).transpose()?;
+    let own_before = ProcessStats::read(std::process::id())?;
     let started = Instant::now();
     // On a thread and runtime of its own, so that the clients' work never delays a change.
     let changes = {
@@ -117,6 +118,7 @@ pub async fn run(args: &Args, way: Way) -> Result<(), String> {
     tokio::time::sleep(Duration::from_secs(3)).await; // the last changes' way to the clients
     let secs = started.elapsed().as_secs_f64();
     let after = pid.map(ProcessStats::read).transpose()?;
+    let own = ProcessStats::read(std::process::id())?.cpu_secs - own_before.cpu_secs;
     for client in &clients {
         client.abort();
     }
@@ -142,9 +144,10 @@ pub async fn run(args: &Args, way: Way) -> Result<(), String> {
     println!(
         "lag from ingest to fresh odds: p50 {p50:.3} s, p99 {p99:.3} s, max {max:.3} s; \
          {undelivered} of {expected} never arrived; {requests:.0} reads/s ({events_read:.0} \
-         events/s); {} resyncs; server CPU {}",
+         events/s); {} resyncs; CPU: server {}, this tool {:.0}%",
         totals.resyncs.load(Ordering::Relaxed),
         cpu.map_or("-".into(), |c| format!("{:.0}%", 100.0 * c / secs)),
+        100.0 * own / secs,
     );
     println!(
         "{}",
@@ -155,7 +158,7 @@ pub async fn run(args: &Args, way: Way) -> Result<(), String> {
             "undelivered": undelivered, "reads_per_sec": requests, "event_reads_per_sec": events_read,
             "messages": totals.messages.load(Ordering::Relaxed),
             "resyncs": totals.resyncs.load(Ordering::Relaxed),
-            "server_cpu_share": cpu.map(|c| c / secs),
+            "server_cpu_share": cpu.map(|c| c / secs), "load_cpu_share": own / secs,
         })
     );
     Ok(())
