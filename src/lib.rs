@@ -81,13 +81,13 @@ mod web;
 mod ws;
 
 pub use cache::{
-    Changes, EventOdds, EventSummary, Market, OddsCache, Outcome, PutOutcome, Snapshot,
-    StoredSnapshot,
+    intern, Changes, EventOdds, EventSummary, Market, OddsCache, Outcome, PutOutcome, Snapshot,
+    StoredSnapshot, Tag,
 };
 pub use config::{Config, LogFormat, SourceKind};
 pub use ingest::{check_markets, decode as decode_ingest, IngestBatch};
 pub use protocol::{
-    decode_client, encode, parse_topics, ClientError, ClientMessage, ErrorCode, Events, Frame,
+    decode_client, encode, encode_odds_change, parse_topics, ClientError, ClientMessage, ErrorCode, Events, Frame,
     Health, HttpError, HttpErrorCode, IngestReply, OddsUpdate, Position, Positions, ScrapePhase,
     ScrapeProgress, ServerMessage, Timestamp, Topic, TopicSet,
 };

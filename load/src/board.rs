@@ -14,6 +14,9 @@
 //! `slots / rate` seconds (50 s at the default load), so a client that holds a slot's newer
 //! `captured_at` got exactly that change, and its lag is now minus `captured_at`: from the
 //! ingest to fresh odds in the client. A change a client never gets counts as the longest lag.
+//! Every client does the work (reads every frame, makes every refetch); the first
+//! `--latency-clients` also look for the changes in what they get and time them, so that
+//! this tool, on the same cores as the server, spends them on the load rather than on itself.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -80,17 +83,21 @@ pub async fn run(args: &Args, way: Way) -> Result<(), String> {
     let start_ms = now_ms();
     let mut clients = Vec::with_capacity(sockets.len());
     let mut every_lag = Vec::with_capacity(sockets.len());
-    for socket in sockets {
-        let client = Seen::new(slots, start_ms, totals.clone());
-        every_lag.push(client.lags.clone());
+    for (index, socket) in sockets.into_iter().enumerate() {
+        let timed = index < args.latency_clients;
+        let client = Seen::new(if timed { slots } else { 0 }, start_ms, totals.clone());
+        if timed {
+            every_lag.push(client.lags.clone());
+        }
         clients.push(match way {
             Way::Changes => tokio::spawn(take_changes(socket, client)),
             Way::Refetch => tokio::spawn(refetch(socket, connect(args).await?, client)),
         });
     }
     println!(
-        "{} clients ({way:?}) on a market of {} events x 3 sources; {} changes/s for {} s",
+        "{} clients ({way:?}, {} timed) on a market of {} events x 3 sources; {} changes/s for {} s",
         clients.len(),
+        every_lag.len(),
         args.events,
         args.changes_per_sec,
         args.duration
@@ -124,7 +131,7 @@ pub async fn run(args: &Args, way: Way) -> Result<(), String> {
     }
 
     let mut lags: Vec<u32> = every_lag.iter().flat_map(|l| l.lock().clone()).collect();
-    let expected = changes * clients.len() as u64;
+    let expected = changes * every_lag.len() as u64;
     let undelivered = expected.saturating_sub(lags.len() as u64);
     // A change a client never got counts as the longest possible lag: the whole run.
     lags.extend((0..undelivered).map(|_| (secs * 1000.0) as u32));
@@ -248,7 +255,11 @@ impl Seen {
     }
 
     /// Every snapshot in `text` (a read's reply or an `odds_change`): a newer one is a lag.
+    /// An untimed client holds no slots and skips this.
     fn take(&mut self, text: &[u8]) {
+        if self.newest.is_empty() {
+            return;
+        }
         let now = now_ms();
         let mut rest = text;
         while let Some(at) = memmem::find(rest, b"\"bookmaker_id\":") {

@@ -71,7 +71,8 @@ struct Args {
     /// Local addresses 127.0.0.1..=127.0.0.N to spread subscribers over.
     #[arg(long, default_value_t = 8)]
     source_addrs: u8,
-    /// Subscribers whose every receipt is timed (all of them count deliveries).
+    /// Subscribers whose every receipt is timed (all of them count deliveries); with
+    /// `--board`, the clients that time their changes (all of them do the work).
     #[arg(long, default_value_t = 100)]
     latency_clients: usize,
     /// The server's process id, to report its CPU time and memory.
