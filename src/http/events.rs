@@ -42,13 +42,7 @@ pub async fn list(
         events.iter().for_each(|event| event.tag(&mut tag));
         tag.add_value(next_after.unwrap_or(u64::MAX));
         reply::validated(&tag.etag(), if_none_match.as_deref(), |out| {
-            write_list(out, &events, |out, event| event.write_json(out));
-            if let Some(after) = next_after {
-                out.pop(); // the closing brace
-                out.extend_from_slice(b",\"next_after\":");
-                out.extend_from_slice(itoa::Buffer::new().format(after).as_bytes());
-                out.push(b'}');
-            }
+            write_list(out, &events, next_after, |out, event| event.write_json(out))
         })
     })
     .await
@@ -92,12 +86,17 @@ pub fn many_odds(
     let mut tag = Tag::default();
     events.iter().for_each(|event| event.tag(&mut tag));
     reply::validated(&tag.etag(), if_none_match.as_deref(), |out| {
-        write_list(out, &events, |out, event| event.write_json(out))
+        write_list(out, &events, None, |out, event| event.write_json(out))
     })
 }
 
-/// `{"events":[..]}`, each item written by `write`.
-fn write_list<T>(out: &mut Vec<u8>, items: &[T], write: impl Fn(&mut Vec<u8>, &T)) {
+/// `{"events":[..]}` (with `"next_after"` when a page has one), each item written by `write`.
+fn write_list<T>(
+    out: &mut Vec<u8>,
+    items: &[T],
+    next_after: Option<u64>,
+    write: impl Fn(&mut Vec<u8>, &T),
+) {
     out.extend_from_slice(b"{\"events\":[");
     for (index, item) in items.iter().enumerate() {
         if index > 0 {
@@ -105,7 +104,12 @@ fn write_list<T>(out: &mut Vec<u8>, items: &[T], write: impl Fn(&mut Vec<u8>, &T
         }
         write(out, item);
     }
-    out.extend_from_slice(b"]}");
+    out.push(b']');
+    if let Some(after) = next_after {
+        out.extend_from_slice(b",\"next_after\":");
+        out.extend_from_slice(itoa::Buffer::new().format(after).as_bytes());
+    }
+    out.push(b'}');
 }
 
 /// Runs `read` on the blocking pool once one of the large-read slots is free.

@@ -180,17 +180,6 @@ pub struct IngestReply {
     pub stale: usize,
 }
 
-/// A list of events: `GET /api/events` and `GET /api/events/odds`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Events<T> {
-    /// The events, by id.
-    pub events: Vec<T>,
-    /// In a page of `GET /api/events?limit=` that more events follow: the `after` of the
-    /// next page. Absent otherwise, so an unpaged reply is as it always was.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_after: Option<u64>,
-}
-
 /// The reply of `GET /healthz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Health {
