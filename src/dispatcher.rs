@@ -182,13 +182,14 @@ pub async fn run_dispatcher(
 }
 
 /// Under sustained load, waits before the next publication: `wait` (from the pacer), then
-/// until subscribers have taken the previous `odds_update`, then until [`DUTY_CYCLE_FACTOR`]
+/// until subscribers have taken the previous `odds_update` and `odds_change`, then until [`DUTY_CYCLE_FACTOR`]
 /// times as long as they needed has passed since it. Never past `wait + MAX_STRETCH`.
 async fn gather(last_publication: Instant, wait: Duration, manager: &ConnectionManager) {
     let start = tokio::time::Instant::now();
     let deadline = start + wait + MAX_STRETCH;
     tokio::time::sleep(wait).await;
-    while manager.backlog(Topic::OddsUpdates) > 0 && tokio::time::Instant::now() < deadline {
+    let backlog = || manager.backlog(Topic::OddsUpdates) + manager.backlog(Topic::OddsChanges);
+    while backlog() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let fan_out = last_publication.elapsed();
