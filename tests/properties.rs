@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use common::TestServer;
 use futures_util::SinkExt;
-use oddsbus::{decode_client, ErrorCode};
+use oddsbus::{decode_client, ErrorCode, Market, OddsCache, Outcome, Snapshot, Timestamp};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use tokio::runtime::Runtime;
@@ -207,4 +207,75 @@ fn ingest_body() -> impl Strategy<Value = String> {
         body.to_string()
     });
     prop_oneof![mutated, any::<String>()]
+}
+
+/// A snapshot of random markets, prices, lines, names and times.
+fn any_snapshot() -> impl Strategy<Value = Snapshot> {
+    let outcome = ("\\PC{0,6}", 1.0f64..1e6).prop_map(|(name, odds)| Outcome {
+        name: name.as_str().into(),
+        odds,
+    });
+    let market = (
+        "\\PC{1,8}",
+        "\\PC{0,12}",
+        proptest::option::of(-1e3f64..1e3),
+        proptest::collection::vec(outcome, 0..4),
+    )
+        .prop_map(|(id, name, line, outcomes)| Market {
+            market_id: id.as_str().into(),
+            name: name.as_str().into(),
+            line,
+            outcomes,
+        });
+    // Any time of the years the contract can write, with up to 9 digits below the second.
+    let time = (
+        0u32..=9999,
+        1u32..=12,
+        1u32..=28,
+        0u32..24,
+        0u32..60,
+        0u32..60,
+        "[0-9]{1,9}",
+    )
+        .prop_map(|(y, mo, d, h, mi, s, fraction)| {
+            let text = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{fraction}Z");
+            Timestamp::parse(&text).unwrap()
+        });
+    (
+        proptest::option::of(any::<i64>()),
+        time,
+        proptest::collection::vec(market, 0..4),
+    )
+        .prop_map(|(bookmaker_id, captured_at, markets)| Snapshot {
+            bookmaker_id,
+            captured_at,
+            markets,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The JSON the cache stores once and every read serves is, byte for byte, what serde
+    /// writes for the snapshot with its id: the encoding the reads had before they served
+    /// stored bytes.
+    #[test]
+    fn stored_snapshots_are_serdes_bytes(event_id in 0u64..1 << 53, snapshot in any_snapshot()) {
+        #[derive(serde::Serialize)]
+        struct Typed<'a> {
+            snapshot_id: u64,
+            event_id: u64,
+            #[serde(flatten)]
+            snapshot: &'a Snapshot,
+        }
+        let cache = OddsCache::new();
+        cache.put_competitor_snapshot(event_id, "sportybet", snapshot.clone());
+        let odds = cache.event_odds(event_id).unwrap();
+        let stored = odds.source("sportybet").unwrap();
+        let typed = Typed { snapshot_id: stored.snapshot_id, event_id, snapshot: &snapshot };
+        prop_assert_eq!(
+            std::str::from_utf8(&stored.json).unwrap(),
+            serde_json::to_string(&typed).unwrap()
+        );
+    }
 }
