@@ -87,9 +87,10 @@ pub use cache::{
 pub use config::{Config, LogFormat, SourceKind};
 pub use ingest::{check_markets, decode as decode_ingest, IngestBatch};
 pub use protocol::{
-    decode_client, encode, encode_odds_change, parse_topics, ClientError, ClientMessage, ErrorCode,
-    Frame, Health, HttpError, HttpErrorCode, IngestReply, OddsUpdate, Position, Positions,
-    ScrapePhase, ScrapeProgress, ServerMessage, Timestamp, Topic, TopicSet,
+    decode_client, encode, encode_odds_change, parse_topics, since_from_query, BadSince,
+    ClientError, ClientMessage, ErrorCode, Frame, Health, HttpError, HttpErrorCode, IngestReply,
+    OddsUpdate, Position, Positions, ScrapePhase, ScrapeProgress, ServerMessage, SinceEntry,
+    Timestamp, Topic, TopicSet,
 };
 
 #[cfg(feature = "server")]
