@@ -91,8 +91,9 @@ pub type UpdateCallback = Arc<dyn Fn(Changes<'_>) + Send + Sync>;
 
 #[derive(Debug)]
 struct EventEntry {
-    /// One snapshot per source. A vector, not a map: an event has a handful of sources, and
-    /// a `BTreeMap`'s first node alone takes about 1 KiB.
+    /// One snapshot per source, in the order reads list them: the home bookmaker first, then
+    /// competitors by name (kept so on insert, so no read sorts). A vector, not a map: an
+    /// event has a handful of sources, and a `BTreeMap`'s first node alone takes about 1 KiB.
     by_source: Vec<(Arc<str>, StoredSnapshot)>,
     /// As the contract writes times: formatted once per put, shared by its events.
     updated_at: Arc<str>,
@@ -247,7 +248,11 @@ impl OddsCache {
                 None => {
                     let stored = snapshot.stored(self.next_snapshot_id());
                     let json = stored.json.clone();
-                    entry.by_source.push((source.clone(), stored));
+                    let order = |name: &Arc<str>| (&**name != HOME_SOURCE, name.clone());
+                    let at = entry
+                        .by_source
+                        .partition_point(|(name, _)| order(name) < order(&source));
+                    entry.by_source.insert(at, (source.clone(), stored));
                     Some(json)
                 }
             };
@@ -343,14 +348,11 @@ impl OddsCache {
             .into_iter()
             .filter_map(|event_id| {
                 let entry = events.peek(&event_id)?;
-                let mut sources: Vec<(Arc<str>, u64)> = entry
+                let sources = entry
                     .by_source
                     .iter()
                     .map(|(name, stored)| (name.clone(), stored.snapshot_id))
                     .collect();
-                sources.sort_by(|a, b| {
-                    (&*a.0 != HOME_SOURCE, &a.0).cmp(&(&*b.0 != HOME_SOURCE, &b.0))
-                });
                 Some(EventSummary {
                     event_id,
                     sources,

@@ -14,7 +14,7 @@ use crate::protocol::HOME_SOURCE;
 pub struct EventOdds {
     /// The event.
     pub event_id: u64,
-    /// Each source's snapshot, by source name.
+    /// Each source's snapshot: the home bookmaker first, then competitors by name.
     pub sources: Vec<(Arc<str>, StoredSnapshot)>,
 }
 
@@ -32,12 +32,18 @@ impl EventOdds {
         out.extend_from_slice(b"{\"event_id\":");
         out.extend_from_slice(itoa::Buffer::new().format(self.event_id).as_bytes());
         out.extend_from_slice(b",\"betpawa\":");
-        match self.source(HOME_SOURCE) {
-            Some(snapshot) => out.extend_from_slice(&snapshot.json),
-            None => out.extend_from_slice(b"null"),
-        }
+        let competitors = match self.sources.split_first() {
+            Some(((name, home), rest)) if &**name == HOME_SOURCE => {
+                out.extend_from_slice(&home.json);
+                rest
+            }
+            _ => {
+                out.extend_from_slice(b"null");
+                &self.sources[..]
+            }
+        };
         out.extend_from_slice(b",\"competitors\":{");
-        for (index, (name, snapshot)) in self.competitors().enumerate() {
+        for (index, (name, snapshot)) in competitors.iter().enumerate() {
             if index > 0 {
                 out.push(b',');
             }
@@ -46,17 +52,6 @@ impl EventOdds {
             out.extend_from_slice(&snapshot.json);
         }
         out.extend_from_slice(b"}}");
-    }
-
-    /// The competitors' snapshots, by name.
-    fn competitors(&self) -> impl Iterator<Item = &(Arc<str>, StoredSnapshot)> {
-        let mut competitors: Vec<_> = self
-            .sources
-            .iter()
-            .filter(|(name, _)| &**name != HOME_SOURCE)
-            .collect();
-        competitors.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        competitors.into_iter()
     }
 
     /// Adds the event to a read's validator.
