@@ -26,6 +26,8 @@ use futures_util::StreamExt;
 use memchr::memmem;
 use parking_lot::Mutex;
 use serde_json::json;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -356,46 +358,20 @@ fn digits(text: &[u8]) -> Option<u64> {
     std::str::from_utf8(&text[..end]).ok()?.parse().ok()
 }
 
-/// `2026-12-01T19:28:54.123Z` as ms since the Unix epoch.
+/// The RFC 3339 time at the start of `text`, up to its closing quote, as ms since the Unix
+/// epoch.
 fn parse_ms(text: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(text.get(..24)?).ok()?;
-    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
-    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
-    let (hour, minute, second, milli) = (
-        number(11..13)?,
-        number(14..16)?,
-        number(17..19)?,
-        number(20..23)?,
-    );
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    let ms = ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + milli;
-    u64::try_from(ms).ok()
+    let end = memchr::memchr(b'"', text)?;
+    let text = std::str::from_utf8(&text[..end]).ok()?;
+    let time = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+    u64::try_from(time.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 fn rfc3339(ms: u64) -> String {
-    let (secs, milli) = (ms / 1000, ms % 1000);
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // The civil date from days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{milli:03}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    )
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|time| time.format(&Rfc3339).ok())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -405,13 +381,14 @@ mod tests {
     #[test]
     fn times_round_trip() {
         for ms in [0, 951_782_400_123, 1_795_000_000_999, 4_107_542_399_999] {
-            assert_eq!(
-                parse_ms(rfc3339(ms).as_bytes()),
-                Some(ms),
-                "{}",
-                rfc3339(ms)
-            );
+            let quoted = format!("{}\"", rfc3339(ms));
+            assert_eq!(parse_ms(quoted.as_bytes()), Some(ms), "{quoted}");
         }
         assert_eq!(rfc3339(1_795_000_000_999), "2026-11-18T11:06:40.999Z");
+        // As the server writes it: always three digits below the second.
+        assert_eq!(
+            parse_ms(b"2026-11-18T11:06:40.990Z\"}"),
+            Some(1_795_000_000_990)
+        );
     }
 }
