@@ -87,6 +87,7 @@ fn coalescing(c: &mut Criterion) {
                                 event_ids: vec![i as u64],
                                 snapshots: vec![bytes::Bytes::from_static(SNAPSHOT)],
                                 source: sources[i % 3].clone(),
+                                offsets: None,
                             });
                         }
                         rx

@@ -13,20 +13,26 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Auth;
 use crate::bucket::TokenBucket;
 use crate::cache::{CacheLimits, OddsCache};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::dispatcher::{self, BusReceiver, BusSender};
 use crate::history::HistoryLimits;
 use crate::manager::ConnectionManager;
 use crate::metrics::Metrics;
 use crate::scrape::{OddsSource, ScrapeCoordinator, ScrapeSettings};
+use crate::writer::Writer;
 
 /// Handle to the broker's shared parts, cloned into every route and connection task.
 #[derive(Clone, Debug)]
 pub struct Broker {
     /// Start-up configuration.
     pub config: Arc<Config>,
-    /// The odds store.
+    /// The odds store: what reads are served from.
     pub cache: OddsCache,
+    /// Where ingests and scrape runs write: the cache, or the cluster's log.
+    pub writer: Writer,
+    /// This node's handle on the cluster, when it is a member (`--redis`).
+    pub cluster: Option<Cluster>,
     /// Topic channels and the connection registry.
     pub manager: ConnectionManager,
     /// Counters, gauges and histograms for `/metrics`.
@@ -93,6 +99,11 @@ impl Slots {
 impl Broker {
     /// Builds the cache, the manager, the bridge between them and the scrape coordinator.
     /// Returns the dispatcher's queue, which the caller hands to the dispatcher task.
+    ///
+    /// # Panics
+    ///
+    /// If `config.redis` is set but is not a URL the `redis` crate takes (`--redis` checks
+    /// that it is).
     pub fn new(
         config: Config,
         source: Arc<dyn OddsSource>,
@@ -114,10 +125,24 @@ impl Broker {
             batch_size: usize::from(config.scrape_batch_size),
             concurrency: usize::from(config.scrape_concurrency),
         };
+        let cluster =
+            config
+                .redis
+                .as_deref()
+                .map(|url| match Cluster::new(&config, url, metrics.clone()) {
+                    Ok(cluster) => cluster,
+                    Err(error) => panic!("{error}"),
+                });
+        let writer = match &cluster {
+            Some(cluster) => Writer::Cluster(cluster.clone()),
+            None => Writer::Local {
+                cache: cache.clone(),
+                bus: bus.clone(),
+            },
+        };
         let scrape = ScrapeCoordinator::new(
             source,
-            cache.clone(),
-            bus.clone(),
+            writer.clone(),
             settings,
             shutdown.clone(),
             producers.clone(),
@@ -134,6 +159,8 @@ impl Broker {
             auth: Arc::new(Auth::from_config(&config)),
             config: Arc::new(config),
             cache,
+            writer,
+            cluster,
             manager,
             metrics,
             bus,

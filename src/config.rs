@@ -231,6 +231,12 @@ pub struct Config {
           value_parser = count(1 << 10, 16 << 30))]
     pub history_bytes: usize,
 
+    /// Makes this node a cluster member, sharing its cache and logs through the Redis at this
+    /// URL: `redis://[user:password@]HOST[:PORT][/DB]`. Unset, the node runs alone with
+    /// everything in memory.
+    #[arg(long, env = "ODDSBUS_REDIS", value_parser = parse_redis, hide_env_values = true)]
+    pub redis: Option<String>,
+
     /// Most `GET /api/scrape/stream` followers at once; more get 503 `too_many_streams`.
     #[arg(long, env = "ODDSBUS_MAX_SSE_STREAMS", default_value_t = 256,
           value_parser = count(1, 100_000))]
@@ -336,6 +342,27 @@ fn seconds_or_off(
     }
 }
 
+/// What the `redis` crate connects to: `redis://[user:password@]HOST[:PORT][/DB]`.
+fn parse_redis(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let refuse = |why: &str| Err(format!("`{text}`: {why}, e.g. redis://127.0.0.1:6379"));
+    let Ok(url) = url::Url::parse(text) else {
+        return refuse("expected a Redis URL");
+    };
+    if url.scheme() != "redis" {
+        return refuse("expected the `redis://` scheme");
+    }
+    match url.host_str() {
+        None | Some("" | "0.0.0.0" | "[::]") => return refuse("expected a host to connect to"),
+        Some(_) => {}
+    }
+    let db = url.path().trim_start_matches('/');
+    if !db.is_empty() && db.parse::<u16>().is_err() {
+        return refuse("the path, if any, is a database number");
+    }
+    Ok(text.to_owned())
+}
+
 /// Shortest secret: 256 bits, as HS256 wants; a shorter one can be guessed.
 const MIN_SECRET_BYTES: usize = 32;
 
@@ -424,6 +451,9 @@ mod tests {
             ["--fanout-threads", "0"],
             ["--auth-secret", ""],
             ["--auth-secret", "short-secret"],
+            ["--redis", "127.0.0.1:6379"],
+            ["--redis", "redis://0.0.0.0:6379"],
+            ["--redis", "redis://127.0.0.1:6379/x"],
         ] {
             let flag = format!("{}={}", bad[0], bad[1]);
             let error = Config::try_parse_from(["oddsbus", &flag]);

@@ -30,7 +30,7 @@ use crate::cache::{Changes, OddsCache};
 use crate::config::Config;
 use crate::manager::ConnectionManager;
 use crate::protocol::{
-    encode, encode_odds_change, OddsUpdate, ScrapeProgress, ServerMessage, Topic,
+    encode, encode_odds_change, Frame, OddsUpdate, ScrapeProgress, ServerMessage, Topic,
 };
 
 /// Most event ids in one `odds_update`. An id takes at most 17 bytes of JSON (2^53 - 1 and a
@@ -57,9 +57,26 @@ pub enum BusEvent {
         snapshots: Vec<Bytes>,
         /// Where they came from.
         source: Arc<str>,
+        /// On a cluster member, each change's offset in the cluster's log: the changes are
+        /// then published as the log has them, never merged with others, so that every
+        /// node publishes the same messages under the same offsets.
+        offsets: Option<Vec<u64>>,
+    },
+    /// A cluster member (re)joined the cluster's log, or fell behind it: every topic's log
+    /// starts over after `top` in `epoch`, and subscribers get `resync`.
+    Restart {
+        /// The cluster's epoch.
+        epoch: Arc<str>,
+        /// The offset the logs continue after.
+        top: u64,
     },
     /// A scrape run made progress.
-    ScrapeProgress(ScrapeProgress),
+    ScrapeProgress {
+        /// The step.
+        progress: ScrapeProgress,
+        /// On a cluster member, the step's offset in the cluster's progress log.
+        offset: Option<u64>,
+    },
 }
 
 /// The sending half of the dispatcher's queue. Sending never blocks and never fails while the
@@ -81,6 +98,7 @@ pub fn create_cache_update_bridge(cache: &OddsCache, bus: BusSender) {
             event_ids: changes.event_ids.to_vec(),
             snapshots: changes.snapshots.to_vec(),
             source: Arc::from(changes.source),
+            offsets: changes.offsets.map(<[u64]>::to_vec),
         };
         if bus.send(event).is_err() {
             tracing::debug!(
@@ -214,30 +232,90 @@ fn dispatch(batch: &mut Vec<BusEvent>, manager: &ConnectionManager, coalescing: 
                 event_ids,
                 snapshots,
                 source,
+                offsets: Some(offsets),
+            } => {
+                merged.publish(manager);
+                let logged = Logged::Changes(&offsets);
+                publish_odds(manager, &source, &event_ids, &snapshots, logged);
+            }
+            BusEvent::OddsChanged {
+                event_ids,
+                snapshots,
+                source,
+                offsets: None,
             } => match coalescing {
                 Coalescing::PerSource { .. } => merged.add(source, event_ids, snapshots),
-                Coalescing::Off => publish_odds(manager, &source, &event_ids, &snapshots),
+                Coalescing::Off => {
+                    publish_odds(manager, &source, &event_ids, &snapshots, Logged::No);
+                }
             },
-            BusEvent::ScrapeProgress(progress) => {
+            BusEvent::Restart { epoch, top } => {
                 merged.publish(manager);
-                manager.publish(Topic::ScrapeProgress, |offset| {
+                manager.restart(epoch, top);
+            }
+            BusEvent::ScrapeProgress { progress, offset } => {
+                merged.publish(manager);
+                let encode = |offset| {
                     encode(&ServerMessage::ScrapeProgress {
                         data: &progress,
                         offset,
                     })
-                });
+                };
+                match offset {
+                    Some(offset) => {
+                        manager.publish_at(Topic::ScrapeProgress, offset, encode);
+                    }
+                    None => {
+                        manager.publish(Topic::ScrapeProgress, encode);
+                    }
+                }
             }
         }
     }
     merged.publish(manager);
 }
 
+/// Whether the changes being published come from the cluster's log.
+#[derive(Debug, Clone, Copy)]
+enum Logged<'a> {
+    /// Each message takes the next offset of its topic.
+    No,
+    /// Each change's offset in the log: a message takes that of the last change it holds.
+    Changes(&'a [u64]),
+}
+
+impl Logged<'_> {
+    /// Publishes on `topic` the message for the changes before `end`.
+    fn publish(
+        self,
+        manager: &ConnectionManager,
+        topic: Topic,
+        end: usize,
+        encode: impl FnOnce(u64) -> Frame,
+    ) -> usize {
+        match self {
+            Logged::No => manager.publish(topic, encode).1,
+            Logged::Changes(offsets) => match offsets.get(end.wrapping_sub(1)) {
+                Some(&offset) => manager.publish_at(topic, offset, encode),
+                None => 0,
+            },
+        }
+    }
+}
+
 /// Publishes the changes of one source: the ids in as many `odds_update`s as
 /// [`MAX_IDS_PER_UPDATE`] needs, then the snapshots in as many `odds_change`s as
 /// [`MAX_CHANGE_BYTES`] needs.
-fn publish_odds(manager: &ConnectionManager, source: &str, event_ids: &[u64], snapshots: &[Bytes]) {
-    for chunk in event_ids.chunks(MAX_IDS_PER_UPDATE) {
-        publish_update(manager, source, chunk);
+fn publish_odds(
+    manager: &ConnectionManager,
+    source: &str,
+    event_ids: &[u64],
+    snapshots: &[Bytes],
+    logged: Logged<'_>,
+) {
+    for (index, chunk) in event_ids.chunks(MAX_IDS_PER_UPDATE).enumerate() {
+        let end = index * MAX_IDS_PER_UPDATE + chunk.len();
+        publish_update(manager, source, chunk, end, logged);
     }
     let mut rest = snapshots;
     while !rest.is_empty() {
@@ -250,15 +328,22 @@ fn publish_odds(manager: &ConnectionManager, source: &str, event_ids: &[u64], sn
             })
             .count();
         let (chunk, after) = rest.split_at(count);
-        manager.publish(Topic::OddsChanges, |offset| {
+        let end = snapshots.len() - after.len();
+        logged.publish(manager, Topic::OddsChanges, end, |offset| {
             encode_odds_change(source, chunk, offset)
         });
         rest = after;
     }
 }
 
-fn publish_update(manager: &ConnectionManager, source: &str, event_ids: &[u64]) {
-    let (_, receivers) = manager.publish(Topic::OddsUpdates, |offset| {
+fn publish_update(
+    manager: &ConnectionManager,
+    source: &str,
+    event_ids: &[u64],
+    end: usize,
+    logged: Logged<'_>,
+) {
+    let receivers = logged.publish(manager, Topic::OddsUpdates, end, |offset| {
         encode(&ServerMessage::OddsUpdate {
             data: OddsUpdate {
                 event_ids,
@@ -325,7 +410,8 @@ impl Merged {
     /// Publishes each source's changes and starts over.
     fn publish(&mut self, manager: &ConnectionManager) {
         for group in self.groups.drain(..) {
-            publish_odds(manager, &group.source, &group.event_ids, &group.snapshots);
+            let (ids, snapshots) = (&group.event_ids, &group.snapshots);
+            publish_odds(manager, &group.source, ids, snapshots, Logged::No);
         }
     }
 }

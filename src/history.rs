@@ -2,9 +2,11 @@
 //! messages (encoded, shared with every connection), from which a client that reconnects,
 //! or a connection that fell behind its channel, gets exactly what it missed.
 //!
-//! Every published message is one entry, so offsets are consecutive. The history keeps the
-//! last `size` offsets, none older than `ttl`, and at most `bytes` of frames; past any bound
-//! the oldest entries go. This is the seam a shared log (Redis, for a cluster) takes over.
+//! On a single node every published message is one entry, so offsets are consecutive. In a
+//! cluster a message takes the offset of the last change it covers in the shared log, so
+//! offsets may skip: each entry also records the offset before it (`prev`), which is how a
+//! gap is told from a skip. The history keeps the last `size` offsets' worth of entries, none
+//! older than `ttl`, and at most `bytes` of frames; past any bound the oldest entries go.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -27,8 +29,29 @@ pub struct HistoryLimits {
 pub struct Published {
     /// Its offset in the topic's log.
     pub offset: u64,
+    /// The offset of the topic's message before it: a reader that was given `prev` has
+    /// missed nothing. (`offset - 1` on a single node.)
+    pub prev: u64,
     /// The encoded message, `offset` included.
     pub frame: Frame,
+}
+
+impl Published {
+    /// What a topic's channel carries when its log starts over (a new epoch, or a node that
+    /// fell behind the shared log and reloaded): its readers get `resync` and continue after
+    /// `offset`. Never kept in the history.
+    pub fn restart(offset: u64) -> Published {
+        Published {
+            offset,
+            prev: offset,
+            frame: Frame::from(""),
+        }
+    }
+
+    /// Whether this is [`Published::restart`].
+    pub fn is_restart(&self) -> bool {
+        self.frame.is_empty()
+    }
 }
 
 /// One topic's log.
@@ -73,15 +96,41 @@ impl History {
 
     /// Appends the message `encode` makes for the next offset and returns it.
     pub fn append(&mut self, now: Instant, encode: impl FnOnce(u64) -> Frame) -> Published {
-        self.top += 1;
+        let next = self.top + 1;
+        match self.append_at(now, next, encode) {
+            Some(published) => published,
+            None => unreachable!("the next offset is always past the top"),
+        }
+    }
+
+    /// Appends the message `encode` makes for `offset`, a shared log's offset, and returns
+    /// it; `None` (nothing appended) if `offset` is not past the latest one.
+    pub fn append_at(
+        &mut self,
+        now: Instant,
+        offset: u64,
+        encode: impl FnOnce(u64) -> Frame,
+    ) -> Option<Published> {
+        if offset <= self.top {
+            return None;
+        }
         let published = Published {
-            offset: self.top,
-            frame: encode(self.top),
+            offset,
+            prev: self.top,
+            frame: encode(offset),
         };
+        self.top = offset;
         self.bytes += published.frame.len();
         self.entries.push_back((now, published.clone()));
         self.trim(now);
-        published
+        Some(published)
+    }
+
+    /// Forgets every entry and carries on from `top` (a new epoch starts at 0).
+    pub fn restart(&mut self, top: u64) {
+        self.entries.clear();
+        self.bytes = 0;
+        self.top = top;
     }
 
     /// Every message after `offset`, if the history still holds all of them.
@@ -90,15 +139,15 @@ impl History {
         if offset > self.top {
             return Since::Ahead;
         }
-        let first = self.entries.front().map_or(self.top + 1, |(_, p)| p.offset);
-        if offset + 1 < first {
+        // Everything after `offset` is held if the first entry held follows it directly.
+        let first_prev = self.entries.front().map_or(self.top, |(_, p)| p.prev);
+        if offset < first_prev {
             return Since::TooOld {
-                missed: first - offset - 1,
+                missed: first_prev - offset,
             };
         }
-        let skip = (offset + 1 - first) as usize;
-        let replay = self.entries.iter().skip(skip).map(|(_, p)| p.clone());
-        Since::Recovered(replay.collect())
+        let held = self.entries.iter().map(|(_, p)| p);
+        Since::Recovered(held.filter(|p| p.offset > offset).cloned().collect())
     }
 
     /// Whatever the history holds after `offset` (all of it, or only its later part if it
@@ -111,9 +160,9 @@ impl History {
 
     /// The message at `offset`, if the history still holds it.
     pub fn get(&self, offset: u64) -> Option<&Published> {
-        let first = self.entries.front()?.1.offset;
-        let index = usize::try_from(offset.checked_sub(first)?).ok()?;
-        self.entries.get(index).map(|(_, p)| p)
+        let at = self.entries.partition_point(|(_, p)| p.offset < offset);
+        let (_, published) = self.entries.get(at)?;
+        (published.offset == offset).then_some(published)
     }
 
     /// Entries held, and the age of the oldest.
@@ -128,7 +177,7 @@ impl History {
     fn trim(&mut self, now: Instant) {
         let limits = self.limits;
         while let Some((at, published)) = self.entries.front() {
-            let over = self.entries.len() > limits.size
+            let over = published.offset.saturating_add(limits.size as u64) <= self.top
                 || self.bytes > limits.bytes
                 || now.saturating_duration_since(*at) > limits.ttl;
             if !over {
@@ -171,6 +220,32 @@ mod tests {
         assert_eq!(offsets(log.since(5, now)), Vec::<u64>::new());
         assert_eq!(offsets(log.since(0, now)), [1, 2, 3, 4, 5]);
         assert_eq!(log.since(6, now), Since::Ahead);
+    }
+
+    #[test]
+    fn shared_log_offsets_may_skip_and_still_replay_exactly() {
+        let now = Instant::now();
+        let mut log = history(100);
+        for offset in [3, 7, 8, 20] {
+            log.append_at(now, offset, |o| Frame::from(format!("m{o}")));
+        }
+        assert!(log.append_at(now, 8, |_| Frame::from("late")).is_none());
+        assert_eq!(log.get(7).map(|p| p.prev), Some(3));
+        assert_eq!(log.get(9), None);
+        assert_eq!(offsets(log.since(7, now)), [8, 20]);
+        assert_eq!(offsets(log.since(5, now)), [7, 8, 20], "inside a skip");
+        assert_eq!(log.since(21, now), Since::Ahead);
+        assert_eq!(offsets(log.since(0, now)), [3, 7, 8, 20]);
+        log.restart(0);
+        assert_eq!(offsets(log.since(0, now)), Vec::<u64>::new());
+
+        // `size` counts offsets: with 10, only those above 20 - 10 stay.
+        let mut small = history(10);
+        for offset in [3, 7, 8, 20] {
+            small.append_at(now, offset, |_| Frame::from("x"));
+        }
+        assert_eq!(offsets(small.since(8, now)), [20]);
+        assert_eq!(small.since(7, now), Since::TooOld { missed: 1 });
     }
 
     #[test]

@@ -58,6 +58,8 @@ mod broker;
 #[cfg(feature = "server")]
 mod bucket;
 #[cfg(feature = "server")]
+mod cluster;
+#[cfg(feature = "server")]
 mod dispatcher;
 #[cfg(feature = "server")]
 mod history;
@@ -78,6 +80,8 @@ mod subscriber;
 #[cfg(feature = "server")]
 mod web;
 #[cfg(feature = "server")]
+mod writer;
+#[cfg(feature = "server")]
 mod ws;
 
 pub use cache::{
@@ -96,6 +100,8 @@ pub use protocol::{
 #[cfg(feature = "server")]
 pub use broker::Broker;
 #[cfg(feature = "server")]
+pub use cluster::{Cluster, Member};
+#[cfg(feature = "server")]
 pub use dispatcher::{
     bus_channel, create_cache_update_bridge, run_dispatcher, BusEvent, BusReceiver, BusSender,
     Coalescing,
@@ -110,3 +116,5 @@ pub use scrape::{OddsSource, ScrapeCoordinator, SimulatedSettings, SimulatedSour
 pub use server::Server;
 #[cfg(feature = "server")]
 pub use subscriber::{Delivery, Joined, Subscriber};
+#[cfg(feature = "server")]
+pub use writer::{Stored, Writer};

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use serde::Serialize;
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -47,8 +47,9 @@ pub struct ConnectionManager {
 struct Shared {
     /// Counters for `/metrics`; publications are counted here.
     metrics: Arc<Metrics>,
-    /// The epoch of every topic's log: new at every start, since the logs are in memory.
-    epoch: Arc<str>,
+    /// The epoch of every topic's log: new at every start of a single node, since its logs
+    /// are in memory; the cluster's, read from Redis, on a cluster member.
+    epoch: RwLock<Arc<str>>,
     /// One channel and log per topic, indexed by [`Topic::index`]. A blocking mutex: held
     /// to append and send, or to read the log and subscribe, never across `.await`.
     topics: [Mutex<TopicLog>; Topic::ALL.len()],
@@ -74,7 +75,7 @@ struct Registry {
 impl std::fmt::Debug for ConnectionManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnectionManager")
-            .field("epoch", &self.shared.epoch)
+            .field("epoch", &self.epoch())
             .field("stats", &self.stats())
             .finish()
     }
@@ -113,7 +114,7 @@ impl ConnectionManager {
         ConnectionManager {
             shared: Arc::new(Shared {
                 metrics,
-                epoch: Arc::from(epoch),
+                epoch: RwLock::new(Arc::from(epoch)),
                 topics: Topic::ALL.map(|_| {
                     Mutex::new(TopicLog {
                         sender: broadcast::channel(TOPIC_CAPACITY).0,
@@ -126,8 +127,21 @@ impl ConnectionManager {
     }
 
     /// The epoch of every topic's log.
-    pub fn epoch(&self) -> &Arc<str> {
-        &self.shared.epoch
+    pub fn epoch(&self) -> Arc<str> {
+        self.shared.epoch.read().clone()
+    }
+
+    /// Starts every topic's log over, in `epoch`, after offset `top`: the histories are
+    /// forgotten and every subscriber gets `resync`. A cluster member does this when it joins
+    /// (no subscriber yet), when Redis lost the log (a new epoch, `top` 0), and when it fell
+    /// behind what the log still held (same epoch, the log's top).
+    pub fn restart(&self, epoch: Arc<str>, top: u64) {
+        let mut logs: Vec<_> = self.shared.topics.iter().map(|t| t.lock()).collect();
+        *self.shared.epoch.write() = epoch;
+        for log in &mut logs {
+            log.history.restart(top);
+            let _ = log.sender.send(Published::restart(top));
+        }
     }
 
     /// Publishes on `topic` the message `encode` makes for the next offset: appended to the
@@ -143,6 +157,27 @@ impl ConnectionManager {
         let published = log.history.append(Instant::now(), encode);
         let offset = published.offset;
         (offset, log.sender.send(published).unwrap_or(0))
+    }
+
+    /// Publishes on `topic`, at `offset` of the cluster's shared log, the message `encode`
+    /// makes for it. Returns how many subscribers there were; nothing is published (0) if
+    /// the topic is already past `offset`.
+    pub fn publish_at(
+        &self,
+        topic: Topic,
+        offset: u64,
+        encode: impl FnOnce(u64) -> Frame,
+    ) -> usize {
+        let mut log = self.log(topic);
+        let Some(published) = log.history.append_at(Instant::now(), offset, encode) else {
+            return 0;
+        };
+        let metrics = &self.shared.metrics;
+        metrics
+            .messages_published
+            .get_or_create(&label("topic", topic.name()))
+            .inc();
+        log.sender.send(published).unwrap_or(0)
     }
 
     /// The broker's metrics.

@@ -65,6 +65,16 @@ pub struct Metrics {
     pub scrape_runs: Family<Label, Counter>,
     /// Scrape run durations.
     pub scrape_run_seconds: Histogram,
+    /// Round trips to Redis (a cluster member), by `op`.
+    pub redis_requests: Family<Label, Counter>,
+    /// Round trips to Redis that failed or timed out, by `op`.
+    pub redis_errors: Family<Label, Counter>,
+    /// Round-trip times to Redis of ingests and steps.
+    pub redis_append_seconds: Histogram,
+    /// How far this node's cache is behind the cluster's log, in offsets, when it last read.
+    pub cluster_lag: Gauge,
+    /// Cluster members this node sees alive (itself included).
+    pub cluster_members: Gauge,
 }
 
 impl Default for Metrics {
@@ -97,6 +107,11 @@ impl Metrics {
             ingest_requests: Family::default(),
             scrape_runs: Family::default(),
             scrape_run_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            redis_requests: Family::default(),
+            redis_errors: Family::default(),
+            redis_append_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            cluster_lag: Gauge::default(),
+            cluster_members: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -194,6 +209,31 @@ impl Metrics {
             "scrape_run_seconds",
             "Scrape run durations",
             metrics.scrape_run_seconds.clone(),
+        );
+        r.register(
+            "redis_requests",
+            "Round trips to Redis, by operation",
+            metrics.redis_requests.clone(),
+        );
+        r.register(
+            "redis_errors",
+            "Round trips to Redis that failed or timed out, by operation",
+            metrics.redis_errors.clone(),
+        );
+        r.register(
+            "redis_append_seconds",
+            "Round-trip times of appends to the cluster's log",
+            metrics.redis_append_seconds.clone(),
+        );
+        r.register(
+            "cluster_lag",
+            "Offsets of the cluster's log this node had not applied when it last read",
+            metrics.cluster_lag.clone(),
+        );
+        r.register(
+            "cluster_members",
+            "Cluster members this node sees alive",
+            metrics.cluster_members.clone(),
         );
         Metrics {
             registry,

@@ -83,7 +83,8 @@ impl Reply for HttpError {
             // A busy broker: say when to try again.
             HttpErrorCode::TooManyConnections
             | HttpErrorCode::TooManyIngests
-            | HttpErrorCode::TooManyStreams => {
+            | HttpErrorCode::TooManyStreams
+            | HttpErrorCode::BackplaneUnavailable => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             HttpErrorCode::TooManyScrapes => {

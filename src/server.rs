@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
+use crate::cluster;
 use crate::config::{Config, SourceKind};
 use crate::dispatcher::{self, BusReceiver, Coalescing};
 use crate::http;
@@ -160,6 +161,33 @@ impl Server {
             stop_dispatcher.clone(),
         ));
 
+        if let Some(cluster) = &broker.cluster {
+            let (cache, bus, stop) = (
+                broker.cache.clone(),
+                broker.bus.clone(),
+                broker.shutdown.clone(),
+            );
+            broker
+                .producers
+                .spawn(cluster::follow(cluster.clone(), cache, bus, stop));
+            if let Ok(addr) = listener.local_addr() {
+                cluster.listening_on(addr.to_string());
+            }
+            let (manager, stop) = (broker.manager.clone(), broker.shutdown.clone());
+            broker
+                .producers
+                .spawn(cluster::heartbeat(cluster.clone(), manager, stop));
+            tracing::info!(event = "cluster.joining", node = %cluster.node());
+            // Serving an empty cache as if it were the cluster's would mislead every client.
+            tokio::select! {
+                () = cluster.joined() => {}
+                () = &mut shutdown => {
+                    broker.shutdown.cancel();
+                    wait_for(&broker.producers, Duration::from_secs(broker.config.shutdown_grace_secs), "producers").await;
+                    return;
+                }
+            }
+        }
         broker.producers.spawn(housekeeping(broker.clone()));
         if !broker.config.scrape_interval.is_zero() {
             broker.producers.spawn(scrape::run_periodic(

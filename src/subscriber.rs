@@ -46,6 +46,8 @@ pub struct Joined {
 enum Queued {
     Message(Topic, Published),
     Resync(Topic, u64),
+    /// The topic's log started over after this offset: what follows it is new.
+    Restart(Topic, u64),
 }
 
 /// One connection's subscriptions. Dropping it leaves the registry.
@@ -105,7 +107,7 @@ impl Subscriber {
         let current = if held { given } else { top };
         let (position, recovery) = match since {
             None => (current, None),
-            Some(s) if s.epoch != *manager.epoch() || s.offset > top => {
+            Some(s) if s.epoch != manager.epoch() || s.offset > top => {
                 (current, Some(Err(("epoch", 0))))
             }
             // Held: everything after what it was given is in its receiver already.
@@ -172,7 +174,7 @@ impl Subscriber {
         }
         self.receivers[topic.index()] = None;
         self.queued.retain(|queued| match queued {
-            Queued::Message(t, _) | Queued::Resync(t, _) => *t != topic,
+            Queued::Message(t, _) | Queued::Resync(t, _) | Queued::Restart(t, _) => *t != topic,
         });
         let old = self.topics;
         self.topics.remove(topic);
@@ -238,7 +240,14 @@ impl Subscriber {
     /// before it.
     fn arrived(&mut self, topic: Topic, published: Published) {
         let last = self.last[topic.index()];
-        if published.offset <= last + 1 {
+        if published.is_restart() {
+            // The log started over: nothing before it will come, nor be recovered.
+            self.queued.push_back(Queued::Resync(topic, 0));
+            self.queued
+                .push_back(Queued::Restart(topic, published.offset));
+            return;
+        }
+        if published.prev <= last {
             self.queued.push_back(Queued::Message(topic, published));
             return;
         }
@@ -254,9 +263,9 @@ impl Subscriber {
                     .extend(missing.map(|p| Queued::Message(topic, p)));
             }
             Since::Ahead | Since::TooOld { .. } => {
-                let missed = published.offset - last - 1;
+                let missed = published.prev - last;
                 self.queued.push_back(Queued::Resync(topic, missed));
-                self.last[topic.index()] = published.offset - 1;
+                self.last[topic.index()] = published.prev;
             }
         }
         self.queued.push_back(Queued::Message(topic, published));
@@ -274,6 +283,7 @@ impl Subscriber {
                     }
                 }
                 Queued::Resync(topic, missed) => return Some(Delivery::Resync { topic, missed }),
+                Queued::Restart(topic, offset) => self.last[topic.index()] = offset,
             }
         }
         None
@@ -347,7 +357,7 @@ mod tests {
         assert_eq!(frame(live.try_recv()), "4");
 
         let since = Position {
-            epoch: manager.epoch().clone(),
+            epoch: manager.epoch(),
             offset: 1,
         };
         let mut back = manager.register();
@@ -398,7 +408,7 @@ mod tests {
             })
         );
         let old = Position {
-            epoch: manager.epoch().clone(),
+            epoch: manager.epoch(),
             offset: 1,
         };
         let mut b = manager.register();

@@ -15,6 +15,7 @@
 //! A snapshot older than the one stored for its event and source is stale: not applied, not
 //! notified, counted.
 
+mod follow;
 mod read;
 mod snapshot;
 #[cfg(test)]
@@ -30,8 +31,9 @@ use bytes::Bytes;
 use lru::LruCache;
 use parking_lot::RwLock;
 
+pub use self::follow::Logged;
 pub use self::read::{EventOdds, EventSummary, Tag};
-use self::snapshot::Encoded;
+pub use self::snapshot::Encoded;
 pub use self::snapshot::{intern, Market, Outcome, Snapshot, StoredSnapshot};
 use crate::protocol::{Timestamp, HOME_SOURCE};
 
@@ -84,6 +86,9 @@ pub struct Changes<'a> {
     /// The JSON of each event's new snapshot (the latest, if the put changed it twice),
     /// in the same order.
     pub snapshots: &'a [Bytes],
+    /// On a cluster member, each change's offset in the cluster's log, in the same order;
+    /// `None` on a single node, where the dispatcher numbers what it publishes.
+    pub offsets: Option<&'a [u64]>,
 }
 
 /// A synchronous update callback.
@@ -99,6 +104,17 @@ struct EventEntry {
     updated_at: Arc<str>,
     /// When it was last updated, for the TTL (the wall clock may jump; this does not).
     touched: Instant,
+}
+
+impl EventEntry {
+    /// Adds the first snapshot of `source`, where reads list it.
+    fn insert(&mut self, source: &Arc<str>, stored: StoredSnapshot) {
+        let order = |name: &Arc<str>| (&**name != HOME_SOURCE, name.clone());
+        let at = self
+            .by_source
+            .partition_point(|(name, _)| order(name) < order(source));
+        self.by_source.insert(at, (source.clone(), stored));
+    }
 }
 
 /// The in-memory odds store. Cheap to clone: clones share the same data.
@@ -200,6 +216,7 @@ impl OddsCache {
                 source,
                 event_ids: &outcome.changed,
                 snapshots: &changed,
+                offsets: None,
             });
         }
         outcome
@@ -248,11 +265,7 @@ impl OddsCache {
                 None => {
                     let stored = snapshot.stored(self.next_snapshot_id());
                     let json = stored.json.clone();
-                    let order = |name: &Arc<str>| (&**name != HOME_SOURCE, name.clone());
-                    let at = entry
-                        .by_source
-                        .partition_point(|(name, _)| order(name) < order(&source));
-                    entry.by_source.insert(at, (source.clone(), stored));
+                    entry.insert(&source, stored);
                     Some(json)
                 }
             };

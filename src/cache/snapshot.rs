@@ -139,9 +139,29 @@ impl Encoded {
         }
     }
 
+    /// An encoding as a cluster's shared log carries it (see `crate::cluster`): `None` if
+    /// `markets` does not lie within `tail`.
+    pub fn from_parts(
+        captured_at: Timestamp,
+        tail: Vec<u8>,
+        markets: Range<usize>,
+    ) -> Option<Encoded> {
+        let valid = markets.start <= markets.end && markets.end <= tail.len();
+        valid.then_some(Encoded {
+            captured_at,
+            tail,
+            markets,
+        })
+    }
+
     /// When the odds were read at the source.
     pub fn captured_at(&self) -> Timestamp {
         self.captured_at
+    }
+
+    /// Everything after the snapshot id, and where the markets lie in it.
+    pub fn tail(&self) -> (&[u8], Range<usize>) {
+        (&self.tail, self.markets.clone())
     }
 
     /// The encoded markets array.

@@ -1,6 +1,6 @@
 //! `POST /api/odds`: check the caller may ingest (origin, token), take one of the ingest
 //! slots, read the body within its size and time limits, decode it whole (`crate::ingest`),
-//! then store it in one `put_batch`.
+//! then store it in one write (`crate::writer`: the cache, or the cluster's log).
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -71,18 +71,18 @@ where
         )
     })??;
     let batch = ingest::decode(&broker.config, &body, Timestamp::now())?;
-    let outcome = broker.cache.put_batch(&batch.source, batch.snapshots);
+    let stored = broker.writer.put(&batch.source, batch.snapshots).await?;
     tracing::info!(
         event = "ingest.accepted",
         source = batch.source,
-        accepted = outcome.accepted,
-        changed = outcome.changed.len(),
-        stale = outcome.stale,
+        accepted = stored.accepted,
+        changed = stored.changed,
+        stale = stored.stale,
     );
     Ok(IngestReply {
-        accepted: outcome.accepted,
-        changed: outcome.changed.len(),
-        stale: outcome.stale,
+        accepted: stored.accepted,
+        changed: stored.changed,
+        stale: stored.stale,
     })
 }
 

@@ -11,11 +11,15 @@ mod scrape;
 
 use std::convert::Infallible;
 
+use std::sync::Arc;
+
 use warp::http::header::{HeaderValue, CONTENT_TYPE};
+use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use crate::broker::Broker;
+use crate::cluster::{Cluster, Member};
 use crate::protocol::{Health, HttpError, HttpErrorCode};
 use crate::{reply, web, ws};
 
@@ -72,7 +76,7 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
 
     let metrics = warp::path!("metrics")
         .and(warp::get())
-        .and(with_broker)
+        .and(with_broker.clone())
         .map(|broker: Broker| {
             let mut reply = broker.metrics.render().into_response();
             let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -84,7 +88,13 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
 
     let health = warp::path!("healthz")
         .and(warp::get())
-        .map(|| reply::ok(&Health { status: "ok" }));
+        .and(with_broker.clone())
+        .map(|broker: Broker| health(&broker));
+
+    let cluster = warp::path!("api" / "cluster")
+        .and(warp::get())
+        .and(with_broker)
+        .map(|broker: Broker| cluster(&broker));
 
     let board = web::routes(&broker.config.sources());
 
@@ -107,8 +117,49 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
         .unify()
         .or(health)
         .unify()
+        .or(cluster)
+        .unify()
         .recover(recover)
         .unify()
+}
+
+/// `GET /healthz`: `ok`, or 503 `degraded` when a cluster member's delivery path through
+/// Redis is broken (reads still serve its cache, WebSockets stay open).
+fn health(broker: &Broker) -> Response {
+    let degraded = broker.cluster.as_ref().and_then(|c| c.health().err());
+    match degraded {
+        None => reply::ok(&Health {
+            status: "ok",
+            reason: None,
+        }),
+        Some(reason) => reply::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &Health {
+                status: "degraded",
+                reason: Some(reason),
+            },
+        ),
+    }
+}
+
+/// `GET /api/cluster`: this node and the live members; on a single node, only itself.
+fn cluster(broker: &Broker) -> Response {
+    #[derive(serde::Serialize)]
+    struct ClusterReply {
+        node: Option<Arc<str>>,
+        epoch: Arc<str>,
+        members: Vec<Member>,
+    }
+    let reply = ClusterReply {
+        node: broker.cluster.as_ref().map(|c| c.node().clone()),
+        epoch: broker.manager.epoch(),
+        members: broker
+            .cluster
+            .as_ref()
+            .map(Cluster::members)
+            .unwrap_or_default(),
+    };
+    reply::ok(&reply)
 }
 
 /// Turns warp's own rejections (no route, wrong method, bad query) into JSON errors.

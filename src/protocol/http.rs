@@ -52,6 +52,8 @@ pub enum HttpErrorCode {
     TooManyStreams,
     /// `--max-scrapes-per-minute` runs were started in the last minute (429).
     TooManyScrapes,
+    /// A cluster member cannot reach Redis in time: nothing was applied (503).
+    BackplaneUnavailable,
     /// The request's headers or body took longer than `--request-timeout` (408).
     RequestTimeout,
     /// A bug (500).
@@ -73,7 +75,9 @@ impl HttpErrorCode {
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
-            TooManyConnections | TooManyIngests | TooManyStreams => StatusCode::SERVICE_UNAVAILABLE,
+            TooManyConnections | TooManyIngests | TooManyStreams | BackplaneUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             TooManyScrapes => StatusCode::TOO_MANY_REQUESTS,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -105,6 +109,7 @@ impl HttpErrorCode {
             TooManyIngests => "too_many_ingests",
             TooManyStreams => "too_many_streams",
             TooManyScrapes => "too_many_scrapes",
+            BackplaneUnavailable => "backplane_unavailable",
             RequestTimeout => "request_timeout",
             Internal => "internal",
         }
@@ -181,10 +186,13 @@ pub struct IngestReply {
 }
 
 /// The reply of `GET /healthz`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Health {
-    /// `ok`.
+    /// `ok`, or `degraded` (503) when a cluster member cannot use Redis.
     pub status: &'static str,
+    /// Why it is degraded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[cfg(test)]

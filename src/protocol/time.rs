@@ -20,6 +20,18 @@ impl Timestamp {
         Timestamp(now.replace_millisecond(millis).unwrap_or(now))
     }
 
+    /// Milliseconds since the Unix epoch (negative before 1970).
+    pub fn unix_millis(self) -> i64 {
+        (self.0.unix_timestamp_nanos() / 1_000_000) as i64
+    }
+
+    /// The instant `millis` after the Unix epoch, if RFC 3339 can write it.
+    pub fn from_unix_millis(millis: i64) -> Option<Timestamp> {
+        let nanos = i128::from(millis) * 1_000_000;
+        let time = OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()?;
+        (0..=9999).contains(&time.year()).then_some(Timestamp(time))
+    }
+
     /// Parses an RFC 3339 time and normalises it to UTC. Refuses one whose UTC form falls
     /// outside the years 0000 to 9999, which RFC 3339 cannot write (so it could not be served
     /// back).

@@ -13,10 +13,9 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::{OddsSource, ScrapeSettings, SourceError};
-use crate::cache::OddsCache;
-use crate::dispatcher::{BusEvent, BusSender};
 use crate::metrics::{label, Metrics};
 use crate::protocol::{ScrapePhase, ScrapeProgress};
+use crate::writer::Writer;
 
 /// Runs scrape runs, one at a time. Cheap to clone.
 #[derive(Clone)]
@@ -26,8 +25,8 @@ pub struct ScrapeCoordinator {
 
 struct Shared {
     source: Arc<dyn OddsSource>,
-    cache: OddsCache,
-    bus: BusSender,
+    /// Where batches and steps go.
+    writer: Writer,
     settings: ScrapeSettings,
     /// Cancelled on shutdown: the running run stops and reports `failed`.
     stop: CancellationToken,
@@ -59,11 +58,10 @@ impl std::fmt::Debug for ScrapeCoordinator {
 }
 
 impl ScrapeCoordinator {
-    /// A coordinator storing into `cache` and publishing progress on `bus`.
+    /// A coordinator storing batches and publishing steps through `writer`.
     pub fn new(
         source: Arc<dyn OddsSource>,
-        cache: OddsCache,
-        bus: BusSender,
+        writer: Writer,
         settings: ScrapeSettings,
         stop: CancellationToken,
         tasks: TaskTracker,
@@ -72,8 +70,7 @@ impl ScrapeCoordinator {
         ScrapeCoordinator {
             shared: Arc::new(Shared {
                 source,
-                cache,
-                bus,
+                writer,
                 settings,
                 stop,
                 tasks,
@@ -152,7 +149,7 @@ async fn run_guarded(shared: Arc<Shared>, run_id: Uuid) {
     let run = AssertUnwindSafe(execute(shared.clone(), run_id)).catch_unwind();
     if run.await.is_err() {
         tracing::error!(event = "scrape.panicked", %run_id);
-        shared.abort(run_id);
+        shared.abort(run_id).await;
     }
 }
 
@@ -164,49 +161,59 @@ async fn execute(shared: Arc<Shared>, run_id: Uuid) {
         total: 0,
     };
     let platforms = shared.settings.platforms.clone();
-    shared.emit(
-        &tally,
-        ScrapePhase::Started,
-        None,
-        format!("scraping {}", platforms.join(", ")),
-    );
+    shared
+        .emit(
+            &tally,
+            ScrapePhase::Started,
+            None,
+            format!("scraping {}", platforms.join(", ")),
+        )
+        .await;
     let mut failed = Vec::new();
     for platform in &platforms {
-        shared.emit(
-            &tally,
-            ScrapePhase::PlatformStarted,
-            Some(platform),
-            format!("scraping {platform}"),
-        );
+        shared
+            .emit(
+                &tally,
+                ScrapePhase::PlatformStarted,
+                Some(platform),
+                format!("scraping {platform}"),
+            )
+            .await;
         let platform_started = Instant::now();
         let before = tally.scraped;
         let outcome = tokio::select! {
             outcome = shared.scrape_platform(platform, &mut tally) => outcome,
             () = shared.stop.cancelled() => {
                 let message = "run interrupted: the server is shutting down".to_owned();
-                shared.emit(&tally, ScrapePhase::Failed, None, message);
+                shared.emit(&tally, ScrapePhase::Failed, None, message).await;
                 return;
             }
         };
         match outcome {
-            Ok(()) => shared.emit(
-                &tally,
-                ScrapePhase::PlatformCompleted,
-                Some(platform),
-                format!(
-                    "{platform}: {} events in {} ms",
-                    tally.scraped - before,
-                    platform_started.elapsed().as_millis()
-                ),
-            ),
+            Ok(()) => {
+                shared
+                    .emit(
+                        &tally,
+                        ScrapePhase::PlatformCompleted,
+                        Some(platform),
+                        format!(
+                            "{platform}: {} events in {} ms",
+                            tally.scraped - before,
+                            platform_started.elapsed().as_millis()
+                        ),
+                    )
+                    .await
+            }
             Err(error) => {
                 tracing::warn!(event = "scrape.platform_failed", %platform, %error);
-                shared.emit(
-                    &tally,
-                    ScrapePhase::Failed,
-                    Some(platform),
-                    format!("{platform} failed: {error}"),
-                );
+                shared
+                    .emit(
+                        &tally,
+                        ScrapePhase::Failed,
+                        Some(platform),
+                        format!("{platform} failed: {error}"),
+                    )
+                    .await;
                 failed.push(platform.as_str());
             }
         }
@@ -218,7 +225,9 @@ async fn execute(shared: Arc<Shared>, run_id: Uuid) {
             tally.scraped,
             platforms.len()
         );
-        shared.emit(&tally, ScrapePhase::Completed, None, message);
+        shared
+            .emit(&tally, ScrapePhase::Completed, None, message)
+            .await;
     } else {
         let message = format!(
             "{} of {} platforms failed ({}); {} events stored in {elapsed} ms",
@@ -227,7 +236,9 @@ async fn execute(shared: Arc<Shared>, run_id: Uuid) {
             failed.join(", "),
             tally.scraped
         );
-        shared.emit(&tally, ScrapePhase::Failed, None, message);
+        shared
+            .emit(&tally, ScrapePhase::Failed, None, message)
+            .await;
     }
 }
 
@@ -244,14 +255,15 @@ impl Shared {
             .buffer_unordered(self.settings.concurrency.max(1));
         while let Some(fetched) = fetches.next().await {
             let snapshots = fetched?;
-            let stored = self.cache.put_batch(platform, snapshots);
+            let stored = self.writer.put(platform, snapshots).await;
+            let stored = stored.map_err(|e| SourceError(e.message))?;
             tally.scraped += stored.accepted as u64;
         }
         Ok(())
     }
 
     /// Ends `run_id` with `failed` if it is still the current run, with its last counts.
-    fn abort(&self, run_id: Uuid) {
+    async fn abort(&self, run_id: Uuid) {
         let counts = self
             .current
             .lock()
@@ -267,11 +279,18 @@ impl Shared {
             total,
         };
         let message = "run aborted: the scrape failed unexpectedly (see the server log)";
-        self.emit(&tally, ScrapePhase::Failed, None, message.to_owned());
+        self.emit(&tally, ScrapePhase::Failed, None, message.to_owned())
+            .await;
     }
 
     /// Records a step of the run and sends it to listeners and to the topic.
-    fn emit(&self, tally: &Tally, phase: ScrapePhase, platform: Option<&str>, message: String) {
+    async fn emit(
+        &self,
+        tally: &Tally,
+        phase: ScrapePhase,
+        platform: Option<&str>,
+        message: String,
+    ) {
         let progress = ScrapeProgress {
             run_id: tally.run_id,
             phase,
@@ -302,6 +321,8 @@ impl Shared {
                 }
             }
         }
-        let _ = self.bus.send(BusEvent::ScrapeProgress(progress));
+        if let Err(error) = self.writer.step(progress).await {
+            tracing::warn!(event = "scrape.step_lost", %error);
+        }
     }
 }

@@ -100,7 +100,7 @@ pub async fn serve(
             ),
             refused: 0,
             subscription,
-            epoch: broker.manager.epoch().clone(),
+            epoch: broker.manager.epoch(),
         };
         let reason = connection.run(&broker, greeting).await;
         drop(connection); // leaves the registry before the count below is read

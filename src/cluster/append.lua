@@ -1,0 +1,84 @@
+-- Appends one entry to the cluster's log, atomically: an ingest (its changes detected
+-- against the shared state) or a scrape-progress step. Every entry's id is `TOP-SEQ`, TOP
+-- being the log's offset after it: an ingest takes one offset per changed snapshot (a
+-- refresh-only ingest none), a step takes one. Each entry names the one before it (`p`),
+-- so a follower can tell that it missed some.
+--
+-- KEYS: meta hash, log stream, state hash of the source (ingest only)
+-- ARGV: kind (odds|progress), deadline (Unix ms), epoch if none, max entries, max age (ms),
+--       then, for odds, the source and the snapshots, each `EVENT MS M0 M1 TAIL`
+--       (MS: captured_at in Unix ms; TAIL: the snapshot's JSON after its id; M0..M1: where
+--       its markets lie in TAIL, from 0), or, for progress, the step's JSON.
+local meta, log, state = KEYS[1], KEYS[2], KEYS[3]
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+-- A caller that gave up (and answered 503) must never see its request applied later.
+if now > tonumber(ARGV[2]) then
+  return redis.error_reply('EXPIRED the request reached Redis after its deadline')
+end
+local epoch = redis.call('HGET', meta, 'epoch')
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('HSET', meta, 'epoch', epoch)
+end
+local top = tonumber(redis.call('HGET', meta, 'top') or '0')
+local fields = nil
+local accepted, stale, changed = 0, 0, 0
+
+if ARGV[1] == 'progress' then
+  changed = 1
+  fields = {'k', 'progress', 'j', ARGV[6]}
+else
+  local sid = tonumber(redis.call('HGET', meta, 'sid') or '0')
+  local lines = {}
+  for i = 7, #ARGV do
+    local item = ARGV[i]
+    local id, ms, m0, m1, at = string.match(item, '^(%d+) (%d+) (%d+) (%d+) ()')
+    local tail = string.sub(item, at)
+    local held = redis.call('HGET', state, id)
+    local kind, this = 'c', nil
+    if held then
+      local hid, hms, h0, h1, hat = string.match(held, '^(%d+) (%d+) (%d+) (%d+) ()')
+      if tonumber(ms) < tonumber(hms) then
+        kind = nil
+      elseif string.sub(held, hat + h0, hat + h1 - 1) == string.sub(tail, m0 + 1, m1) then
+        kind, this = 'r', hid
+      end
+    end
+    if kind == nil then
+      stale = stale + 1
+    else
+      if kind == 'c' then
+        sid = sid + 1
+        changed = changed + 1
+        this = string.format('%d', sid)
+      end
+      local value = this .. ' ' .. ms .. ' ' .. m0 .. ' ' .. m1 .. ' ' .. tail
+      redis.call('HSET', state, id, value)
+      lines[#lines + 1] = kind .. ' ' .. id .. ' ' .. value
+      accepted = accepted + 1
+    end
+  end
+  redis.call('HSET', meta, 'sid', string.format('%d', sid))
+  if accepted > 0 then
+    fields = {'k', 'odds', 's', ARGV[6], 'd', table.concat(lines, '\n')}
+  end
+end
+
+local entry = ''
+if fields then
+  top = top + changed
+  local prev = redis.call('HGET', meta, 'last') or '0-0'
+  entry = redis.call('XADD', log, 'MAXLEN', '~', ARGV[4], string.format('%d-*', top),
+    'p', prev, 't', now, unpack(fields))
+  redis.call('HSET', meta, 'top', string.format('%d', top), 'last', entry)
+  -- The age bound: a few of the oldest entries per append, so no call takes long.
+  local cutoff = now - tonumber(ARGV[5])
+  for _, old in ipairs(redis.call('XRANGE', log, '-', '+', 'COUNT', 16)) do
+    if old[1] == entry or tonumber(old[2][4]) >= cutoff then
+      break
+    end
+    redis.call('XDEL', log, old[1])
+  end
+end
+return {epoch, entry, accepted, stale, changed}

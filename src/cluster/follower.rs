@@ -1,0 +1,325 @@
+//! The log follower: one task per node that reads the cluster's log in order and applies
+//! each entry to the node's cache (changes then reach subscribers through the cache's
+//! callback, the bridge and the dispatcher, as on a single node) or, for a scrape step, hands
+//! it to the dispatcher. It reads heartbeats in the same blocking read (`members.rs`).
+//!
+//! A node joins by loading the whole state and then following the log from the entry the
+//! state was read at: applying is idempotent (`crate::cache::Logged`), so nothing is missed
+//! and nothing announced twice. It joins again when the epoch changes (Redis lost its data:
+//! its cache is cleared first) and reloads when it finds that entries it had not read left
+//! the log (it fell behind); either way its subscribers get `resync`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
+use redis::{AsyncConnectionConfig, RedisResult, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::log::{self, Body, Entry, EntryId};
+use super::{state_key, Cluster, LOG, META, NODES};
+use crate::cache::{Logged, OddsCache};
+use crate::dispatcher::{BusEvent, BusSender};
+use crate::metrics::label;
+
+/// How long one blocking read waits for new entries. The connection's response timeout is
+/// longer by [`SLACK`], so a read only times out when Redis stopped answering (the redis
+/// crate's default of 500 ms would cut every idle read short).
+const BLOCK: Duration = Duration::from_millis(500);
+const SLACK: Duration = Duration::from_millis(1000);
+
+/// Entries taken per read, and state entries per scan step.
+const BATCH: usize = 512;
+
+/// Follows the log until `stop`, reconnecting with backoff whenever Redis fails.
+pub async fn follow(cluster: Cluster, cache: OddsCache, bus: BusSender, stop: CancellationToken) {
+    let mut follower = Follower {
+        cluster,
+        cache,
+        bus,
+        epoch: None,
+        last: EntryId::default(),
+        nodes: "$".to_owned(),
+    };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let result = tokio::select! {
+            result = follower.connect_and_follow() => result,
+            () = stop.cancelled() => return,
+        };
+        if let Err(error) = result {
+            let metrics = &follower.cluster.shared.metrics;
+            metrics
+                .redis_errors
+                .get_or_create(&label("op", "follow"))
+                .inc();
+            tracing::warn!(event = "cluster.follow_failed", %error, retry_in_ms = backoff.as_millis() as u64);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+struct Follower {
+    cluster: Cluster,
+    cache: OddsCache,
+    bus: BusSender,
+    /// The epoch followed; `None` before the first join.
+    epoch: Option<Arc<str>>,
+    /// The last entry applied.
+    last: EntryId,
+    /// The last heartbeat read.
+    nodes: String,
+}
+
+impl Follower {
+    async fn connect_and_follow(&mut self) -> RedisResult<()> {
+        let settings = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(BLOCK + SLACK));
+        let client = &self.cluster.shared.client;
+        let mut connection = client
+            .get_multiplexed_async_connection_with_config(&settings)
+            .await?;
+        if self.epoch.is_none() {
+            self.join(&mut connection).await?;
+        }
+        loop {
+            self.read(&mut connection).await?;
+        }
+    }
+
+    /// One blocking read of the log and the heartbeats, and what it found applied.
+    async fn read(&mut self, connection: &mut MultiplexedConnection) -> RedisResult<()> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET").arg(META).arg("epoch").arg("top");
+        pipe.cmd("XREAD")
+            .arg("COUNT")
+            .arg(BATCH)
+            .arg("BLOCK")
+            .arg(BLOCK.as_millis() as u64);
+        pipe.arg("STREAMS")
+            .arg(LOG)
+            .arg(NODES)
+            .arg(self.last.to_string())
+            .arg(&self.nodes);
+        self.count("read");
+        let ((epoch, top), read): ((Option<String>, Option<u64>), Option<StreamReadReply>) =
+            pipe.query_async(connection).await?;
+        if epoch.as_deref() != self.epoch.as_deref() {
+            tracing::warn!(event = "cluster.epoch_changed", old = ?self.epoch, new = ?epoch, "Redis lost the log; loading the state again");
+            return self.join(connection).await;
+        }
+        for key in read.map(|r| r.keys).unwrap_or_default() {
+            for stream_id in key.ids {
+                if key.key == NODES {
+                    self.cluster.heard(|name| text(&stream_id, name));
+                    self.nodes = stream_id.id;
+                } else if !self.apply(&stream_id) {
+                    tracing::warn!(event = "cluster.fell_behind", last = %self.last, "entries left the log before this node read them; reloading");
+                    return self.reload(connection).await;
+                }
+            }
+        }
+        let lag = top.unwrap_or(0).saturating_sub(self.last.top);
+        self.cluster.shared.metrics.cluster_lag.set(lag as i64);
+        Ok(())
+    }
+
+    /// Applies one log entry; `false` if it does not follow the last one applied.
+    fn apply(&mut self, stream_id: &StreamId) -> bool {
+        let entry = match log::entry(&stream_id.id, |name| bytes(stream_id, name)) {
+            Ok(entry) => entry,
+            Err(error) => {
+                // Written by another version or by hand: skipping it beats stopping.
+                tracing::error!(event = "cluster.bad_entry", id = %stream_id.id, %error);
+                if let Ok(id) = stream_id.id.parse() {
+                    self.advance(id);
+                }
+                return true;
+            }
+        };
+        if entry.prev != self.last {
+            return false;
+        }
+        match entry.body {
+            Body::Odds(source, logged) => {
+                self.cache.apply(&source, logged);
+            }
+            Body::Progress(progress) => {
+                let offset = Some(entry.id.top);
+                let _ = self.bus.send(BusEvent::ScrapeProgress { progress, offset });
+            }
+        }
+        self.advance(entry.id);
+        true
+    }
+
+    fn advance(&mut self, id: EntryId) {
+        self.last = id;
+        self.cluster.shared.applied.send_replace(Some(id));
+    }
+
+    /// Joins the log: its epoch (set if Redis has none), the history it holds (published
+    /// again here, so clients recover on this node too), then the whole state.
+    async fn join(&mut self, connection: &mut MultiplexedConnection) -> RedisResult<()> {
+        let candidate = uuid::Uuid::new_v4().simple().to_string();
+        self.count("join");
+        let (_, (epoch, last)): (Value, (String, Option<String>)) = redis::pipe()
+            .cmd("HSETNX")
+            .arg(META)
+            .arg("epoch")
+            .arg(&candidate[..12])
+            .cmd("HMGET")
+            .arg(META)
+            .arg("epoch")
+            .arg("last")
+            .query_async(connection)
+            .await?;
+        let last: EntryId = last.and_then(|l| l.parse().ok()).unwrap_or_default();
+        let held: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(LOG)
+            .arg("-")
+            .arg(last.to_string())
+            .query_async(connection)
+            .await?;
+        let entries: Vec<Entry> = held
+            .ids
+            .iter()
+            .filter_map(|id| log::entry(&id.id, |name| bytes(id, name)).ok())
+            .collect();
+        let first_prev = entries.first().map_or(last.top, |entry| entry.prev.top);
+        if self.epoch.is_some() {
+            self.cache.clear();
+        }
+        let epoch: Arc<str> = Arc::from(epoch);
+        let _ = self.bus.send(BusEvent::Restart {
+            epoch: epoch.clone(),
+            top: first_prev,
+        });
+        for entry in entries {
+            self.republish(entry);
+        }
+        self.load(connection).await?;
+        if self.nodes == "$" {
+            let newest: StreamRangeReply = redis::cmd("XREVRANGE")
+                .arg(NODES)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(connection)
+                .await?;
+            self.nodes = newest
+                .ids
+                .first()
+                .map_or_else(|| "0-0".to_owned(), |id| id.id.clone());
+        }
+        tracing::info!(event = "cluster.joined", %epoch, top = last.top, events = self.cache.len());
+        self.epoch = Some(epoch);
+        self.advance(last);
+        Ok(())
+    }
+
+    /// After falling behind: the whole state again, and `resync` for every subscriber.
+    async fn reload(&mut self, connection: &mut MultiplexedConnection) -> RedisResult<()> {
+        let last: Option<String> = redis::cmd("HGET")
+            .arg(META)
+            .arg("last")
+            .query_async(connection)
+            .await?;
+        let last: EntryId = last.and_then(|l| l.parse().ok()).unwrap_or_default();
+        if let Some(epoch) = self.epoch.clone() {
+            let _ = self.bus.send(BusEvent::Restart {
+                epoch,
+                top: last.top,
+            });
+        }
+        self.load(connection).await?;
+        self.advance(last);
+        Ok(())
+    }
+
+    /// Hands a held entry's messages to the dispatcher without applying it: the state,
+    /// loaded next, has it already.
+    fn republish(&self, entry: Entry) {
+        let event = match entry.body {
+            Body::Odds(source, logged) => {
+                let changes: Vec<Logged> =
+                    logged.into_iter().filter(|l| l.offset.is_some()).collect();
+                if changes.is_empty() {
+                    return;
+                }
+                BusEvent::OddsChanged {
+                    event_ids: changes.iter().map(|l| l.event_id).collect(),
+                    snapshots: changes.iter().map(|l| l.snapshot.json.clone()).collect(),
+                    offsets: Some(changes.iter().filter_map(|l| l.offset).collect()),
+                    source: Arc::from(source),
+                }
+            }
+            Body::Progress(progress) => BusEvent::ScrapeProgress {
+                progress,
+                offset: Some(entry.id.top),
+            },
+        };
+        let _ = self.bus.send(event);
+    }
+
+    /// Loads every source's state into the cache.
+    async fn load(&mut self, connection: &mut MultiplexedConnection) -> RedisResult<()> {
+        for source in self.cluster.shared.sources.clone() {
+            let key = state_key(&source);
+            let mut cursor = 0u64;
+            loop {
+                self.count("load");
+                let (next, pairs): (u64, Vec<(u64, Vec<u8>)>) = redis::cmd("HSCAN")
+                    .arg(&key)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(BATCH)
+                    .query_async(connection)
+                    .await?;
+                let logged = pairs.iter().filter_map(|(event_id, value)| {
+                    match log::state_value(*event_id, value) {
+                        Ok(logged) => Some(logged),
+                        Err(error) => {
+                            tracing::error!(event = "cluster.bad_state", %source, event_id, %error);
+                            None
+                        }
+                    }
+                });
+                self.cache.apply(&source, logged.collect());
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn count(&self, op: &'static str) {
+        self.cluster
+            .shared
+            .metrics
+            .redis_requests
+            .get_or_create(&label("op", op))
+            .inc();
+    }
+}
+
+fn bytes(stream_id: &StreamId, name: &str) -> Option<Vec<u8>> {
+    match stream_id.map.get(name)? {
+        Value::BulkString(bytes) => Some(bytes.clone()),
+        Value::SimpleString(text) => Some(text.clone().into_bytes()),
+        _ => None,
+    }
+}
+
+fn text(stream_id: &StreamId, name: &str) -> Option<String> {
+    bytes(stream_id, name).and_then(|b| String::from_utf8(b).ok())
+}

@@ -1,0 +1,315 @@
+//! Scale-out on Redis: several nodes, one cache, one ordered log.
+//!
+//! With `--redis`, a node writes nothing into its own cache directly. An ingest (or a scrape
+//! run's batch, or a run's step) is checked whole, then appended in one atomic script
+//! (`append.lua`): change detection against the shared state, snapshot ids from one counter,
+//! the entry in the log under the next offsets. The 200 reply means Redis has it.
+//!
+//! Every node follows the log in order (`follower.rs`) and applies each entry to its own
+//! [`OddsCache`](crate::OddsCache), whose callback feeds the bridge and the dispatcher as on a
+//! single node. Each change carries its log offset, and the dispatcher publishes it as the
+//! log has it, so every node publishes the same messages under the same offsets in the same
+//! epoch, and a client recovers with `since` on any node.
+//!
+//! Redis holds, under `oddsbus:`:
+//! - `meta`: a hash with the `epoch`, the log's `top` offset, the `last` entry id and the
+//!   snapshot-id counter `sid`;
+//! - `log`: a stream, bounded by `--history-size` and `--history-ttl` (`log.rs`);
+//! - `state:SOURCE`: a hash per source, event id to its latest snapshot;
+//! - `nodes`: a stream of members' heartbeats (`members.rs`), which is also how each node
+//!   checks that what it writes comes back through what it reads.
+
+mod follower;
+mod log;
+mod members;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Script, Value};
+use tokio::sync::watch;
+
+pub use self::follower::follow;
+use self::log::EntryId;
+pub use self::members::{heartbeat, Member};
+use crate::cache::{Encoded, Snapshot};
+use crate::config::Config;
+use crate::history::HistoryLimits;
+use crate::metrics::{label, Metrics};
+use crate::protocol::{HttpError, HttpErrorCode, ScrapeProgress};
+use crate::writer::Stored;
+
+const META: &str = "oddsbus:meta";
+const LOG: &str = "oddsbus:log";
+const NODES: &str = "oddsbus:nodes";
+
+fn state_key(source: &str) -> String {
+    format!("oddsbus:state:{source}")
+}
+
+/// How long an append may take before the caller gets 503 `backplane_unavailable`.
+const APPEND_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// The append script refuses to run after this much of [`APPEND_TIMEOUT`]: a request that
+/// reaches a Redis frozen until after the caller got its 503 is never applied. The rest is
+/// for the reply to come back, and for the clocks of Redis and the node to differ.
+const APPEND_DEADLINE: Duration = Duration::from_millis(1200);
+
+/// A cluster member's handle on Redis. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// This node's id in `/api/cluster` and the heartbeats.
+    node: Arc<str>,
+    /// Where clients reach this node: the address it listens on.
+    address: parking_lot::Mutex<String>,
+    client: Client,
+    /// Appends and heartbeats: reconnects by itself.
+    commands: ConnectionManager,
+    append: Script,
+    history: HistoryLimits,
+    sources: Vec<String>,
+    /// The last log entry this node's cache applied.
+    applied: watch::Sender<Option<EntryId>>,
+    /// When the follower last saw this node's own heartbeat come back from Redis.
+    seen: parking_lot::Mutex<Option<Instant>>,
+    members: parking_lot::Mutex<HashMap<Arc<str>, Member>>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.shared.node)
+            .field("applied", &*self.shared.applied.borrow())
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// A member of the cluster whose Redis is at `url`. Connects lazily: the log follower
+    /// ([`follow`]) joins, and the server waits for it before it serves.
+    pub fn new(config: &Config, url: &str, metrics: Arc<Metrics>) -> Result<Cluster, String> {
+        let client = Client::open(url).map_err(|e| format!("--redis `{url}`: {e}"))?;
+        let settings = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(APPEND_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let commands = ConnectionManager::new_lazy_with_config(client.clone(), settings)
+            .map_err(|e| format!("--redis `{url}`: {e}"))?;
+        let node: String = uuid::Uuid::new_v4()
+            .simple()
+            .to_string()
+            .chars()
+            .take(8)
+            .collect();
+        Ok(Cluster {
+            shared: Arc::new(Shared {
+                node: Arc::from(node),
+                address: parking_lot::Mutex::new(config.listen.clone()),
+                client,
+                commands,
+                append: Script::new(include_str!("append.lua")),
+                history: HistoryLimits {
+                    size: config.history_size,
+                    ttl: config.history_ttl,
+                    bytes: config.history_bytes,
+                },
+                sources: config.sources().into_iter().map(String::from).collect(),
+                applied: watch::channel(None).0,
+                seen: parking_lot::Mutex::default(),
+                members: parking_lot::Mutex::default(),
+                metrics,
+            }),
+        })
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &Arc<str> {
+        &self.shared.node
+    }
+
+    /// Records the address the node listens on, for the other members.
+    pub fn listening_on(&self, address: String) {
+        *self.shared.address.lock() = address;
+    }
+
+    /// Completes once the follower has joined the log (loaded the state) for the first time.
+    pub async fn joined(&self) {
+        let mut applied = self.shared.applied.subscribe();
+        // The sender lives as long as `self`.
+        let _ = applied.wait_for(Option::is_some).await;
+    }
+
+    /// Appends an ingest of `source`. Returns once this node's cache has applied it (so its
+    /// reads show it), or 503 `backplane_unavailable` if Redis did not answer in time, in
+    /// which case nothing was applied.
+    pub async fn put(
+        &self,
+        source: &str,
+        snapshots: Vec<(u64, Snapshot)>,
+    ) -> Result<Stored, HttpError> {
+        let (snapshots, replaced, older) = distinct(snapshots);
+        let mut call = self.shared.append.prepare_invoke();
+        call.key(META).key(LOG).key(state_key(source));
+        self.arguments(&mut call, "odds");
+        call.arg(source);
+        for (event_id, snapshot) in &snapshots {
+            call.arg(log::item(*event_id, &Encoded::new(*event_id, snapshot)));
+        }
+        let mut stored = self.appended("ingest", call).await?;
+        stored.accepted += replaced;
+        stored.stale += older;
+        Ok(stored)
+    }
+
+    /// Appends a scrape run's step; every node publishes it on `scrape_progress`.
+    pub async fn step(&self, progress: &ScrapeProgress) -> Result<(), HttpError> {
+        let json = serde_json::to_string(progress).map_err(|e| unavailable(e.to_string()))?;
+        let mut call = self.shared.append.prepare_invoke();
+        call.key(META).key(LOG).key(state_key(""));
+        self.arguments(&mut call, "progress");
+        call.arg(json);
+        self.appended("step", call).await.map(|_| ())
+    }
+
+    /// The arguments every append starts with.
+    fn arguments(&self, call: &mut redis::ScriptInvocation<'_>, kind: &str) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let deadline = (now + APPEND_DEADLINE).as_millis() as u64;
+        let epoch = uuid::Uuid::new_v4().simple().to_string();
+        let history = self.shared.history;
+        call.arg(kind)
+            .arg(deadline)
+            .arg(&epoch[..12])
+            .arg(history.size)
+            .arg(history.ttl.as_millis() as u64);
+    }
+
+    /// Runs an append within [`APPEND_TIMEOUT`], then waits (within what is left of it) for
+    /// this node's cache to apply the entry.
+    async fn appended(
+        &self,
+        op: &'static str,
+        call: redis::ScriptInvocation<'_>,
+    ) -> Result<Stored, HttpError> {
+        let started = Instant::now();
+        let mut commands = self.shared.commands.clone();
+        let reply = tokio::time::timeout(
+            APPEND_TIMEOUT,
+            call.invoke_async::<Vec<Value>>(&mut commands),
+        )
+        .await;
+        let metrics = &self.shared.metrics;
+        metrics.redis_requests.get_or_create(&label("op", op)).inc();
+        let reply = match reply {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(error)) => return Err(self.failed(op, error.to_string())),
+            Err(_) => return Err(self.failed(op, format!("no answer within {APPEND_TIMEOUT:?}"))),
+        };
+        metrics
+            .redis_append_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let (entry, stored) = append_reply(&reply)
+            .ok_or_else(|| self.failed(op, format!("unexpected reply {reply:?}")))?;
+        if let Some(entry) = entry {
+            let mut applied = self.shared.applied.subscribe();
+            let wait = applied.wait_for(|applied| applied.is_some_and(|a| a >= entry));
+            let left = APPEND_TIMEOUT.saturating_sub(started.elapsed()) + APPEND_TIMEOUT;
+            if tokio::time::timeout(left, wait).await.is_err() {
+                // Redis has it: the reply is still a success, but this node's reads lag.
+                tracing::warn!(event = "cluster.apply_late", %entry, "the follower has not applied an acknowledged entry yet");
+            }
+        }
+        Ok(stored)
+    }
+
+    fn failed(&self, op: &'static str, reason: String) -> HttpError {
+        self.shared
+            .metrics
+            .redis_errors
+            .get_or_create(&label("op", op))
+            .inc();
+        tracing::warn!(event = "cluster.append_failed", op, %reason);
+        unavailable(reason)
+    }
+
+    /// `Err` with the reason when this node cannot be trusted to deliver: its own heartbeat
+    /// has not come back through its log follower within [`members::DEGRADED_AFTER`].
+    pub fn health(&self) -> Result<(), String> {
+        match *self.shared.seen.lock() {
+            Some(seen) if seen.elapsed() < members::DEGRADED_AFTER => Ok(()),
+            Some(seen) => Err(format!(
+                "redis: nothing came back through the log for {} ms",
+                seen.elapsed().as_millis()
+            )),
+            None => Err("redis: not following the log yet".into()),
+        }
+    }
+}
+
+fn unavailable(reason: String) -> HttpError {
+    HttpError::new(
+        HttpErrorCode::BackplaneUnavailable,
+        format!("the cluster's Redis is unavailable ({reason}); nothing was applied, retry later"),
+    )
+}
+
+/// The snapshots with each event once (a log entry names each event once): the later one
+/// unless it is older, as a single node's cache keeps them. Returns them, how many replaced
+/// an earlier one (accepted, as on a single node) and how many were older (stale).
+fn distinct(snapshots: Vec<(u64, Snapshot)>) -> (Vec<(u64, Snapshot)>, usize, usize) {
+    let mut at: HashMap<u64, usize> = HashMap::with_capacity(snapshots.len());
+    let mut kept: Vec<(u64, Snapshot)> = Vec::with_capacity(snapshots.len());
+    let (mut replaced, mut older) = (0, 0);
+    for (event_id, snapshot) in snapshots {
+        match at.get(&event_id) {
+            Some(&index) if snapshot.captured_at >= kept[index].1.captured_at => {
+                replaced += 1;
+                kept[index].1 = snapshot;
+            }
+            Some(_) => older += 1,
+            None => {
+                at.insert(event_id, kept.len());
+                kept.push((event_id, snapshot));
+            }
+        }
+    }
+    (kept, replaced, older)
+}
+
+/// Reads the script's reply `{epoch, entry, accepted, stale, changed}`.
+fn append_reply(reply: &[Value]) -> Option<(Option<EntryId>, Stored)> {
+    let text = |value: &Value| match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    };
+    let count = |value: &Value| match value {
+        Value::Int(n) => usize::try_from(*n).ok(),
+        _ => None,
+    };
+    let [_epoch, entry, accepted, stale, changed] = reply else {
+        return None;
+    };
+    let entry = text(entry)?;
+    let entry = if entry.is_empty() {
+        None
+    } else {
+        Some(entry.parse().ok()?)
+    };
+    let stored = Stored {
+        accepted: count(accepted)?,
+        changed: count(changed)?,
+        stale: count(stale)?,
+    };
+    Some((entry, stored))
+}
