@@ -84,6 +84,7 @@ pub async fn heartbeat(cluster: Cluster, manager: ConnectionManager, stop: Cance
         if left {
             return;
         }
+        cluster.members(); // keeps the gauge current
     }
 }
 

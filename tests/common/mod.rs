@@ -1,6 +1,8 @@
 //! Shared test helpers: a real oddsbus on an ephemeral port, and real clients for it.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod redis;
+
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

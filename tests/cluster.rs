@@ -1,0 +1,309 @@
+//! Several nodes on one Redis (`--redis`): the tests start their own `redis-server` on a free
+//! port and real nodes in-process, and talk to them over real sockets.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::redis::RedisServer;
+use common::{TestServer, WAIT};
+use serde_json::{json, Value};
+
+async fn node(redis: &RedisServer) -> TestServer {
+    let url = redis.url();
+    TestServer::with(move |c| c.redis = Some(url)).await
+}
+
+/// The epoch and offset `reply` gives `topic`.
+fn position(reply: &Value, topic: &str) -> (String, u64) {
+    let position = &reply["positions"][topic];
+    let epoch = position["epoch"].as_str().expect("an epoch").to_owned();
+    (epoch, position["offset"].as_u64().expect("an offset"))
+}
+
+/// Polls `check` until it holds, failing after [`WAIT`].
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, check: impl Fn() -> F) {
+    let deadline = Instant::now() + WAIT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn snapshot_ids(server: &TestServer, event_id: u64) -> (u16, Value) {
+    let (status, body) = server.get(&format!("/api/events/{event_id}/odds")).await;
+    (status, body)
+}
+
+#[tokio::test]
+async fn a_change_on_one_node_reaches_every_node_with_the_same_offsets_and_reads_agree() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let query = "?topics=odds_updates,odds_changes";
+    let (mut on_a, ack_a) = a.ws_acked(query).await;
+    let (mut on_b, ack_b) = b.ws_acked(query).await;
+    assert_eq!(
+        position(&ack_a, "odds_updates"),
+        position(&ack_b, "odds_updates"),
+        "one epoch, one log"
+    );
+
+    a.ingest_ok("betpawa", &[1, 2], 1.5).await;
+    // Read your writes: the node that answered 200 shows the write at once.
+    let (status, odds) = snapshot_ids(&a, 1).await;
+    assert_eq!(status, 200, "{odds}");
+    b.ingest_ok("sportybet", &[2], 2.5).await;
+
+    let mut offsets = Vec::new();
+    for client in [&mut on_a, &mut on_b] {
+        // Two topics, each in its own order (the contract orders each topic, not the two).
+        let mut messages = Vec::new();
+        for _ in 0..4 {
+            messages.push(client.recv().await);
+        }
+        let of = |kind: &str| -> Vec<Value> {
+            messages
+                .iter()
+                .filter(|m| m["type"] == kind)
+                .cloned()
+                .collect()
+        };
+        let (updates, changes) = (of("odds_update"), of("odds_change"));
+        assert_eq!((updates.len(), changes.len()), (2, 2), "{messages:?}");
+        assert_eq!(updates[0]["data"]["event_ids"], json!([1, 2]));
+        assert_eq!(updates[0]["data"]["source"], "betpawa");
+        assert_eq!(changes[0]["data"]["snapshots"][1]["event_id"], 2);
+        assert_eq!(updates[1]["data"]["event_ids"], json!([2]));
+        assert_eq!(updates[1]["offset"], changes[1]["offset"]);
+        let offsets_here: Vec<Value> = updates
+            .iter()
+            .chain(&changes)
+            .map(|m| m["offset"].clone())
+            .collect();
+        offsets.push(offsets_here);
+        client.ping_pong().await; // nothing else: every change once
+    }
+    assert_eq!(
+        offsets[0], offsets[1],
+        "every node publishes under the same offsets"
+    );
+
+    for event_id in [1, 2] {
+        let (from_a, from_b) = (
+            snapshot_ids(&a, event_id).await,
+            snapshot_ids(&b, event_id).await,
+        );
+        assert_eq!(from_a, from_b, "reads agree, snapshot ids included");
+    }
+    let (_, odds) = snapshot_ids(&b, 2).await;
+    assert!(
+        odds["betpawa"]["snapshot_id"].as_u64()
+            < odds["competitors"]["sportybet"]["snapshot_id"].as_u64()
+    );
+
+    // A refresh (same odds, read later) reaches every cache too, and announces nothing.
+    let later = json!({"source": "betpawa", "snapshots": [
+        {"event_id": 1, "captured_at": "2030-01-01T00:00:00.000Z", "markets": common::snapshot(1, 1.5)["markets"]}
+    ]});
+    let (status, reply) = a.ingest(&later).await;
+    assert_eq!(
+        (status, reply),
+        (200, json!({"accepted": 1, "changed": 0, "stale": 0}))
+    );
+    eventually("the refresh reaches b", || async {
+        snapshot_ids(&b, 1).await.1["betpawa"]["captured_at"] == "2030-01-01T00:00:00.000Z"
+    })
+    .await;
+    assert_eq!(snapshot_ids(&a, 1).await, snapshot_ids(&b, 1).await);
+    on_b.ping_pong().await;
+}
+
+#[tokio::test]
+async fn a_client_recovers_on_another_node_with_exactly_what_it_missed() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let (mut client, ack) = a.ws_acked("?topics=odds_updates").await;
+    let (epoch, _) = position(&ack, "odds_updates");
+    a.ingest_ok("betpawa", &[1], 2.0).await;
+    let seen = client.recv_type("odds_update").await["offset"]
+        .as_u64()
+        .unwrap();
+    drop(client);
+
+    a.ingest_ok("betpawa", &[2, 3], 2.0).await;
+    b.ingest_ok("bet9ja", &[4], 2.0).await;
+    let since = format!("?topics=odds_updates&since=odds_updates:{epoch}:{seen}");
+    // Give b time to follow both: a recovery asks for what the node has published.
+    eventually("b has followed", || async {
+        b.get("/api/events/4/odds").await.0 == 200
+    })
+    .await;
+    let (mut client, ack) = b.ws_acked(&since).await;
+    assert_eq!(ack["recovered"], json!(["odds_updates"]));
+    let missed = client.until_pong().await;
+    let ids: Vec<Value> = missed
+        .iter()
+        .map(|m| m["data"]["event_ids"].clone())
+        .collect();
+    assert_eq!(ids, [json!([2, 3]), json!([4])], "no gap, no duplicate");
+}
+
+#[tokio::test]
+async fn a_late_node_loads_the_cache_and_the_history_then_follows() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    let (_, ack) = a.ws_acked("?topics=odds_updates").await;
+    let (epoch, start) = position(&ack, "odds_updates");
+    a.ingest_ok("betpawa", &[1, 2], 2.0).await;
+    a.ingest_ok("sportybet", &[1], 3.0).await;
+
+    let late = node(&redis).await;
+    for event_id in [1, 2] {
+        assert_eq!(
+            snapshot_ids(&a, event_id).await,
+            snapshot_ids(&late, event_id).await
+        );
+    }
+    // It holds the log's history too: a client recovers there from before it started.
+    let since = format!("?topics=odds_updates&since=odds_updates:{epoch}:{start}");
+    let (mut client, ack) = late.ws_acked(&since).await;
+    assert_eq!(ack["recovered"], json!(["odds_updates"]));
+    let missed = client.until_pong().await;
+    assert_eq!(missed.len(), 2, "{missed:?}");
+    a.ingest_ok("bet9ja", &[2], 4.0).await;
+    assert_eq!(
+        client.recv_type("odds_update").await["data"]["event_ids"],
+        json!([2])
+    );
+}
+
+#[tokio::test]
+async fn a_frozen_redis_means_503_and_degraded_and_nothing_lost_or_applied_late() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let (mut client, _) = b.ws_acked("?topics=odds_updates").await;
+    a.ingest_ok("betpawa", &[1], 2.0).await;
+    client.recv_type("odds_update").await;
+    eventually("healthy", || async { a.get("/healthz").await.0 == 200 }).await;
+
+    redis.freeze();
+    let frozen = Instant::now();
+    let started = Instant::now();
+    let response = a
+        .http
+        .post(a.url("/api/odds"))
+        .json(&json!({"source": "betpawa", "snapshots": [common::snapshot(99, 2.0)]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "backplane_unavailable", "{body}");
+
+    eventually("degraded", || async { a.get("/healthz").await.0 == 503 }).await;
+    assert!(
+        frozen.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        frozen.elapsed()
+    );
+    let (_, health) = b.get("/healthz").await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(
+        a.get("/api/events/1/odds").await.0,
+        200,
+        "reads serve the cache"
+    );
+    client.ping_pong().await; // the WebSocket stays open
+
+    redis.thaw();
+    eventually("healthy again", || async {
+        a.get("/healthz").await.0 == 200 && b.get("/healthz").await.0 == 200
+    })
+    .await;
+    a.ingest_ok("betpawa", &[2], 2.0).await;
+    let update = client.recv_type("odds_update").await;
+    assert_eq!(
+        update["data"]["event_ids"],
+        json!([2]),
+        "the 503'd ingest never applied"
+    );
+    assert_eq!(b.get("/api/events/99/odds").await.0, 404);
+    assert_eq!(a.get("/api/events/99/odds").await.0, 404);
+}
+
+#[tokio::test]
+async fn redis_restarted_empty_means_a_new_epoch_resync_and_caches_that_converge() {
+    let mut redis = RedisServer::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let (mut client, ack) = b.ws_acked("?topics=odds_updates").await;
+    let (old_epoch, _) = position(&ack, "odds_updates");
+    a.ingest_ok("betpawa", &[1], 2.0).await;
+    client.recv_type("odds_update").await;
+
+    redis.restart_empty();
+    let resync = client.recv_type("resync").await;
+    assert_eq!(resync["topic"], "odds_updates");
+    eventually("caches follow Redis, which lost event 1", || async {
+        a.get("/api/events/1/odds").await.0 == 404 && b.get("/api/events/1/odds").await.0 == 404
+    })
+    .await;
+    a.ingest_ok("betpawa", &[5], 2.0).await;
+    let update = client.recv_type("odds_update").await;
+    assert_eq!(update["data"]["event_ids"], json!([5]));
+    let (_, ack) = a.ws_acked("?topics=odds_updates").await;
+    let (new_epoch, _) = position(&ack, "odds_updates");
+    assert_ne!(new_epoch, old_epoch);
+    let (_, ack) = b.ws_acked("?topics=odds_updates").await;
+    assert_eq!(
+        position(&ack, "odds_updates").0,
+        new_epoch,
+        "every node in the new epoch"
+    );
+    assert_eq!(snapshot_ids(&a, 5).await, snapshot_ids(&b, 5).await);
+}
+
+#[tokio::test]
+async fn members_are_listed_and_a_killed_node_leaves_the_list() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    let (child, address, _logs) =
+        common::spawn_binary(&["--redis", &redis.url(), "--scrape-interval", "0"], "info");
+    let mut child = KillOnDrop(child);
+    let members = |cluster: &Value| -> Vec<String> {
+        let list = cluster["members"].as_array().cloned().unwrap_or_default();
+        list.iter()
+            .map(|m| m["address"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    eventually("both listed", || async {
+        members(&a.get("/api/cluster").await.1).contains(&address)
+    })
+    .await;
+    let (_, cluster) = a.get("/api/cluster").await;
+    assert_eq!(members(&cluster).len(), 2, "{cluster}");
+    assert!(cluster["node"].is_string() && cluster["epoch"].is_string());
+    child.0.kill().unwrap(); // SIGKILL: no goodbye
+    let _ = child.0.wait();
+    eventually("the killed node is gone", || async {
+        members(&a.get("/api/cluster").await.1).len() == 1
+    })
+    .await;
+    let metrics = a.metrics().await;
+    assert!(metrics.contains("oddsbus_cluster_members 1"), "{metrics}");
+}
+
+/// A node run as a binary, killed if the test fails before it does.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
