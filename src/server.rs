@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
-use crate::cluster;
+use crate::cluster::{self, Cluster};
 use crate::config::{Config, SourceKind};
 use crate::dispatcher::{self, BusReceiver, Coalescing};
 use crate::http;
@@ -161,29 +161,17 @@ impl Server {
             stop_dispatcher.clone(),
         ));
 
+        // Stopped once in-flight HTTP requests are done: an ingest waits for its entry.
+        let follow_stop = CancellationToken::new();
         if let Some(cluster) = &broker.cluster {
-            let (cache, bus, stop) = (
-                broker.cache.clone(),
-                broker.bus.clone(),
-                broker.shutdown.clone(),
-            );
-            broker
-                .producers
-                .spawn(cluster::follow(cluster.clone(), cache, bus, stop));
-            if let Ok(addr) = listener.local_addr() {
-                cluster.listening_on(addr.to_string());
-            }
-            let (manager, stop) = (broker.manager.clone(), broker.shutdown.clone());
-            broker
-                .producers
-                .spawn(cluster::heartbeat(cluster.clone(), manager, stop));
-            tracing::info!(event = "cluster.joining", node = %cluster.node());
-            // Serving an empty cache as if it were the cluster's would mislead every client.
+            let joined = join_cluster(&broker, cluster, &listener, follow_stop.clone());
             tokio::select! {
-                () = cluster.joined() => {}
+                () = joined => {}
                 () = &mut shutdown => {
                     broker.shutdown.cancel();
-                    wait_for(&broker.producers, Duration::from_secs(broker.config.shutdown_grace_secs), "producers").await;
+                    follow_stop.cancel();
+                    let grace = Duration::from_secs(broker.config.shutdown_grace_secs);
+                    wait_for(&broker.producers, grace, "producers").await;
                     return;
                 }
             }
@@ -249,6 +237,7 @@ impl Server {
         {
             tracing::warn!(event = "server.shutdown_timeout", step = "http");
         }
+        follow_stop.cancel();
         tracing::info!(event = "server.shutdown", step = "stopping producers");
         wait_for(&broker.producers, grace, "producers").await;
         tracing::info!(
@@ -268,6 +257,28 @@ impl Server {
         wait_for(&broker.connections, grace, "websockets").await;
         tracing::info!(event = "server.stopped");
     }
+}
+
+/// Starts a cluster member's tasks (the log follower, heartbeats, the watch for runs whose
+/// node died) and completes once it has joined the log: serving an empty cache as if it were
+/// the cluster's would mislead every client.
+async fn join_cluster(
+    broker: &Broker,
+    cluster: &Cluster,
+    listener: &TcpListener,
+    follow_stop: CancellationToken,
+) {
+    if let Ok(addr) = listener.local_addr() {
+        cluster.listening_on(addr.to_string());
+    }
+    let (cache, bus) = (broker.cache.clone(), broker.bus.clone());
+    let tasks = &broker.producers;
+    tasks.spawn(cluster::follow(cluster.clone(), cache, bus, follow_stop));
+    let (manager, stop) = (broker.manager.clone(), broker.shutdown.clone());
+    tasks.spawn(cluster::heartbeat(cluster.clone(), manager, stop.clone()));
+    tasks.spawn(cluster::watch_runs(cluster.clone(), stop));
+    tracing::info!(event = "cluster.joining", node = %cluster.node());
+    cluster.joined().await;
 }
 
 /// Every so often: drops events without an update for the TTL as they expire (writes

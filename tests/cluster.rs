@@ -274,7 +274,7 @@ async fn members_are_listed_and_a_killed_node_leaves_the_list() {
     let a = node(&redis).await;
     let (child, address, _logs) =
         common::spawn_binary(&["--redis", &redis.url(), "--scrape-interval", "0"], "info");
-    let mut child = KillOnDrop(child);
+    let mut child = common::KillOnDrop(child);
     let members = |cluster: &Value| -> Vec<String> {
         let list = cluster["members"].as_array().cloned().unwrap_or_default();
         list.iter()
@@ -296,14 +296,4 @@ async fn members_are_listed_and_a_killed_node_leaves_the_list() {
     .await;
     let metrics = a.metrics().await;
     assert!(metrics.contains("oddsbus_cluster_members 1"), "{metrics}");
-}
-
-/// A node run as a binary, killed if the test fails before it does.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

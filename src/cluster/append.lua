@@ -4,12 +4,15 @@
 -- refresh-only ingest none), a step takes one. Each entry names the one before it (`p`),
 -- so a follower can tell that it missed some.
 --
--- KEYS: meta hash, log stream, state hash of the source (ingest only)
+-- KEYS: meta hash, log stream, then the source's state hash (odds) or the scrape lease
+--       (progress)
 -- ARGV: kind (odds|progress), deadline (Unix ms), epoch if none, max entries, max age (ms),
 --       then, for odds, the source and the snapshots, each `EVENT MS M0 M1 TAIL`
---       (MS: captured_at in Unix ms; TAIL: the snapshot's JSON after its id; M0..M1: where
---       its markets lie in TAIL, from 0), or, for progress, the step's JSON.
-local meta, log, state = KEYS[1], KEYS[2], KEYS[3]
+--       (MS: captured_at in ms since the year 0; TAIL: the snapshot's JSON after its id;
+--       M0..M1: where its markets lie in TAIL, from 0), or, for progress, the step's JSON,
+--       its mark (open: a run's first step, close: its last, orphan: the last, written for a
+--       run whose lease expired, or nothing) and its run id.
+local meta, log, state, lease = KEYS[1], KEYS[2], KEYS[3], KEYS[3]
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 -- A caller that gave up (and answered 503) must never see its request applied later.
@@ -26,6 +29,17 @@ local fields = nil
 local accepted, stale, changed = 0, 0, 0
 
 if ARGV[1] == 'progress' then
+  -- The open run is kept in `meta` from its first step to its last, so that a run whose
+  -- node died (its lease, KEYS[3], expired) can be ended `failed` by one other node.
+  local mark, run = ARGV[7], ARGV[8]
+  if mark == 'orphan' and (redis.call('HGET', meta, 'run') ~= run or redis.call('EXISTS', lease) == 1) then
+    return {epoch, '', 0, 0, 0}
+  end
+  if mark == 'open' then
+    redis.call('HSET', meta, 'run', run)
+  elseif mark ~= '' then
+    redis.call('HDEL', meta, 'run')
+  end
   changed = 1
   fields = {'k', 'progress', 'j', ARGV[6]}
 else

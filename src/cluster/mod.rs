@@ -17,11 +17,14 @@
 //! - `log`: a stream, bounded by `--history-size` and `--history-ttl` (`log.rs`);
 //! - `state:SOURCE`: a hash per source, event id to its latest snapshot;
 //! - `nodes`: a stream of members' heartbeats (`members.rs`), which is also how each node
-//!   checks that what it writes comes back through what it reads.
+//!   checks that what it writes comes back through what it reads;
+//! - `scrape:lease` and `scrape:period`: who runs the scrape run, and who started the
+//!   period's periodic one (`scrape.rs`).
 
 mod follower;
 mod log;
 mod members;
+mod scrape;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,16 +37,19 @@ use tokio::sync::watch;
 pub use self::follower::follow;
 use self::log::EntryId;
 pub use self::members::{heartbeat, Member};
+pub use self::scrape::watch_runs;
 use crate::cache::{Encoded, Snapshot};
 use crate::config::Config;
 use crate::history::HistoryLimits;
 use crate::metrics::{label, Metrics};
-use crate::protocol::{HttpError, HttpErrorCode, ScrapeProgress};
+use crate::protocol::{HttpError, HttpErrorCode, ScrapePhase, ScrapeProgress};
 use crate::writer::Stored;
 
 const META: &str = "oddsbus:meta";
 const LOG: &str = "oddsbus:log";
 const NODES: &str = "oddsbus:nodes";
+const LEASE: &str = "oddsbus:scrape:lease";
+const PERIOD: &str = "oddsbus:scrape:period";
 
 fn state_key(source: &str) -> String {
     format!("oddsbus:state:{source}")
@@ -171,12 +177,23 @@ impl Cluster {
 
     /// Appends a scrape run's step; every node publishes it on `scrape_progress`.
     pub async fn step(&self, progress: &ScrapeProgress) -> Result<(), HttpError> {
+        let mark = match progress.phase {
+            ScrapePhase::Started => "open",
+            _ if progress.is_final() => "close",
+            _ => "",
+        };
+        self.append_step(progress, mark).await.map(|_| ())
+    }
+
+    /// Appends a step marked `mark` (see `append.lua`); returns whether it was appended.
+    async fn append_step(&self, progress: &ScrapeProgress, mark: &str) -> Result<bool, HttpError> {
         let json = serde_json::to_string(progress).map_err(|e| unavailable(e.to_string()))?;
         let mut call = self.shared.append.prepare_invoke();
-        call.key(META).key(LOG).key(state_key(""));
+        call.key(META).key(LOG).key(LEASE);
         self.arguments(&mut call, "progress");
-        call.arg(json);
-        self.appended("step", call).await.map(|_| ())
+        call.arg(json).arg(mark).arg(progress.run_id.to_string());
+        let stored = self.appended("step", call).await?;
+        Ok(stored.changed > 0)
     }
 
     /// The arguments every append starts with.

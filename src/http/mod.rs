@@ -70,9 +70,12 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
         .and(with_broker.clone())
         .and(warp::header::headers_cloned())
         .and(warp::query::<Vec<(String, String)>>())
-        .map(|broker: Broker, headers, query: Vec<(String, String)>| {
-            scrape::follow(&broker, &headers, &query).unwrap_or_else(|e| e.into_response())
-        });
+        .then(
+            |broker: Broker, headers, query: Vec<(String, String)>| async move {
+                let followed = scrape::follow(&broker, &headers, &query).await;
+                followed.unwrap_or_else(|e| e.into_response())
+            },
+        );
 
     let metrics = warp::path!("metrics")
         .and(warp::get())

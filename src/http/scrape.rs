@@ -30,7 +30,7 @@ use crate::protocol::{HttpError, HttpErrorCode, ScrapeProgress, Topic};
 
 /// The SSE reply that follows (or starts) a run, 204 when a resumed run is over, or why it
 /// cannot.
-pub fn follow(
+pub async fn follow(
     broker: &Broker,
     headers: &HeaderMap,
     query: &[(String, String)],
@@ -60,11 +60,11 @@ pub fn follow(
         }
         Some((step, offset)) => (step.run_id, offset),
         None => {
-            let run = match broker.scrape.running() {
+            let run = match open_run(broker) {
                 Some(run) => run,
                 None => {
                     may_start(broker, claims.scrape)?;
-                    broker.scrape.start()
+                    broker.scrape.start().await?
                 }
             };
             (run, 0)
@@ -99,6 +99,16 @@ fn last_event_id(headers: &HeaderMap) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// The run in progress: this node's, or on a cluster, the one whose steps the
+/// `scrape_progress` topic carries and that has not ended.
+fn open_run(broker: &Broker) -> Option<Uuid> {
+    broker.scrape.running().or_else(|| {
+        let log = broker.manager.log(Topic::ScrapeProgress);
+        let last = step(log.history.get(log.history.top())?)?;
+        (!last.data.is_final()).then_some(last.data.run_id)
+    })
 }
 
 /// The step a reconnecting stream saw last, if the history still holds it.

@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use futures_util::{stream, FutureExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::{OddsSource, ScrapeSettings, SourceError};
 use crate::metrics::{label, Metrics};
-use crate::protocol::{ScrapePhase, ScrapeProgress};
+use crate::protocol::{HttpError, ScrapePhase, ScrapeProgress};
 use crate::writer::Writer;
 
 /// Runs scrape runs, one at a time. Cheap to clone.
@@ -86,14 +86,25 @@ impl ScrapeCoordinator {
         self.shared.current.lock().as_ref().map(|run| run.id)
     }
 
-    /// Starts a run, or joins the one in progress; returns its id. Its steps are published
-    /// on the `scrape_progress` topic.
-    pub fn start(&self) -> Uuid {
-        let mut current = self.shared.current.lock();
-        if let Some(run) = current.as_ref() {
-            return run.id;
+    /// Starts a run, or joins the one in progress (on a cluster, on whichever node runs it);
+    /// returns its id. Its steps are published on the `scrape_progress` topic. On a cluster
+    /// member, 503 `backplane_unavailable` if Redis cannot say whether a run is going.
+    pub async fn start(&self) -> Result<Uuid, HttpError> {
+        if let Some(run) = self.running() {
+            return Ok(run);
         }
         let id = Uuid::new_v4();
+        let lease = match &self.shared.writer {
+            Writer::Cluster(cluster) => match cluster.claim_run(id).await? {
+                Some(elsewhere) => return Ok(elsewhere),
+                None => Some(cluster.clone()),
+            },
+            Writer::Local { .. } => None,
+        };
+        let mut current = self.shared.current.lock();
+        if let Some(run) = current.as_ref() {
+            return Ok(run.id); // started here meanwhile (a local node: no lease was taken)
+        }
         *current = Some(Run {
             id,
             started: Instant::now(),
@@ -101,10 +112,23 @@ impl ScrapeCoordinator {
             total: 0,
         });
         self.shared.running.send_replace(Some(id));
-        self.shared
-            .tasks
-            .spawn(run_guarded(self.shared.clone(), id));
-        id
+        let tasks = &self.shared.tasks;
+        if let Some(cluster) = lease {
+            let done = CancellationToken::new();
+            tasks.spawn(run_guarded(
+                self.shared.clone(),
+                id,
+                done.clone().drop_guard(),
+            ));
+            tasks.spawn(async move { cluster.keep_lease(id, done).await });
+        } else {
+            tasks.spawn(run_guarded(
+                self.shared.clone(),
+                id,
+                CancellationToken::new().drop_guard(),
+            ));
+        }
+        Ok(id)
     }
 
     /// Completes once run `id` has ended (at once if it has).
@@ -115,7 +139,8 @@ impl ScrapeCoordinator {
     }
 }
 
-/// Starts a run every `interval` (waiting for each to end) until `stop` is cancelled.
+/// Starts a run every `interval` (waiting for each to end) until `stop` is cancelled. On a
+/// cluster, only the first node to ask in each interval starts one.
 pub async fn run_periodic(
     coordinator: ScrapeCoordinator,
     interval: Duration,
@@ -128,7 +153,18 @@ pub async fn run_periodic(
             _ = ticker.tick() => {}
             () = stop.cancelled() => return,
         }
-        let run = coordinator.start();
+        if let Writer::Cluster(cluster) = &coordinator.shared.writer {
+            if !cluster.claim_period(interval).await {
+                continue;
+            }
+        }
+        let run = match coordinator.start().await {
+            Ok(run) => run,
+            Err(error) => {
+                tracing::warn!(event = "scrape.start_failed", %error);
+                continue;
+            }
+        };
         tokio::select! {
             () = coordinator.finished(run) => {}
             () = stop.cancelled() => return,
@@ -144,8 +180,9 @@ struct Tally {
 }
 
 /// Runs a run to its end. Should it panic (a source's bug), the run still ends `failed`: the
-/// slot frees for the next run and every stream following it ends.
-async fn run_guarded(shared: Arc<Shared>, run_id: Uuid) {
+/// slot frees for the next run and every stream following it ends. `_done` is dropped at the
+/// end, which on a cluster releases the run's lease.
+async fn run_guarded(shared: Arc<Shared>, run_id: Uuid, _done: DropGuard) {
     let run = AssertUnwindSafe(execute(shared.clone(), run_id)).catch_unwind();
     if run.await.is_err() {
         tracing::error!(event = "scrape.panicked", %run_id);

@@ -240,6 +240,16 @@ pub fn spawn_binary(
     (child, addr, lines)
 }
 
+/// A process the test started (a node run as a binary), killed if the test fails first.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The `--auth-secret` of the tests that turn tokens on: 32 bytes, the shortest allowed.
 pub const SECRET: &str = "a-test-secret-of-thirty-two-byte";
 
