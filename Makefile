@@ -3,11 +3,15 @@ CARGO ?= cargo
 # Debian's Chromium, used by the browser test of the live odds board.
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test fmt lint browser-test fuzz soak bench load build
+.PHONY: run cluster test fmt lint browser-test fuzz soak bench load build
 
 # Flags go in ARGS, e.g. make run ARGS="--listen 0.0.0.0:8000 --scrape-interval 0"
 run:
 	$(CARGO) run --release --bin oddsbus -- $(ARGS)
+
+# Three nodes on 8001-8003 sharing a redis-server of their own (see README, "Scaling out").
+cluster:
+	ARGS="$(ARGS)" scripts/cluster.sh
 
 # Formatting, lints, every Rust test, the board in a real browser, then a short fuzz run.
 test: fmt lint

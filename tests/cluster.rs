@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::redis::RedisServer;
 use common::{TestServer, WAIT};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 async fn node(redis: &RedisServer) -> TestServer {
@@ -296,4 +297,69 @@ async fn members_are_listed_and_a_killed_node_leaves_the_list() {
     .await;
     let metrics = a.metrics().await;
     assert!(metrics.contains("oddsbus_cluster_members 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_node_that_fell_behind_the_log_reloads_and_its_clients_resync() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let a = TestServer::with(move |c| {
+        c.redis = Some(url);
+        c.history_size = 10;
+    })
+    .await;
+    let args = [
+        "--redis",
+        &redis.url(),
+        "--scrape-interval",
+        "0",
+        "--history-size",
+        "10",
+    ];
+    let (child, address, _logs) = common::spawn_binary(&args, "info");
+    let behind = common::KillOnDrop(child);
+    let url = format!("ws://{address}/api/ws?topics=odds_updates");
+    let (mut client, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    client.next().await.unwrap().unwrap(); // connection_ack
+
+    let pid = behind.0.id().to_string();
+    let signal = |which: &str| {
+        let status = std::process::Command::new("kill")
+            .args([which, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    // Far more entries than the log keeps (it trims whole blocks of 100 entries).
+    for event_id in 0..300 {
+        a.ingest_ok("betpawa", &[event_id], 2.0).await;
+    }
+    signal("-CONT");
+    let resync = loop {
+        let message = tokio::time::timeout(WAIT, client.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let message: Value = serde_json::from_str(message.to_text().unwrap()).unwrap();
+        if message["type"] == "resync" {
+            break message;
+        }
+    };
+    assert_eq!(resync["topic"], "odds_updates");
+    let http = reqwest::Client::new();
+    let (_, events) = (
+        0,
+        http.get(format!("http://{address}/api/events"))
+            .send()
+            .await
+            .unwrap(),
+    );
+    let events: Value = events.json().await.unwrap();
+    assert_eq!(
+        events["events"].as_array().map(Vec::len),
+        Some(300),
+        "the whole state reloaded"
+    );
 }

@@ -18,13 +18,17 @@ pub async fn connect_all(args: &Args) -> Result<Vec<Socket>, String> {
     connect_with(args, "topics=odds_updates").await
 }
 
-/// Connects `--clients` subscribers to `/api/ws?{query}`, 256 at a time, and waits for each
-/// `connection_ack`.
+/// Connects `--clients` subscribers to `/api/ws?{query}` (on `--nodes` in turn, or on
+/// `--server`), 256 at a time, and waits for each `connection_ack`.
 pub async fn connect_with(args: &Args, query: &str) -> Result<Vec<Socket>, String> {
-    let url = format!("ws://{}/api/ws?{query}", args.server);
+    let servers = match args.nodes.as_slice() {
+        [] => std::slice::from_ref(&args.server),
+        nodes => nodes,
+    };
     let results = futures_util::stream::iter(0..args.clients)
         .map(|i| {
-            let url = url.clone();
+            let server = servers[i % servers.len()];
+            let url = format!("ws://{server}/api/ws?{query}");
             let local = Ipv4Addr::new(
                 127,
                 0,
@@ -36,7 +40,7 @@ pub async fn connect_with(args: &Args, query: &str) -> Result<Vec<Socket>, Strin
                 // instead of waiting forever.
                 tokio::time::timeout(
                     Duration::from_secs(10),
-                    connect_one(&url, local, args.server, None),
+                    connect_one(&url, local, server, None),
                 )
                 .await
                 .map_err(|_| format!("connect from {local} timed out after 10 s"))?

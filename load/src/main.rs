@@ -8,7 +8,8 @@
 //! connections, to read the server's memory per connection. With `--large-readers` it
 //! measures how responsive the server stays under large reads instead (`reads.rs`); with
 //! `--reconnect-storm`, how fast clients catch up after a drop (`storm.rs`); with `--board`,
-//! how many board users one node keeps fresh (`board.rs`).
+//! how many board users one node keeps fresh (`board.rs`). With `--nodes`, subscribers are
+//! spread over the nodes of a cluster while ingests go to `--server`.
 //!
 //! Unpaced (no `--rate`), K requests are kept in flight and each is sent as soon as a previous
 //! one is answered: that measures throughput. Paced (`--rate R`), request i is due at i/R
@@ -47,9 +48,13 @@ const FIRST_ID: u64 = 1_000_000_000;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "oddsbus-load", about = "Load generator for oddsbus fan-out")]
 struct Args {
-    /// The server's address.
+    /// The server's address (where ingests go, and subscribers unless `--nodes` is given).
     #[arg(long, default_value = "127.0.0.1:8000")]
     server: SocketAddr,
+    /// Cluster nodes to spread the subscribers over, round-robin, comma-separated (ingests
+    /// still go to `--server`).
+    #[arg(long, value_delimiter = ',')]
+    nodes: Vec<SocketAddr>,
     /// WebSocket subscribers to connect.
     #[arg(long, default_value_t = 100)]
     clients: usize,
