@@ -3,7 +3,7 @@
 # processes each run. Single: one node. Cluster: a redis-server of its own and three nodes,
 # subscribers spread over the three, ingests on the first. Two runs each:
 #   T1: 1,000 subscribers, batch 50, unpaced, 20,000 events (deliveries/s)
-#   P:  1,000 subscribers, batch 1, paced 200 ingests/s for 10 s (latency p99)
+#   P:  100 subscribers, batch 1, paced 200 ingests/s for 10 s (latency p99)
 # Usage: scripts/cluster-bench.sh [BIN] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +31,7 @@ measure() {  # label, load flags...
   local label=$1; shift
   local t1 p
   t1=$("$load" "$@" --clients 1000 --events 20000 --batch 50 --inflight 8 | tail -1)
-  p=$("$load" "$@" --clients 1000 --events 2000 --batch 1 --inflight 8 --rate 200 | tail -1)
+  p=$("$load" "$@" --clients 100 --events 2000 --batch 1 --inflight 8 --rate 200 | tail -1)
   for pair in "T1:$t1" "P:$p"; do
     echo "$label ${pair%%:*} $(echo "${pair#*:}" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["deliveries_per_sec"], r["latency_ms"]["p99"], r["lost"], r["duplicates"])')" | tee -a "$results"
   done

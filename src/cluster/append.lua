@@ -19,12 +19,13 @@ local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 if now > tonumber(ARGV[2]) then
   return redis.error_reply('EXPIRED the request reached Redis after its deadline')
 end
-local epoch = redis.call('HGET', meta, 'epoch')
+local held_meta = redis.call('HMGET', meta, 'epoch', 'top', 'sid', 'last')
+local epoch = held_meta[1]
 if not epoch then
   epoch = ARGV[3]
   redis.call('HSET', meta, 'epoch', epoch)
 end
-local top = tonumber(redis.call('HGET', meta, 'top') or '0')
+local top = tonumber(held_meta[2] or '0')
 local fields = nil
 local accepted, stale, changed = 0, 0, 0
 
@@ -43,7 +44,7 @@ if ARGV[1] == 'progress' then
   changed = 1
   fields = {'k', 'progress', 'j', ARGV[6]}
 else
-  local sid = tonumber(redis.call('HGET', meta, 'sid') or '0')
+  local sid = tonumber(held_meta[3] or '0')
   local lines = {}
   for i = 7, #ARGV do
     local item = ARGV[i]
@@ -73,7 +74,9 @@ else
       accepted = accepted + 1
     end
   end
-  redis.call('HSET', meta, 'sid', string.format('%d', sid))
+  if changed > 0 then
+    redis.call('HSET', meta, 'sid', string.format('%d', sid))
+  end
   if accepted > 0 then
     fields = {'k', 'odds', 's', ARGV[6], 'd', table.concat(lines, '\n')}
   end
@@ -82,17 +85,17 @@ end
 local entry = ''
 if fields then
   top = top + changed
-  local prev = redis.call('HGET', meta, 'last') or '0-0'
   entry = redis.call('XADD', log, 'MAXLEN', '~', ARGV[4], string.format('%d-*', top),
-    'p', prev, 't', now, unpack(fields))
+    'p', held_meta[4] or '0-0', 't', now, unpack(fields))
   redis.call('HSET', meta, 'top', string.format('%d', top), 'last', entry)
-  -- The age bound: a few of the oldest entries per append, so no call takes long.
+  -- The age bound: at most a few of the oldest entries per append, so no call takes long.
   local cutoff = now - tonumber(ARGV[5])
-  for _, old in ipairs(redis.call('XRANGE', log, '-', '+', 'COUNT', 16)) do
-    if old[1] == entry or tonumber(old[2][4]) >= cutoff then
+  for _ = 1, 8 do
+    local oldest = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)[1]
+    if not oldest or oldest[1] == entry or tonumber(oldest[2][4]) >= cutoff then
       break
     end
-    redis.call('XDEL', log, old[1])
+    redis.call('XDEL', log, oldest[1])
   end
 end
 return {epoch, entry, accepted, stale, changed}

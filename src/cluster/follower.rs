@@ -196,6 +196,8 @@ impl Follower {
         if self.epoch.is_some() {
             self.cache.clear();
         }
+        // Loaded before clients are told to refetch, so that they find all of it.
+        self.load(connection).await?;
         let epoch: Arc<str> = Arc::from(epoch);
         let _ = self.bus.send(BusEvent::Restart {
             epoch: epoch.clone(),
@@ -204,7 +206,6 @@ impl Follower {
         for entry in entries {
             self.republish(entry);
         }
-        self.load(connection).await?;
         if self.nodes == "$" {
             let newest: StreamRangeReply = redis::cmd("XREVRANGE")
                 .arg(NODES)
@@ -233,13 +234,14 @@ impl Follower {
             .query_async(connection)
             .await?;
         let last: EntryId = last.and_then(|l| l.parse().ok()).unwrap_or_default();
+        // Loaded before clients are told to refetch, so that they find all of it.
+        self.load(connection).await?;
         if let Some(epoch) = self.epoch.clone() {
             let _ = self.bus.send(BusEvent::Restart {
                 epoch,
                 top: last.top,
             });
         }
-        self.load(connection).await?;
         self.advance(last);
         Ok(())
     }
