@@ -431,11 +431,14 @@ async fn streams_carry_ids_and_resume_after_last_event_id() {
     assert_eq!(phases(&seen), FULL_RUN, "no step lost, none repeated");
     let last_id = resumed.last_id.clone().unwrap();
 
-    // The ids are the topic's offsets of the same steps.
+    // The ids are the topic's offsets of the same steps (`platform_progress` included).
     let mut offsets = Vec::new();
-    while offsets.len() < FULL_RUN.len() {
+    loop {
         let message = topic.recv_type("scrape_progress").await;
         offsets.push(message["offset"].as_u64().unwrap().to_string());
+        if message["data"]["phase"] == "completed" {
+            break;
+        }
     }
     assert_eq!(offsets[2], resume_from);
     assert_eq!(offsets.last().unwrap(), &last_id);
@@ -445,4 +448,65 @@ async fn streams_carry_ids_and_resume_after_last_event_id() {
     assert_eq!(again.status(), 204);
     assert!(server.broker.scrape.running().is_none());
     assert_eq!(topic.until_pong().await, Vec::<Value>::new(), "no new run");
+}
+
+/// Between a platform's start and end, `platform_progress` steps carry that platform's own
+/// counts, rising, at most every 250 ms.
+#[tokio::test]
+async fn platform_progress_moves_the_bars_between_start_and_end() {
+    let server = TestServer::with(|c| {
+        c.sim_latency_ms = 40;
+        c.sim_events = 400;
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let events = SseClient::open(&server, "/api/scrape/stream")
+        .await
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    let progress: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["phase"] == "platform_progress")
+        .collect();
+    // 400 events in batches of 10, 4 at a time, 40 ms each: about 400 ms per platform.
+    assert!(!progress.is_empty(), "{events:?}");
+    let most = 3 * (elapsed.as_millis() / 250 + 1) as usize;
+    assert!(
+        progress.len() <= most,
+        "{} steps in {elapsed:?}",
+        progress.len()
+    );
+    for platform in ["betpawa", "sportybet", "bet9ja"] {
+        let steps: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["platform"] == platform)
+            .collect();
+        assert_eq!(steps.first().unwrap()["phase"], "platform_started");
+        assert_eq!(steps.last().unwrap()["phase"], "platform_completed");
+        let counts: Vec<(u64, u64)> = steps
+            .iter()
+            .filter(|e| e["phase"] == "platform_progress")
+            .map(|e| {
+                (
+                    e["events_scraped"].as_u64().unwrap(),
+                    e["events_total"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        // The platform's own total (competitors list most of the market, not all of it).
+        let totals: BTreeSet<u64> = counts.iter().map(|c| c.1).collect();
+        assert!(
+            totals.len() <= 1 && totals.iter().all(|&t| t <= 400),
+            "{platform}: {counts:?}"
+        );
+        assert!(
+            counts.windows(2).all(|w| w[0].0 < w[1].0),
+            "{platform}: {counts:?}"
+        );
+        assert!(
+            counts.iter().all(|&(n, total)| n > 0 && n < total),
+            "{platform}: {counts:?}"
+        );
+    }
 }

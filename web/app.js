@@ -352,6 +352,10 @@ function showProgress(progress) {
       bar.removeAttribute("value"); // indeterminate while it runs
       box.querySelector(".note").textContent = "scraping…";
       break;
+    case "platform_progress": // the platform's own counts
+      bar.value = progress.events_total ? progress.events_scraped / progress.events_total : 0;
+      box.querySelector(".note").textContent = `${progress.events_scraped} of ${progress.events_total}`;
+      return; // the run's status line keeps the run's counts
     case "platform_completed":
       bar.value = 1;
       box.querySelector(".note").textContent = progress.message;

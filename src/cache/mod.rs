@@ -15,6 +15,7 @@
 //! A snapshot older than the one stored for its event and source is stale: not applied, not
 //! notified, counted.
 
+#[cfg(feature = "server")]
 mod follow;
 mod read;
 mod snapshot;
@@ -31,6 +32,7 @@ use bytes::Bytes;
 use lru::LruCache;
 use parking_lot::RwLock;
 
+#[cfg(feature = "server")]
 pub use self::follow::Logged;
 pub use self::read::{EventOdds, EventSummary, Tag};
 pub use self::snapshot::Encoded;

@@ -141,6 +141,7 @@ impl Encoded {
 
     /// An encoding as a cluster's shared log carries it (see `crate::cluster`): `None` if
     /// `markets` does not lie within `tail`.
+    #[cfg(feature = "server")]
     pub fn from_parts(
         captured_at: Timestamp,
         tail: Vec<u8>,
@@ -160,6 +161,7 @@ impl Encoded {
     }
 
     /// Everything after the snapshot id, and where the markets lie in it.
+    #[cfg(feature = "server")]
     pub fn tail(&self) -> (&[u8], Range<usize>) {
         (&self.tail, self.markets.clone())
     }

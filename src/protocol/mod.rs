@@ -50,6 +50,8 @@ pub enum ScrapePhase {
     Started,
     /// One platform's scrape began.
     PlatformStarted,
+    /// How far one platform's scrape has got: its own counts, at most every 250 ms.
+    PlatformProgress,
     /// One platform's scrape ended (successfully or not: see `message`).
     PlatformCompleted,
     /// The run ended and every platform succeeded.
@@ -81,6 +83,7 @@ impl ScrapePhase {
         match self {
             ScrapePhase::Started => "started",
             ScrapePhase::PlatformStarted => "platform_started",
+            ScrapePhase::PlatformProgress => "platform_progress",
             ScrapePhase::PlatformCompleted => "platform_completed",
             ScrapePhase::Completed => "completed",
             ScrapePhase::Failed => "failed",

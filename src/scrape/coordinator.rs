@@ -172,7 +172,10 @@ pub async fn run_periodic(
     }
 }
 
-/// Counts of one run, carried in every step.
+/// Least time between two `platform_progress` steps of one platform.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// Counts of one run, carried in every step (or of one platform, in `platform_progress`).
 struct Tally {
     run_id: Uuid,
     scraped: u64,
@@ -280,21 +283,43 @@ async fn execute(shared: Arc<Shared>, run_id: Uuid) {
 }
 
 impl Shared {
-    async fn scrape_platform(&self, platform: &str, tally: &mut Tally) -> Result<(), SourceError> {
-        let ids = self.source.list_events(platform).await?;
+    async fn scrape_platform(
+        &self,
+        platform_name: &str,
+        tally: &mut Tally,
+    ) -> Result<(), SourceError> {
+        let ids = self.source.list_events(platform_name).await?;
         tally.total += ids.len() as u64;
         let source = &self.source;
         let batches = ids
             .chunks(self.settings.batch_size.max(1))
             .map(<[u64]>::to_vec);
         let mut fetches = stream::iter(batches)
-            .map(|batch| async move { source.fetch_odds(platform, &batch).await })
+            .map(|batch| async move { source.fetch_odds(platform_name, &batch).await })
             .buffer_unordered(self.settings.concurrency.max(1));
+        // `platform_progress`: the platform's own counts, at most every PROGRESS_EVERY.
+        let mut platform = Tally {
+            run_id: tally.run_id,
+            scraped: 0,
+            total: ids.len() as u64,
+        };
+        let mut reported = Instant::now();
         while let Some(fetched) = fetches.next().await {
             let snapshots = fetched?;
-            let stored = self.writer.put(platform, snapshots).await;
+            let stored = self.writer.put(platform_name, snapshots).await;
             let stored = stored.map_err(|e| SourceError(e.message))?;
             tally.scraped += stored.accepted as u64;
+            platform.scraped += stored.accepted as u64;
+            if reported.elapsed() >= PROGRESS_EVERY && platform.scraped < platform.total {
+                reported = Instant::now();
+                let message = format!(
+                    "{platform_name}: {} of {} events",
+                    platform.scraped, platform.total
+                );
+                let phase = ScrapePhase::PlatformProgress;
+                self.emit(&platform, phase, Some(platform_name), message)
+                    .await;
+            }
         }
         Ok(())
     }
@@ -347,7 +372,10 @@ impl Shared {
         {
             let mut current = self.current.lock();
             if let Some(run) = current.as_mut().filter(|run| run.id == tally.run_id) {
-                (run.scraped, run.total) = (progress.events_scraped, progress.events_total);
+                // A platform's progress counts that platform only, not the run.
+                if progress.phase != ScrapePhase::PlatformProgress {
+                    (run.scraped, run.total) = (progress.events_scraped, progress.events_total);
+                }
                 if progress.is_final() {
                     let seconds = run.started.elapsed().as_secs_f64();
                     *current = None;

@@ -471,10 +471,12 @@ impl SseClient {
     }
 }
 
-/// The phases of a list of progress objects, with their platforms.
+/// The phases of a list of progress objects, with their platforms, leaving out
+/// `platform_progress` (how many there are depends on timing).
 pub fn phases(events: &[Value]) -> Vec<String> {
     events
         .iter()
+        .filter(|e| e["phase"] != "platform_progress")
         .map(|e| match e["platform"].as_str() {
             Some(platform) => format!("{}:{platform}", e["phase"].as_str().unwrap()),
             None => e["phase"].as_str().unwrap().to_owned(),
