@@ -35,6 +35,7 @@ fn snapshot(price: f64) -> Snapshot {
                 })
                 .collect(),
         }],
+        event: None,
     }
 }
 

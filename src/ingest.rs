@@ -3,7 +3,9 @@
 
 use serde::Deserialize;
 
-use crate::cache::{Market, Snapshot};
+use std::sync::Arc;
+
+use crate::cache::{Details, EventDetails, Market, Snapshot};
 use crate::config::Config;
 use crate::protocol::{HttpError, HttpErrorCode, Timestamp};
 
@@ -24,6 +26,9 @@ struct IngestSnapshot {
     #[serde(default)]
     captured_at: Option<String>,
     markets: Vec<Market>,
+    /// Read as any JSON and checked here, so that bad details are `invalid_snapshot`.
+    #[serde(default)]
+    event: Option<serde_json::Value>,
 }
 
 /// The largest event id a JavaScript client (the board, any browser) reads exactly:
@@ -85,6 +90,12 @@ pub fn decode(config: &Config, body: &[u8], now: Timestamp) -> Result<IngestBatc
             )));
         }
         check_markets(&snapshot.markets).map_err(invalid)?;
+        let event = match &snapshot.event {
+            None | Some(serde_json::Value::Null) => None,
+            Some(value) => Some(Arc::new(Details::new(
+                &check_details(value).map_err(invalid)?,
+            ))),
+        };
         let captured_at = match snapshot.captured_at {
             Some(text) => Timestamp::parse(&text).map_err(invalid)?,
             None => now,
@@ -95,12 +106,52 @@ pub fn decode(config: &Config, body: &[u8], now: Timestamp) -> Result<IngestBatc
                 bookmaker_id: snapshot.bookmaker_id,
                 captured_at,
                 markets: snapshot.markets,
+                event,
             },
         ));
     }
     Ok(IngestBatch {
         source: request.source,
         snapshots,
+    })
+}
+
+/// Longest `name` or `competition`, in characters.
+pub const MAX_DETAIL_CHARS: usize = 200;
+
+/// Event details are an object of optional `name`, `competition` (non-empty text without
+/// control characters, at most [`MAX_DETAIL_CHARS`]) and `kickoff` (RFC 3339); other fields
+/// are ignored, as everywhere in a request.
+pub fn check_details(value: &serde_json::Value) -> Result<EventDetails, String> {
+    let object = value
+        .as_object()
+        .ok_or("`event` must be an object of `name`, `competition` and `kickoff`")?;
+    let text = |field: &str| -> Result<Option<String>, String> {
+        match object.get(field) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(text)) => {
+                let length = text.chars().count();
+                if length == 0 || length > MAX_DETAIL_CHARS {
+                    return Err(format!(
+                        "`event.{field}` must have 1 to {MAX_DETAIL_CHARS} characters"
+                    ));
+                }
+                if text.chars().any(char::is_control) {
+                    return Err(format!("`event.{field}` has a control character"));
+                }
+                Ok(Some(text.clone()))
+            }
+            Some(_) => Err(format!("`event.{field}` must be a string")),
+        }
+    };
+    let kickoff = match text("kickoff")? {
+        Some(time) => Some(Timestamp::parse(&time).map_err(|e| format!("`event.kickoff`: {e}"))?),
+        None => None,
+    };
+    Ok(EventDetails {
+        name: text("name")?,
+        competition: text("competition")?,
+        kickoff,
     })
 }
 

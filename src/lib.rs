@@ -85,11 +85,11 @@ mod writer;
 mod ws;
 
 pub use cache::{
-    intern, Changes, EventOdds, EventSummary, Market, OddsCache, Outcome, PutOutcome, Snapshot,
-    StoredSnapshot, Tag,
+    intern, Changes, Details, EventDetails, EventOdds, EventSummary, Market, OddsCache, Outcome,
+    PutOutcome, Snapshot, StoredSnapshot, Tag,
 };
 pub use config::{Config, LogFormat, SourceKind};
-pub use ingest::{check_markets, decode as decode_ingest, IngestBatch};
+pub use ingest::{check_details, check_markets, decode as decode_ingest, IngestBatch};
 pub use protocol::{
     decode_client, encode, encode_odds_change, parse_topics, since_from_query, BadSince,
     ClientError, ClientMessage, ErrorCode, Frame, Health, HttpError, HttpErrorCode, IngestReply,

@@ -277,10 +277,15 @@ impl Collector for CacheCollector {
             MetricType::Gauge,
         )?)?;
         let evictions = self.0.evictions();
-        let help = "Events removed from the OddsCache, by reason (capacity or ttl)";
+        let help = "Events removed from the OddsCache, by reason (capacity, ttl or kickoff)";
         let mut family =
             encoder.encode_descriptor("cache_evictions", help, None, MetricType::Counter)?;
-        for (reason, count) in [("capacity", evictions.capacity), ("ttl", evictions.ttl)] {
+        let reasons = [
+            ("capacity", evictions.capacity),
+            ("ttl", evictions.ttl),
+            ("kickoff", evictions.kickoff),
+        ];
+        for (reason, count) in reasons {
             let labels = label("reason", reason);
             ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
         }

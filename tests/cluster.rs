@@ -363,3 +363,31 @@ async fn a_node_that_fell_behind_the_log_reloads_and_its_clients_resync() {
         "the whole state reloaded"
     );
 }
+
+#[tokio::test]
+async fn event_details_reach_every_node_and_a_late_one() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+    let mut snapshot = common::snapshot(3, 2.0);
+    snapshot["event"] = json!({"name": "Inter v Milan", "competition": "Italy: Serie A"});
+    let (status, _) = a
+        .ingest(&json!({"source": "bet9ja", "snapshots": [snapshot]}))
+        .await;
+    assert_eq!(status, 200);
+    let expected = json!({"name": "Inter v Milan", "competition": "Italy: Serie A"});
+    eventually("b has the details", || async {
+        b.get("/api/events/3/odds").await.1["event"] == expected
+    })
+    .await;
+    let late = node(&redis).await;
+    assert_eq!(
+        late.get("/api/events").await.1["events"][0]["event"],
+        expected
+    );
+    assert_eq!(
+        snapshot_ids(&a, 3).await,
+        snapshot_ids(&late, 3).await,
+        "reads agree"
+    );
+}

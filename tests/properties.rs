@@ -250,6 +250,7 @@ fn any_snapshot() -> impl Strategy<Value = Snapshot> {
             bookmaker_id,
             captured_at,
             markets,
+            event: None,
         })
 }
 

@@ -5,6 +5,7 @@ mod common;
 
 use common::TestServer;
 use reqwest::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH};
+use serde_json::{json, Value};
 
 /// The contract's example snapshot, with every optional field given.
 const INGEST: &str = r#"{"source":"betpawa","snapshots":[{"event_id":101,"bookmaker_id":9001,"captured_at":"2026-11-22T01:07:00.495+01:00","markets":[{"market_id":"1x2","name":"1X2","line":null,"outcomes":[{"name":"1","odds":2.10},{"name":"X","odds":3.20},{"name":"2","odds":3.50}]},{"market_id":"ou","name":"Over/Under \"2.5\"","line":2.5,"outcomes":[{"name":"Over","odds":1.0},{"name":"Under","odds":1.9e1}]}]}]}"#;
@@ -126,4 +127,63 @@ async fn an_unknown_event_is_404_whatever_the_validator() {
         .await
         .unwrap();
     assert_eq!(response.status(), 404);
+}
+
+/// A snapshot may say what the match is; reads serve the latest details given for the event,
+/// and bad details are refused whole as `invalid_snapshot`.
+#[tokio::test]
+async fn event_details_are_served_by_every_read_and_checked_on_ingest() {
+    let server = TestServer::start().await;
+    let with = |details: Value| {
+        let mut snapshot = common::snapshot(7, 2.0);
+        snapshot["event"] = details;
+        json!({"source": "betpawa", "snapshots": [snapshot]})
+    };
+    let arsenal = json!({"name": "Arsenal v Chelsea", "competition": "England: Premier League", "kickoff": "2026-12-05T15:00:00Z"});
+    assert_eq!(server.ingest(&with(arsenal)).await.0, 200);
+    let expected = json!({"name": "Arsenal v Chelsea", "competition": "England: Premier League", "kickoff": "2026-12-05T15:00:00.000Z"});
+    let (_, list) = server.get("/api/events").await;
+    assert_eq!(list["events"][0]["event"], expected);
+    let (_, one) = server.get("/api/events/7/odds").await;
+    assert_eq!(one["event"], expected);
+    let (_, many) = server.get("/api/events/odds?ids=7").await;
+    assert_eq!(many["events"][0]["event"], expected);
+    let (_, before, _) = get(&server, "/api/events/7/odds", None).await;
+
+    // The latest details win, and the validator follows them.
+    let renamed = json!({"name": "Arsenal FC v Chelsea FC"});
+    assert_eq!(server.ingest(&with(renamed.clone())).await.0, 200);
+    assert_eq!(server.get("/api/events/7/odds").await.1["event"], renamed);
+    let (_, after, _) = get(&server, "/api/events/7/odds", None).await;
+    assert_ne!(before, after, "a new ETag");
+
+    for bad in [
+        json!("Arsenal v Chelsea"),
+        json!({"name": ""}),
+        json!({"name": 5}),
+        json!({"competition": "x".repeat(201)}),
+        json!({"name": "tab\there"}),
+        json!({"kickoff": "tomorrow"}),
+        json!({"kickoff": "+10000-01-01T00:00:00Z"}),
+    ] {
+        let (status, reply) = server.ingest(&with(bad.clone())).await;
+        assert_eq!(
+            (status, &reply["error"]["code"]),
+            (400, &json!("invalid_snapshot")),
+            "{bad}: {reply}"
+        );
+    }
+    assert_eq!(
+        server.get("/api/events/7/odds").await.1["event"],
+        renamed,
+        "nothing applied"
+    );
+    // Without details, an event has no `event` field (v1 replies are unchanged).
+    server.ingest_ok("betpawa", &[8], 2.0).await;
+    assert!(server
+        .get("/api/events/8/odds")
+        .await
+        .1
+        .get("event")
+        .is_none());
 }

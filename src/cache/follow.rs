@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Changes, EventEntry, OddsCache, StoredSnapshot};
+use super::{Changes, Details, EventEntry, OddsCache, StoredSnapshot};
 use crate::protocol::Timestamp;
 
 /// A snapshot as the cluster's log or state carries it.
@@ -46,6 +46,7 @@ impl OddsCache {
                     by_source: Vec::new(),
                     updated_at: updated_at.clone(),
                     touched,
+                    details: None,
                 };
                 events.push(event_id, entry);
             }
@@ -90,6 +91,16 @@ impl OddsCache {
             });
         }
         stored
+    }
+
+    /// Sets the details of events the cache holds (from the cluster's log or state).
+    pub fn set_details(&self, details: Vec<(u64, Arc<Details>)>) {
+        let mut events = self.shared.events.write();
+        for (event_id, details) in details {
+            if let Some(entry) = events.peek_mut(&event_id) {
+                entry.details = Some(details);
+            }
+        }
     }
 
     /// Drops every event, telling no one: a cluster member does this before it loads the

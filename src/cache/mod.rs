@@ -15,6 +15,7 @@
 //! A snapshot older than the one stored for its event and source is stale: not applied, not
 //! notified, counted.
 
+mod details;
 #[cfg(feature = "server")]
 mod follow;
 mod read;
@@ -32,12 +33,17 @@ use bytes::Bytes;
 use lru::LruCache;
 use parking_lot::RwLock;
 
+pub use self::details::{Details, EventDetails};
 #[cfg(feature = "server")]
 pub use self::follow::Logged;
 pub use self::read::{EventOdds, EventSummary, Tag};
 pub use self::snapshot::Encoded;
 pub use self::snapshot::{intern, Market, Outcome, Snapshot, StoredSnapshot};
 use crate::protocol::{Timestamp, HOME_SOURCE};
+
+/// How long after its kickoff a match is taken to be over and leaves the cache: a match
+/// lasts about two hours, and extra time, delays and late settling fit in the rest.
+pub const MATCH_OVER_AFTER: Duration = Duration::from_secs(6 * 3600);
 
 /// What one put call did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,6 +82,8 @@ pub struct Evictions {
     pub capacity: u64,
     /// After no update for the TTL (`--event-ttl`).
     pub ttl: u64,
+    /// A match whose kickoff is more than [`MATCH_OVER_AFTER`] past.
+    pub kickoff: u64,
 }
 
 /// What one put changed, as update callbacks are told.
@@ -106,6 +114,8 @@ struct EventEntry {
     updated_at: Arc<str>,
     /// When it was last updated, for the TTL (the wall clock may jump; this does not).
     touched: Instant,
+    /// What the match is: the latest details any source gave.
+    details: Option<Arc<Details>>,
 }
 
 impl EventEntry {
@@ -137,6 +147,7 @@ struct Shared {
     next_snapshot_id: AtomicU64,
     evicted_capacity: AtomicU64,
     evicted_ttl: AtomicU64,
+    evicted_kickoff: AtomicU64,
 }
 
 impl std::fmt::Debug for OddsCache {
@@ -171,6 +182,7 @@ impl OddsCache {
                 next_snapshot_id: AtomicU64::new(0),
                 evicted_capacity: AtomicU64::new(0),
                 evicted_ttl: AtomicU64::new(0),
+                evicted_kickoff: AtomicU64::new(0),
             }),
         }
     }
@@ -243,12 +255,16 @@ impl OddsCache {
                     by_source: Vec::new(),
                     updated_at: updated_at.clone(),
                     touched,
+                    details: None,
                 };
                 events.push(event_id, entry);
             }
             let Some(entry) = events.peek_mut(&event_id) else {
                 continue; // just inserted: cannot happen
             };
+            if let Some(details) = &snapshot.event {
+                entry.details = Some(details.clone());
+            }
             let slot = entry.by_source.iter_mut().find(|(name, _)| *name == source);
             let stored = match slot {
                 Some((_, stored)) if snapshot.captured_at() < stored.captured_at => {
@@ -300,9 +316,30 @@ impl OddsCache {
     }
 
     /// Drops every event without an update for the TTL (they are the least recently
-    /// updated, so they sit at the front); returns how many.
+    /// updated, so they sit at the front), and every match whose kickoff is more than
+    /// [`MATCH_OVER_AFTER`] past (it is over, whatever its sources still say); returns how
+    /// many. Called every second or so: the kickoff rule looks at every event.
     pub fn expire(&self, now: Instant) -> usize {
-        self.expire_locked(&mut self.shared.events.write(), now)
+        let dropped = self.expire_locked(&mut self.shared.events.write(), now);
+        let over = Timestamp::now().minus(MATCH_OVER_AFTER);
+        let finished: Vec<u64> = {
+            let events = self.shared.events.read();
+            let kickoff = |entry: &EventEntry| entry.details.as_ref().and_then(|d| d.kickoff);
+            let past = events
+                .iter()
+                .filter(|(_, entry)| kickoff(entry).is_some_and(|k| k < over));
+            past.map(|(&id, _)| id).collect()
+        };
+        if finished.is_empty() {
+            return dropped;
+        }
+        let mut events = self.shared.events.write();
+        for event_id in &finished {
+            events.pop(event_id);
+        }
+        let counter = &self.shared.evicted_kickoff;
+        counter.fetch_add(finished.len() as u64, Ordering::Relaxed);
+        dropped + finished.len()
     }
 
     fn expire_locked(&self, events: &mut LruCache<u64, EventEntry>, now: Instant) -> usize {
@@ -370,6 +407,7 @@ impl OddsCache {
                     .collect();
                 Some(EventSummary {
                     event_id,
+                    details: entry.details.clone(),
                     sources,
                     updated_at: entry.updated_at.clone(),
                 })
@@ -393,6 +431,7 @@ impl OddsCache {
                 let entry = events.peek(&event_id)?;
                 Some(EventOdds {
                     event_id,
+                    details: entry.details.clone(),
                     sources: entry.by_source.clone(),
                 })
             })
@@ -414,6 +453,7 @@ impl OddsCache {
         Evictions {
             capacity: self.shared.evicted_capacity.load(Ordering::Relaxed),
             ttl: self.shared.evicted_ttl.load(Ordering::Relaxed),
+            kickoff: self.shared.evicted_kickoff.load(Ordering::Relaxed),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use fnv::FnvHasher;
 
-use super::StoredSnapshot;
+use super::{Details, StoredSnapshot};
 use crate::protocol::HOME_SOURCE;
 
 /// Every snapshot of one event: the body of `GET /api/events/{id}/odds`.
@@ -14,6 +14,8 @@ use crate::protocol::HOME_SOURCE;
 pub struct EventOdds {
     /// The event.
     pub event_id: u64,
+    /// What the match is, if a source said.
+    pub details: Option<Arc<Details>>,
     /// Each source's snapshot: the home bookmaker first, then competitors by name.
     pub sources: Vec<(Arc<str>, StoredSnapshot)>,
 }
@@ -27,10 +29,11 @@ impl EventOdds {
             .map(|(_, snapshot)| snapshot)
     }
 
-    /// `{"event_id":..,"betpawa":{..}|null,"competitors":{"name":{..},..}}`.
+    /// `{"event_id":..,["event":{..},]"betpawa":{..}|null,"competitors":{"name":{..},..}}`.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"event_id\":");
         out.extend_from_slice(itoa::Buffer::new().format(self.event_id).as_bytes());
+        write_details(out, self.details.as_deref());
         out.extend_from_slice(b",\"betpawa\":");
         let competitors = match self.sources.split_first() {
             Some(((name, home), rest)) if &**name == HOME_SOURCE => {
@@ -56,10 +59,9 @@ impl EventOdds {
 
     /// Adds the event to a read's validator.
     pub fn tag(&self, tag: &mut Tag) {
-        tag.add(
-            self.event_id,
-            self.sources.iter().map(|(_, s)| s.snapshot_id),
-        );
+        let details = self.details.as_ref().map(|d| d.tag);
+        let ids = self.sources.iter().map(|(_, s)| s.snapshot_id);
+        tag.add(self.event_id, details.into_iter().chain(ids));
     }
 }
 
@@ -68,6 +70,8 @@ impl EventOdds {
 pub struct EventSummary {
     /// The event.
     pub event_id: u64,
+    /// What the match is, if a source said.
+    pub details: Option<Arc<Details>>,
     /// Each source that has a snapshot of it, with that snapshot's id: the home bookmaker
     /// first, then competitors by name.
     pub sources: Vec<(Arc<str>, u64)>,
@@ -76,10 +80,11 @@ pub struct EventSummary {
 }
 
 impl EventSummary {
-    /// `{"event_id":..,"sources":[..],"updated_at":".."}`.
+    /// `{"event_id":..,["event":{..},]"sources":[..],"updated_at":".."}`.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"event_id\":");
         out.extend_from_slice(itoa::Buffer::new().format(self.event_id).as_bytes());
+        write_details(out, self.details.as_deref());
         out.extend_from_slice(b",\"sources\":[");
         for (index, (name, _)) in self.sources.iter().enumerate() {
             if index > 0 {
@@ -94,7 +99,9 @@ impl EventSummary {
 
     /// Adds the event to a read's validator.
     pub fn tag(&self, tag: &mut Tag) {
-        tag.add(self.event_id, self.sources.iter().map(|&(_, id)| id));
+        let details = self.details.as_ref().map(|d| d.tag);
+        let ids = self.sources.iter().map(|&(_, id)| id);
+        tag.add(self.event_id, details.into_iter().chain(ids));
     }
 }
 
@@ -130,6 +137,14 @@ impl Tag {
     /// The `ETag` header's value: `W/"<16 hex digits>"`.
     pub fn etag(&self) -> String {
         format!("W/\"{:016x}\"", self.0.finish())
+    }
+}
+
+/// `,"event":{..}` when a source gave details; nothing otherwise.
+fn write_details(out: &mut Vec<u8>, details: Option<&Details>) {
+    if let Some(details) = details {
+        out.extend_from_slice(b",\"event\":");
+        out.extend_from_slice(&details.json);
     }
 }
 

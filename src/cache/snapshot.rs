@@ -10,6 +10,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::details::Details;
 use crate::protocol::Timestamp;
 
 /// A market or outcome name, shared by every snapshot that uses it (see [`intern`]).
@@ -73,6 +74,9 @@ pub struct Snapshot {
     pub captured_at: Timestamp,
     /// Every market offered.
     pub markets: Vec<Market>,
+    /// What the match is, if the source says; kept per event, not in the snapshot's JSON.
+    #[serde(skip)]
+    pub event: Option<Arc<Details>>,
 }
 
 /// A snapshot as the cache holds it: only its JSON, encoded once when it is stored, exactly
@@ -106,6 +110,8 @@ pub struct Encoded {
     captured_at: Timestamp,
     tail: Vec<u8>,
     markets: Range<usize>,
+    /// The event's details, if the snapshot carried them.
+    pub event: Option<Arc<Details>>,
 }
 
 impl Encoded {
@@ -136,6 +142,7 @@ impl Encoded {
             captured_at: snapshot.captured_at,
             tail,
             markets,
+            event: snapshot.event.clone(),
         }
     }
 
@@ -152,6 +159,7 @@ impl Encoded {
             captured_at,
             tail,
             markets,
+            event: None,
         })
     }
 

@@ -25,6 +25,7 @@ fn snapshot(price: f64) -> Snapshot {
                 odds: price,
             }],
         }],
+        event: None,
     }
 }
 
@@ -214,7 +215,8 @@ fn a_full_cache_evicts_the_event_updated_longest_ago() {
         cache.evictions(),
         Evictions {
             capacity: 1,
-            ttl: 0
+            ttl: 0,
+            kickoff: 0
         }
     );
 }
@@ -236,9 +238,49 @@ fn events_without_an_update_for_the_ttl_are_dropped() {
         cache.evictions(),
         Evictions {
             capacity: 0,
-            ttl: 2
+            ttl: 2,
+            kickoff: 0
         }
     );
+}
+
+#[test]
+fn details_are_kept_per_event_the_latest_win_and_a_match_long_over_leaves() {
+    use super::{Details, EventDetails, MATCH_OVER_AFTER};
+    let details = |name: &str, kickoff: Timestamp| {
+        Some(Arc::new(Details::new(&EventDetails {
+            name: Some(name.into()),
+            competition: Some("England: Premier League".into()),
+            kickoff: Some(kickoff),
+        })))
+    };
+    let cache = OddsCache::new();
+    let soon = Timestamp::now();
+    let over = soon.minus(MATCH_OVER_AFTER + Duration::from_secs(60));
+    let with = |name: &str, kickoff| Snapshot {
+        event: details(name, kickoff),
+        ..snapshot(2.0)
+    };
+    cache.put_betpawa_snapshot(1, 7, with("Arsenal v Chelsea", soon));
+    cache.put_competitor_snapshot(1, "sportybet", snapshot(2.1)); // no details: kept
+    cache.put_competitor_snapshot(2, "sportybet", with("Inter v Milan", over));
+    let odds = cache.event_odds(1).unwrap();
+    let json =
+        |d: &Option<Arc<Details>>| String::from_utf8(d.as_ref().unwrap().json.to_vec()).unwrap();
+    assert!(json(&odds.details).contains("Arsenal v Chelsea"));
+    cache.put_competitor_snapshot(1, "bet9ja", with("Arsenal FC v Chelsea FC", soon));
+    assert!(
+        json(&cache.event_odds(1).unwrap().details).contains("Arsenal FC"),
+        "the latest win"
+    );
+
+    assert_eq!(cache.expire(Instant::now()), 1, "the match long over");
+    assert!(cache.event_odds(2).is_none());
+    assert_eq!(cache.evictions().kickoff, 1);
+    let mut out = Vec::new();
+    cache.events()[0].write_json(&mut out);
+    let row: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(row["event"]["competition"], "England: Premier League");
 }
 
 #[test]

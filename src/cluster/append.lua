@@ -5,14 +5,15 @@
 -- so a follower can tell that it missed some.
 --
 -- KEYS: meta hash, log stream, then the source's state hash (odds) or the scrape lease
---       (progress)
+--       (progress), then the events' details hash
 -- ARGV: kind (odds|progress), deadline (Unix ms), epoch if none, max entries, max age (ms),
---       then, for odds, the source and the snapshots, each `EVENT MS M0 M1 TAIL`
+--       then, for odds, the source and the snapshots, each `EVENT MS M0 M1 TAIL` or, for an
+--       event's details, `e EVENT JSON`
 --       (MS: captured_at in ms since the year 0; TAIL: the snapshot's JSON after its id;
 --       M0..M1: where its markets lie in TAIL, from 0), or, for progress, the step's JSON,
 --       its mark (open: a run's first step, close: its last, orphan: the last, written for a
 --       run whose lease expired, or nothing) and its run id.
-local meta, log, state, lease = KEYS[1], KEYS[2], KEYS[3], KEYS[3]
+local meta, log, state, lease, events = KEYS[1], KEYS[2], KEYS[3], KEYS[3], KEYS[4]
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 -- A caller that gave up (and answered 503) must never see its request applied later.
@@ -46,8 +47,9 @@ if ARGV[1] == 'progress' then
 else
   local sid = tonumber(held_meta[3] or '0')
   local lines = {}
-  for i = 7, #ARGV do
-    local item = ARGV[i]
+  -- One snapshot: a change (`c`, a new snapshot id), a refresh (`r`, the same odds read
+  -- again: the id kept) or stale (older than the one held: nothing).
+  local function snapshot(item)
     local id, ms, m0, m1, at = string.match(item, '^(%d+) (%d+) (%d+) (%d+) ()')
     local tail = string.sub(item, at)
     local held = redis.call('HGET', state, id)
@@ -55,29 +57,38 @@ else
     if held then
       local hid, hms, h0, h1, hat = string.match(held, '^(%d+) (%d+) (%d+) (%d+) ()')
       if tonumber(ms) < tonumber(hms) then
-        kind = nil
-      elseif string.sub(held, hat + h0, hat + h1 - 1) == string.sub(tail, m0 + 1, m1) then
+        stale = stale + 1
+        return
+      end
+      if string.sub(held, hat + h0, hat + h1 - 1) == string.sub(tail, m0 + 1, m1) then
         kind, this = 'r', hid
       end
     end
-    if kind == nil then
-      stale = stale + 1
+    if kind == 'c' then
+      sid = sid + 1
+      changed = changed + 1
+      this = string.format('%d', sid)
+    end
+    local value = this .. ' ' .. ms .. ' ' .. m0 .. ' ' .. m1 .. ' ' .. tail
+    redis.call('HSET', state, id, value)
+    lines[#lines + 1] = kind .. ' ' .. id .. ' ' .. value
+    accepted = accepted + 1
+  end
+  for i = 7, #ARGV do
+    local item = ARGV[i]
+    if string.sub(item, 1, 2) == 'e ' then
+      -- An event's details, `e EVENT JSON`: the latest given win; logged for the followers.
+      local id, json = string.match(item, '^e (%d+) (.*)$')
+      redis.call('HSET', events, id, json)
+      lines[#lines + 1] = item
     else
-      if kind == 'c' then
-        sid = sid + 1
-        changed = changed + 1
-        this = string.format('%d', sid)
-      end
-      local value = this .. ' ' .. ms .. ' ' .. m0 .. ' ' .. m1 .. ' ' .. tail
-      redis.call('HSET', state, id, value)
-      lines[#lines + 1] = kind .. ' ' .. id .. ' ' .. value
-      accepted = accepted + 1
+      snapshot(item)
     end
   end
   if changed > 0 then
     redis.call('HSET', meta, 'sid', string.format('%d', sid))
   end
-  if accepted > 0 then
+  if #lines > 0 then
     fields = {'k', 'odds', 's', ARGV[6], 'd', table.concat(lines, '\n')}
   end
 end

@@ -18,7 +18,7 @@ use redis::{AsyncConnectionConfig, RedisResult, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::log::{self, Body, Entry, EntryId};
-use super::{state_key, Cluster, LOG, META, NODES};
+use super::{state_key, Cluster, EVENTS, LOG, META, NODES};
 use crate::cache::{Logged, OddsCache};
 use crate::dispatcher::{BusEvent, BusSender};
 use crate::metrics::label;
@@ -147,8 +147,9 @@ impl Follower {
             return false;
         }
         match entry.body {
-            Body::Odds(source, logged) => {
+            Body::Odds(source, logged, details) => {
                 self.cache.apply(&source, logged);
+                self.cache.set_details(details);
             }
             Body::Progress(progress) => {
                 let offset = Some(entry.id.top);
@@ -250,7 +251,7 @@ impl Follower {
     /// loaded next, has it already.
     fn republish(&self, entry: Entry) {
         let event = match entry.body {
-            Body::Odds(source, logged) => {
+            Body::Odds(source, logged, _) => {
                 let changes: Vec<Logged> =
                     logged.into_iter().filter(|l| l.offset.is_some()).collect();
                 if changes.is_empty() {
@@ -271,20 +272,13 @@ impl Follower {
         let _ = self.bus.send(event);
     }
 
-    /// Loads every source's state into the cache.
+    /// Loads every source's state into the cache, then the events' details.
     async fn load(&mut self, connection: &mut MultiplexedConnection) -> RedisResult<()> {
         for source in self.cluster.shared.sources.clone() {
             let key = state_key(&source);
             let mut cursor = 0u64;
             loop {
-                self.count("load");
-                let (next, pairs): (u64, Vec<(u64, Vec<u8>)>) = redis::cmd("HSCAN")
-                    .arg(&key)
-                    .arg(cursor)
-                    .arg("COUNT")
-                    .arg(BATCH)
-                    .query_async(connection)
-                    .await?;
+                let (next, pairs) = self.scan(connection, &key, cursor).await?;
                 let logged = pairs.iter().filter_map(|(event_id, value)| {
                     match log::state_value(*event_id, value) {
                         Ok(logged) => Some(logged),
@@ -301,7 +295,39 @@ impl Follower {
                 }
             }
         }
+        let mut cursor = 0u64;
+        loop {
+            let (next, pairs) = self.scan(connection, EVENTS, cursor).await?;
+            let details =
+                pairs
+                    .iter()
+                    .filter_map(|(event_id, json)| match log::details_value(json) {
+                        Ok(details) => Some((*event_id, details)),
+                        Err(error) => {
+                            tracing::error!(event = "cluster.bad_state", event_id, %error);
+                            None
+                        }
+                    });
+            self.cache.set_details(details.collect());
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
         Ok(())
+    }
+
+    /// One step of `HSCAN` over hash `key` whose fields are event ids.
+    async fn scan(
+        &self,
+        connection: &mut MultiplexedConnection,
+        key: &str,
+        cursor: u64,
+    ) -> RedisResult<(u64, Vec<(u64, Vec<u8>)>)> {
+        self.count("load");
+        let mut scan = redis::cmd("HSCAN");
+        scan.arg(key).arg(cursor).arg("COUNT").arg(BATCH);
+        scan.query_async(connection).await
     }
 
     fn count(&self, op: &'static str) {

@@ -10,7 +10,12 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::cache::{Encoded, Logged, StoredSnapshot};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::cache::{Details, Encoded, Logged, StoredSnapshot};
 use crate::protocol::{ScrapeProgress, Timestamp};
 
 /// Milliseconds from 0000-01-01 to 1970-01-01: MS is never negative.
@@ -59,8 +64,9 @@ pub struct Entry {
 /// What an entry says.
 #[derive(Debug)]
 pub enum Body {
-    /// An ingest: its source, and each snapshot stored (changes with their offsets).
-    Odds(String, Vec<Logged>),
+    /// An ingest: its source, each snapshot stored (changes with their offsets), and the
+    /// event details it gave.
+    Odds(String, Vec<Logged>, Vec<(u64, Arc<Details>)>),
     /// A scrape run's step, at the entry's offset.
     Progress(ScrapeProgress),
 }
@@ -100,38 +106,63 @@ pub fn entry(id: &str, field: impl Fn(&str) -> Option<Vec<u8>>) -> Result<Entry,
             let step = serde_json::from_str(&text("j")?).map_err(|e| format!("entry {id}: {e}"))?;
             Body::Progress(step)
         }
-        "odds" => Body::Odds(text("s")?, snapshots(id, &text("d")?)?),
+        "odds" => {
+            let (logged, details) = snapshots(id, &text("d")?)?;
+            Body::Odds(text("s")?, logged, details)
+        }
         other => return Err(format!("entry {id} is of an unknown kind `{other}`")),
     };
     Ok(Entry { id, prev, body })
 }
 
-/// The snapshots of an odds entry: its changes take the offsets before its id's, in order.
-fn snapshots(id: EntryId, lines: &str) -> Result<Vec<Logged>, String> {
+/// The snapshots and details of an odds entry: its changes take the offsets before its
+/// id's, in order.
+type Lines = (Vec<Logged>, Vec<(u64, Arc<Details>)>);
+
+fn snapshots(id: EntryId, lines: &str) -> Result<Lines, String> {
     let changes = lines.lines().filter(|line| line.starts_with("c ")).count() as u64;
     let mut next = (id.top + 1)
         .checked_sub(changes)
         .ok_or_else(|| format!("entry {id} holds more changes than offsets"))?;
-    lines
-        .lines()
-        .map(|line| {
-            let (kind, rest) = line.split_at_checked(2).unwrap_or(("", line));
-            let (event_id, value) = rest.split_once(' ').unwrap_or((rest, ""));
-            let event_id = event_id
-                .parse()
-                .map_err(|_| format!("entry {id}: `{event_id}` is not an event id"))?;
-            let mut logged = state_value(event_id, value.as_bytes())?;
-            match kind {
-                "c " => {
-                    logged.offset = Some(next);
+    let (mut logged, mut details) = (Vec::new(), Vec::new());
+    for line in lines.lines() {
+        let (kind, rest) = line.split_at_checked(2).unwrap_or(("", line));
+        let (event_id, value) = rest.split_once(' ').unwrap_or((rest, ""));
+        let event_id = event_id
+            .parse()
+            .map_err(|_| format!("entry {id}: `{event_id}` is not an event id"))?;
+        match kind {
+            "e " => details.push((event_id, details_value(value.as_bytes())?)),
+            "c " | "r " => {
+                let mut snapshot = state_value(event_id, value.as_bytes())?;
+                if kind == "c " {
+                    snapshot.offset = Some(next);
                     next += 1;
                 }
-                "r " => {}
-                _ => return Err(format!("entry {id}: a line of unknown kind")),
+                logged.push(snapshot);
             }
-            Ok(logged)
-        })
-        .collect()
+            _ => return Err(format!("entry {id}: a line of unknown kind")),
+        }
+    }
+    Ok((logged, details))
+}
+
+/// The text the append script takes for an event's details: `e EVENT JSON`.
+pub fn details_item(event_id: u64, details: &Details) -> Vec<u8> {
+    [format!("e {event_id} ").as_bytes(), &details.json].concat()
+}
+
+/// Reads details as the `events` hash and the log keep them: their JSON.
+pub fn details_value(json: &[u8]) -> Result<Arc<Details>, String> {
+    #[derive(Deserialize)]
+    struct Kickoff {
+        kickoff: Option<Timestamp>,
+    }
+    let read: Kickoff = serde_json::from_slice(json).map_err(|e| format!("event details: {e}"))?;
+    Ok(Arc::new(Details::from_json(
+        Bytes::copy_from_slice(json),
+        read.kickoff,
+    )))
 }
 
 fn snapshot(value: &[u8]) -> Result<StoredSnapshot, String> {
@@ -177,6 +208,7 @@ mod tests {
                     odds,
                 }],
             }],
+            event: None,
         }
     }
 
@@ -218,7 +250,7 @@ mod tests {
         };
         let entry = entry("10-0", fields).unwrap();
         assert_eq!(entry.prev, EntryId { top: 8, seq: 0 });
-        let Body::Odds(source, logged) = entry.body else {
+        let Body::Odds(source, logged, _) = entry.body else {
             panic!("not odds")
         };
         assert_eq!(source, "betpawa");

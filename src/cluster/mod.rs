@@ -16,6 +16,7 @@
 //!   snapshot-id counter `sid`;
 //! - `log`: a stream, bounded by `--history-size` and `--history-ttl` (`log.rs`);
 //! - `state:SOURCE`: a hash per source, event id to its latest snapshot;
+//! - `events`: event id to the latest details given for it;
 //! - `nodes`: a stream of members' heartbeats (`members.rs`), which is also how each node
 //!   checks that what it writes comes back through what it reads;
 //! - `scrape:lease` and `scrape:period`: who runs the scrape run, and who started the
@@ -49,6 +50,7 @@ const META: &str = "oddsbus:meta";
 const LOG: &str = "oddsbus:log";
 const NODES: &str = "oddsbus:nodes";
 const LEASE: &str = "oddsbus:scrape:lease";
+const EVENTS: &str = "oddsbus:events";
 const PERIOD: &str = "oddsbus:scrape:period";
 
 fn state_key(source: &str) -> String {
@@ -163,11 +165,14 @@ impl Cluster {
     ) -> Result<Stored, HttpError> {
         let (snapshots, replaced, older) = distinct(snapshots);
         let mut call = self.shared.append.prepare_invoke();
-        call.key(META).key(LOG).key(state_key(source));
+        call.key(META).key(LOG).key(state_key(source)).key(EVENTS);
         self.arguments(&mut call, "odds");
         call.arg(source);
         for (event_id, snapshot) in &snapshots {
             call.arg(log::item(*event_id, &Encoded::new(*event_id, snapshot)));
+            if let Some(details) = &snapshot.event {
+                call.arg(log::details_item(*event_id, details));
+            }
         }
         let mut stored = self.appended("ingest", call).await?;
         stored.accepted += replaced;
@@ -189,7 +194,7 @@ impl Cluster {
     async fn append_step(&self, progress: &ScrapeProgress, mark: &str) -> Result<bool, HttpError> {
         let json = serde_json::to_string(progress).map_err(|e| unavailable(e.to_string()))?;
         let mut call = self.shared.append.prepare_invoke();
-        call.key(META).key(LOG).key(LEASE);
+        call.key(META).key(LOG).key(LEASE).key(EVENTS);
         self.arguments(&mut call, "progress");
         call.arg(json).arg(mark).arg(progress.run_id.to_string());
         let stored = self.appended("step", call).await?;

@@ -32,6 +32,13 @@ impl Timestamp {
         (0..=9999).contains(&time.year()).then_some(Timestamp(time))
     }
 
+    /// The instant `duration` earlier (no earlier than RFC 3339's year 0000).
+    pub fn minus(self, duration: std::time::Duration) -> Timestamp {
+        let millis = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        let earlier = self.unix_millis().saturating_sub(millis);
+        Timestamp::from_unix_millis(earlier).unwrap_or(self)
+    }
+
     /// Parses an RFC 3339 time and normalises it to UTC. Refuses one whose UTC form falls
     /// outside the years 0000 to 9999, which RFC 3339 cannot write (so it could not be served
     /// back).

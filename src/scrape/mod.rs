@@ -12,9 +12,11 @@
 //! channel. A listener who joins mid-run first gets the steps it missed, so every SSE stream
 //! reads `started` ... `completed` (or `failed`).
 //!
-//! `coordinator.rs` holds the runs, `simulated.rs` the embedded default source.
+//! `coordinator.rs` holds the runs, `simulated.rs` the embedded default source and
+//! `fixtures.rs` its matches.
 
 mod coordinator;
+mod fixtures;
 mod simulated;
 
 use futures_util::future::BoxFuture;

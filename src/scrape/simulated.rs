@@ -1,8 +1,8 @@
 //! The simulated odds source: the embedded default, so the broker shows live odds moving
 //! with no outside system.
 //!
-//! The world is a fixed list of football matches, each with expected goals for both teams
-//! drawn from the seed. Each platform prices every match it lists from those expectations
+//! The world is a fixed list of football matches (teams, competition and kickoff from
+//! `fixtures.rs`), each with expected goals for both teams drawn from the seed. Each platform prices every match it lists from those expectations
 //! (1X2 and both-teams-to-score from independent Poisson scores, over/under 2.5 from their
 //! sum) with its own margin, rounded to two decimals as bookmakers show them.
 //!
@@ -18,7 +18,10 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use parking_lot::Mutex;
 
-use crate::cache::{intern, Market, Outcome, Snapshot};
+use std::sync::Arc;
+
+use super::fixtures::fixtures;
+use crate::cache::{intern, Details, Market, Outcome, Snapshot};
 use crate::protocol::{Timestamp, HOME_SOURCE};
 use crate::scrape::{OddsSource, SourceError};
 
@@ -42,6 +45,8 @@ pub struct SimulatedSettings {
 #[derive(Debug)]
 pub struct SimulatedSource {
     settings: SimulatedSettings,
+    /// Each match's details (teams, competition, kickoff), by index.
+    fixtures: Vec<Arc<Details>>,
     platforms: Mutex<HashMap<String, Platform>>,
 }
 
@@ -66,6 +71,7 @@ impl SimulatedSource {
         let truth: Vec<(f64, f64)> = (0..settings.events)
             .map(|_| (0.7 + 1.5 * world.f64(), 0.5 + 1.3 * world.f64()))
             .collect();
+        let fixtures = fixtures(&mut world, settings.events);
         let views = platforms
             .iter()
             .map(|name| {
@@ -98,6 +104,7 @@ impl SimulatedSource {
             .collect();
         SimulatedSource {
             settings,
+            fixtures,
             platforms: Mutex::new(views),
         }
     }
@@ -155,6 +162,7 @@ impl OddsSource for SimulatedSource {
                         bookmaker_id: Some(view.id_base + index as i64),
                         captured_at,
                         markets: price(home, away, view.margin),
+                        event: self.fixtures.get(index).cloned(),
                     };
                     Some((id, snapshot))
                 })

@@ -299,6 +299,7 @@ pub fn odds(price: f64) -> Snapshot {
             line: None,
             outcomes: vec![outcome("1", price), outcome("X", 3.2), outcome("2", 3.5)],
         }],
+        event: None,
     }
 }
 
