@@ -19,6 +19,7 @@ use crate::dispatcher::{self, BusReceiver, BusSender};
 use crate::history::HistoryLimits;
 use crate::manager::ConnectionManager;
 use crate::metrics::Metrics;
+use crate::prices::PriceHistory;
 use crate::scrape::{OddsSource, ScrapeCoordinator, ScrapeSettings};
 use crate::writer::Writer;
 
@@ -33,6 +34,8 @@ pub struct Broker {
     pub writer: Writer,
     /// This node's handle on the cluster, when it is a member (`--redis`).
     pub cluster: Option<Cluster>,
+    /// How the odds moved, for the charts and the biggest moves.
+    pub prices: PriceHistory,
     /// Topic channels and the connection registry.
     pub manager: ConnectionManager,
     /// Counters, gauges and histograms for `/metrics`.
@@ -118,6 +121,7 @@ impl Broker {
         let metrics = Arc::new(metrics);
         let (bus, queue) = dispatcher::bus_channel();
         dispatcher::create_cache_update_bridge(&cache, bus.clone());
+        let prices = PriceHistory::new(config.max_events, metrics.clone());
         let shutdown = CancellationToken::new();
         let producers = TaskTracker::new();
         let settings = ScrapeSettings {
@@ -161,6 +165,7 @@ impl Broker {
             cache,
             writer,
             cluster,
+            prices,
             manager,
             metrics,
             bus,

@@ -70,6 +70,8 @@ mod manager;
 #[cfg(feature = "server")]
 mod metrics;
 #[cfg(feature = "server")]
+mod prices;
+#[cfg(feature = "server")]
 mod reply;
 #[cfg(feature = "server")]
 mod scrape;

@@ -75,6 +75,8 @@ pub struct Metrics {
     pub cluster_lag: Gauge,
     /// Cluster members this node sees alive (itself included).
     pub cluster_members: Gauge,
+    /// Prices kept in the price history (`GET /api/events/{id}/history`).
+    pub price_history_points: Gauge,
 }
 
 impl Default for Metrics {
@@ -112,6 +114,7 @@ impl Metrics {
             redis_append_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             cluster_lag: Gauge::default(),
             cluster_members: Gauge::default(),
+            price_history_points: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -234,6 +237,11 @@ impl Metrics {
             "cluster_members",
             "Cluster members this node sees alive",
             metrics.cluster_members.clone(),
+        );
+        r.register(
+            "price_history_points",
+            "Prices kept in the price history",
+            metrics.price_history_points.clone(),
         );
         Metrics {
             registry,

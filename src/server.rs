@@ -161,6 +161,8 @@ impl Server {
             stop_dispatcher.clone(),
         ));
 
+        // Runs as long as the cache feeds it: ended with the runtime.
+        tokio::spawn(broker.prices.follow(&broker.cache));
         // Stopped once in-flight HTTP requests are done: an ingest waits for its entry.
         let follow_stop = CancellationToken::new();
         if let Some(cluster) = &broker.cluster {

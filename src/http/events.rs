@@ -1,5 +1,6 @@
 //! The cache-first reads: `GET /api/events[?limit=&after=]`, `GET /api/events/{id}/odds`
-//! and the bulk read `GET /api/events/odds?ids=`.
+//! and the bulk read `GET /api/events/odds?ids=`; and how the odds moved, from the price
+//! history: `GET /api/events/{id}/history` and `GET /api/moves`.
 //!
 //! Every reply is joined from the snapshots' JSON as the cache stored it, and carries an
 //! `ETag` (see [`Tag`]): a client that sends it back in `If-None-Match` gets `304 Not
@@ -10,6 +11,7 @@
 //! runtime that accepts connections, handles ingests and runs the dispatcher is never held
 //! up by one. The odds reads are at most 500 events of bytes to join, and run in place.
 
+use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
 
@@ -46,6 +48,51 @@ pub async fn list(
         })
     })
     .await
+}
+
+/// `GET /api/events/{id}/history`: how the event's prices moved (`crate::prices`).
+pub fn history(broker: &Broker, id: &str) -> Response {
+    let read = parse_id(id).and_then(|event_id| {
+        broker.prices.event(event_id).ok_or_else(|| {
+            HttpError::new(
+                HttpErrorCode::NotFound,
+                format!("no price of event {event_id} was recorded"),
+            )
+        })
+    });
+    match read {
+        Ok(json) => reply::encoded(StatusCode::OK, json),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Longest window of `GET /api/moves`: the history holds about an hour.
+const MAX_MOVES_WINDOW: u64 = 3600;
+
+/// `GET /api/moves[?minutes=M][&limit=N]`: the biggest moves of the last M minutes (10; 1 to
+/// 60), at most N (20; 1 to 500).
+pub fn moves(broker: &Broker, query: &[(String, String)]) -> Response {
+    let number = |name: &str, default: u64, most: u64| -> Result<u64, HttpError> {
+        match query.iter().find(|(key, _)| key == name) {
+            None => Ok(default),
+            Some((_, value)) => match value.parse::<u64>() {
+                Ok(n) if (1..=most).contains(&n) => Ok(n),
+                _ => Err(HttpError::new(
+                    HttpErrorCode::InvalidQuery,
+                    format!("`{name}` must be an integer from 1 to {most}"),
+                )),
+            },
+        }
+    };
+    let asked = number("minutes", 10, MAX_MOVES_WINDOW / 60)
+        .and_then(|minutes| Ok((minutes, number("limit", 20, 500)?)));
+    match asked {
+        Ok((minutes, limit)) => {
+            let window = std::time::Duration::from_secs(minutes * 60);
+            reply::encoded(StatusCode::OK, broker.prices.moves(window, limit as usize))
+        }
+        Err(error) => error.into_response(),
+    }
 }
 
 /// `GET /api/events/{id}/odds`.

@@ -60,6 +60,17 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
         .and(warp::header::optional::<String>("if-none-match"))
         .map(|id: String, broker: Broker, tags| events::odds(&broker, &id, tags));
 
+    let history = warp::path!("api" / "events" / String / "history")
+        .and(warp::get())
+        .and(with_broker.clone())
+        .map(|id: String, broker: Broker| events::history(&broker, &id));
+
+    let moves = warp::path!("api" / "moves")
+        .and(warp::get())
+        .and(with_broker.clone())
+        .and(warp::query::<Vec<(String, String)>>())
+        .map(|broker: Broker, query: Vec<(String, String)>| events::moves(&broker, &query));
+
     let stats = warp::path!("api" / "ws" / "stats")
         .and(warp::get())
         .and(with_broker.clone())
@@ -113,6 +124,10 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
         .or(many_odds)
         .unify()
         .or(event_odds)
+        .unify()
+        .or(history)
+        .unify()
+        .or(moves)
         .unify()
         .or(scrape_stream)
         .unify()

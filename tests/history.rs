@@ -1,0 +1,139 @@
+//! How the odds moved: `GET /api/events/{id}/history` and `GET /api/moves`, fed by real
+//! ingests.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestServer, WAIT};
+use oddsbus::Timestamp;
+use serde_json::{json, Value};
+
+fn at(event_id: u64, price: f64, captured_at: &str) -> Value {
+    let mut snapshot = common::snapshot(event_id, price);
+    snapshot["captured_at"] = json!(captured_at);
+    snapshot
+}
+
+/// Polls `path` until `check` holds on its 200 body.
+async fn until(server: &TestServer, path: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = server.get(path).await;
+        if status == 200 && check(&body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{path}: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn each_outcome_keeps_the_prices_it_moved_through() {
+    let server = TestServer::start().await;
+    for (price, time) in [
+        (2.0, "2026-12-01T10:00:00Z"),
+        (2.2, "2026-12-01T10:01:00Z"),
+        (1.9, "2026-12-01T10:02:00Z"),
+    ] {
+        let body = json!({"source": "betpawa", "snapshots": [at(7, price, time)]});
+        assert_eq!(server.ingest(&body).await.0, 200);
+    }
+    let body = json!({"source": "sportybet", "snapshots": [at(7, 2.05, "2026-12-01T10:00:30Z")]});
+    assert_eq!(server.ingest(&body).await.0, 200);
+
+    let history = until(&server, "/api/events/7/history", |h| {
+        h["history"].as_array().is_some_and(|s| s.len() == 6)
+    })
+    .await;
+    assert_eq!(history["event_id"], 7);
+    let series = |source: &str, outcome: &str| -> Vec<Value> {
+        let all = history["history"].as_array().unwrap();
+        let one = all
+            .iter()
+            .find(|s| s["source"] == source && s["outcome"] == outcome);
+        one.unwrap_or_else(|| panic!("{source} {outcome}: {history}"))["points"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        series("betpawa", "1"),
+        [
+            json!({"at": "2026-12-01T10:00:00.000Z", "odds": 2.0}),
+            json!({"at": "2026-12-01T10:01:00.000Z", "odds": 2.2}),
+            json!({"at": "2026-12-01T10:02:00.000Z", "odds": 1.9}),
+        ]
+    );
+    assert_eq!(
+        series("betpawa", "X").len(),
+        1,
+        "a price that did not move is one point"
+    );
+    assert_eq!(
+        series("sportybet", "1"),
+        [json!({"at": "2026-12-01T10:00:30.000Z", "odds": 2.05})]
+    );
+    assert_eq!(history["history"][0]["market_id"], "1x2");
+
+    assert_eq!(server.get("/api/events/8/history").await.0, 404);
+    assert_eq!(
+        server.get("/api/events/x/history").await.1["error"]["code"],
+        "invalid_event_id"
+    );
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("oddsbus_price_history_points 8"),
+        "3 + 1 + 1 + 3: {metrics}"
+    );
+}
+
+#[tokio::test]
+async fn the_biggest_moves_of_the_last_minutes_come_first() {
+    let server = TestServer::start().await;
+    let ago = |secs: u64| {
+        Timestamp::now()
+            .minus(Duration::from_secs(secs))
+            .to_string()
+    };
+    // Event 1 moves 2.0 -> 3.0 (+50%), event 2 moves 2.0 -> 1.8 (-10%), event 3 moved an
+    // hour ago only.
+    let steps = [
+        (1, 2.0, ago(1200)),
+        (2, 2.0, ago(1200)),
+        (3, 2.0, ago(4000)),
+        (3, 2.5, ago(3900)),
+        (1, 3.0, ago(60)),
+        (2, 1.8, ago(30)),
+    ];
+    for (event_id, price, time) in steps {
+        let body = json!({"source": "betpawa", "snapshots": [at(event_id, price, &time)]});
+        assert_eq!(server.ingest(&body).await.0, 200);
+    }
+    let moves = until(&server, "/api/moves?minutes=10", |m| {
+        m["moves"].as_array().is_some_and(|m| m.len() == 2)
+    })
+    .await;
+    assert_eq!(moves["window_secs"], 600);
+    let first = &moves["moves"][0];
+    assert_eq!(
+        (
+            first["event_id"].clone(),
+            first["from"].clone(),
+            first["to"].clone()
+        ),
+        (json!(1), json!(2.0), json!(3.0))
+    );
+    assert!((first["change"].as_f64().unwrap() - 0.5).abs() < 1e-9);
+    assert_eq!(moves["moves"][1]["event_id"], 2);
+    let limited = server.get("/api/moves?limit=1").await.1;
+    assert_eq!(limited["moves"].as_array().unwrap().len(), 1);
+    for bad in ["minutes=0", "minutes=61", "limit=x", "limit=501"] {
+        let (status, reply) = server.get(&format!("/api/moves?{bad}")).await;
+        assert_eq!(
+            (status, reply["error"]["code"].clone()),
+            (400, json!("invalid_query")),
+            "{bad}"
+        );
+    }
+}
