@@ -7,12 +7,14 @@ use warp::{Filter, Rejection, Reply};
 
 const INDEX: &str = include_str!("../web/index.html");
 const APP: &str = include_str!("../web/app.js");
+const BOARD: &str = include_str!("../web/board.js");
+const CHART: &str = include_str!("../web/chart.js");
 const STYLE: &str = include_str!("../web/style.css");
 const ICON: &str = include_str!("../web/favicon.svg");
 const CLIENT: &str = include_str!("../web/oddsbus-client.js");
 
-/// `GET /`, `/app.js`, `/style.css`, `/favicon.svg` and `/oddsbus-client.js`, the client
-/// module any page can import. The page learns the configured sources (its table's
+/// `GET /`, `/app.js` (with its modules `/board.js` and `/chart.js`), `/style.css`,
+/// `/favicon.svg` and `/oddsbus-client.js`, the client module any page can import. The page learns the configured sources (its table's
 /// columns) from a `<meta>` tag filled in here; source names are validated to
 /// `[a-z0-9_-]` at start-up, so they need no escaping.
 pub fn routes(sources: &[&str]) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
@@ -20,9 +22,17 @@ pub fn routes(sources: &[&str]) -> impl Filter<Extract = (Response,), Error = Re
     let page = warp::path::end()
         .and(warp::get())
         .map(move || asset(index.clone(), "text/html; charset=utf-8"));
-    let app = warp::path!("app.js")
-        .and(warp::get())
-        .map(|| asset(APP.to_owned(), "text/javascript; charset=utf-8"));
+    let script = |name: &'static str, body: &'static str| {
+        warp::path(name)
+            .and(warp::path::end())
+            .and(warp::get())
+            .map(move || asset(body.to_owned(), "text/javascript; charset=utf-8"))
+    };
+    let app = script("app.js", APP)
+        .or(script("board.js", BOARD))
+        .unify()
+        .or(script("chart.js", CHART))
+        .unify();
     let style = warp::path!("style.css")
         .and(warp::get())
         .map(|| asset(STYLE.to_owned(), "text/css; charset=utf-8"));

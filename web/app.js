@@ -8,10 +8,11 @@
 // the odds come with the push and nothing is refetched but on `resync`. Rows are updated in
 // place, so a message never re-renders the table.
 import { OddsbusClient } from "/oddsbus-client.js";
+import { eventIds, removeRow, renderRow, setBeatenOnly, setMarket, setOrder, setSearch, setupBoard } from "/board.js";
+import { followMoves, openChart } from "/chart.js";
 
 const SOURCES = document.querySelector('meta[name="oddsbus-sources"]').content.split(",");
 const HOME = "betpawa";
-const OUTCOMES = ["1", "X", "2"];
 /** The topic toggles are a setting: kept in this browser. */
 const TOPICS_KEY = "oddsbus-topics";
 const savedTopics = JSON.parse(localStorage.getItem(TOPICS_KEY) ?? "null");
@@ -48,13 +49,9 @@ const state = {
   loaded: false,
   /** The toggles show the server's set, which the server confirms. */
   serverTopics: new Set(),
-  /** event id -> { tr, cells: Map(source -> [td, td, td]) } */
-  rows: new Map(),
-  /** Sorted event ids, parallel to the table body's rows. */
-  order: [],
+  /** Events pushed without details whose details were read once. */
+  asked: new Set(),
   pending: new Set(),
-  /** Rows on screen: only these flash, so a burst of changes costs no off-screen painting. */
-  visible: new Set(),
   flushTimer: null,
   fetching: 0,
   /** [timestamp ms, ids] of recent odds_update messages, for the rate counter. */
@@ -105,7 +102,12 @@ bus.addEventListener("snapshots", ({ detail }) => {
     const odds = { event_id: snapshot.event_id, betpawa: null, competitors: {} };
     if (detail.source === HOME) odds.betpawa = snapshot;
     else odds.competitors[detail.source] = snapshot;
-    renderRow(odds);
+    // A pushed snapshot says nothing of the match: read an unknown event's details once.
+    if (renderRow(odds) && !state.asked.has(snapshot.event_id)) {
+      state.asked.add(snapshot.event_id);
+      state.pending.add(snapshot.event_id);
+      scheduleFlush();
+    }
   }
   window.board.pushed += detail.snapshots.length;
 });
@@ -190,7 +192,7 @@ async function refetchAll() {
     const response = await read("/api/events");
     const { events } = await response.json();
     const present = new Set(events.map((e) => e.event_id));
-    for (const id of [...state.rows.keys()]) if (!present.has(id)) removeRow(id);
+    for (const id of eventIds()) if (!present.has(id)) removeRow(id);
     for (const id of present) state.pending.add(id);
     flush();
   } catch (error) {
@@ -198,132 +200,21 @@ async function refetchAll() {
   }
 }
 
-// ---- the board ---------------------------------------------------------------------------
+// ---- the board and its controls -------------------------------------------------------
 
-const visibility = new IntersectionObserver((entries) => {
-  for (const entry of entries) {
-    if (entry.isIntersecting) state.visible.add(entry.target);
-    else state.visible.delete(entry.target);
-  }
-});
-
-function cellElement(text, className) {
-  const el = document.createElement("div");
-  el.className = className ? `cell ${className}` : "cell";
-  el.setAttribute("role", "cell");
-  el.textContent = text;
-  return el;
+setupBoard({ sources: SOURCES, home: HOME, onOpen: (id) => openChart(id, { read, sources: SOURCES }) });
+for (const tab of document.querySelectorAll("#markets [data-market]")) {
+  tab.addEventListener("click", () => {
+    for (const other of document.querySelectorAll("#markets [data-market]")) {
+      other.setAttribute("aria-selected", String(other === tab));
+    }
+    setMarket(tab.dataset.market);
+  });
 }
-
-function rowElement() {
-  const el = document.createElement("div");
-  el.className = "row";
-  el.setAttribute("role", "row");
-  return el;
-}
-
-function renderHeader() {
-  $("#board").style.setProperty("--cells", SOURCES.length * OUTCOMES.length);
-  const top = rowElement();
-  const sub = rowElement();
-  top.appendChild(cellElement("event", "event"));
-  sub.appendChild(cellElement("", "event"));
-  for (const source of SOURCES) {
-    top.appendChild(cellElement(source, "source"));
-    OUTCOMES.forEach((outcome, i) => sub.appendChild(cellElement(outcome, i === 0 ? "first" : "")));
-  }
-  $("#board-head").replaceChildren(top, sub);
-}
-
-function rowFor(id) {
-  let row = state.rows.get(id);
-  if (row) return row;
-  const tr = rowElement();
-  tr.dataset.event = id;
-  tr.appendChild(cellElement(String(id), "event"));
-  const cells = new Map();
-  for (const source of SOURCES) {
-    const tds = OUTCOMES.map((outcome, i) => {
-      const td = cellElement("–", i === 0 ? "first missing" : "missing");
-      td.dataset.source = source;
-      td.dataset.outcome = outcome;
-      tr.appendChild(td);
-      return td;
-    });
-    cells.set(source, tds);
-  }
-  row = { tr, cells };
-  visibility.observe(tr);
-  // Keep rows sorted by id: binary search for the insertion point.
-  let low = 0;
-  let high = state.order.length;
-  while (low < high) {
-    const mid = (low + high) >> 1;
-    if (state.order[mid] < id) low = mid + 1;
-    else high = mid;
-  }
-  const before = state.order[low];
-  $("#rows").insertBefore(tr, before === undefined ? null : state.rows.get(before).tr);
-  state.order.splice(low, 0, id);
-  state.rows.set(id, row);
-  $("#event-count").textContent = state.rows.size;
-  return row;
-}
-
-function removeRow(id) {
-  const row = state.rows.get(id);
-  if (!row) return;
-  visibility.unobserve(row.tr);
-  state.visible.delete(row.tr);
-  row.tr.remove();
-  state.rows.delete(id);
-  state.order.splice(state.order.indexOf(id), 1);
-  $("#event-count").textContent = state.rows.size;
-}
-
-/** The 1X2 prices of a snapshot, by outcome name. */
-function prices(snapshot) {
-  const market = snapshot && snapshot.markets.find((m) => m.market_id === "1x2");
-  const byName = new Map(market ? market.outcomes.map((o) => [o.name, o.odds]) : []);
-  return OUTCOMES.map((name) => byName.get(name));
-}
-
-/** Each source's newer snapshot of `odds` and of what `row` shows: a push and a refetch may
- * cross, and neither may take a row back to older odds. */
-function merged(row, odds) {
-  if (!row.odds) return odds;
-  const newer = (a, b) => (!a ? b : !b ? a : a.snapshot_id >= b.snapshot_id ? a : b);
-  const competitors = { ...row.odds.competitors };
-  for (const [source, snapshot] of Object.entries(odds.competitors)) {
-    competitors[source] = newer(competitors[source], snapshot);
-  }
-  return { event_id: odds.event_id, betpawa: newer(row.odds.betpawa, odds.betpawa), competitors };
-}
-
-function renderRow(incoming) {
-  const row = rowFor(incoming.event_id);
-  const odds = merged(row, incoming);
-  row.odds = odds;
-  const bySource = new Map(SOURCES.map((s) => [s, prices(s === HOME ? odds.betpawa : odds.competitors[s])]));
-  const best = OUTCOMES.map((_, i) =>
-    Math.max(...SOURCES.map((s) => bySource.get(s)[i] ?? -Infinity)));
-  const flash = state.visible.has(row.tr);
-  for (const source of SOURCES) {
-    row.cells.get(source).forEach((td, i) => {
-      const price = bySource.get(source)[i];
-      const text = price === undefined ? "–" : price.toFixed(2);
-      if (td.textContent !== text) {
-        const wasShown = td.textContent !== "–";
-        td.textContent = text;
-        if (wasShown && flash) {
-          td.animate([{ background: "var(--flash)" }, { background: "transparent" }], { duration: 1200 });
-        }
-      }
-      td.classList.toggle("missing", price === undefined);
-      td.classList.toggle("best", price !== undefined && price === best[i]);
-    });
-  }
-}
+$("#search").addEventListener("input", (event) => setSearch(event.target.value));
+$("#beaten").addEventListener("change", (event) => setBeatenOnly(event.target.checked));
+$("#order").addEventListener("change", (event) => setOrder(event.target.value));
+followMoves(read);
 
 // ---- scrape progress ---------------------------------------------------------------------
 
@@ -419,5 +310,4 @@ function log(text) {
   $("#log").textContent = text;
 }
 
-renderHeader();
 bus.connect();
