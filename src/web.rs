@@ -3,7 +3,8 @@
 
 use warp::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use warp::reply::Response;
-use warp::{Filter, Rejection, Reply};
+use warp::filters::BoxedFilter;
+use warp::{Filter, Reply};
 
 const INDEX: &str = include_str!("../web/index.html");
 const APP: &str = include_str!("../web/app.js");
@@ -17,7 +18,7 @@ const CLIENT: &str = include_str!("../web/oddsbus-client.js");
 /// `/favicon.svg` and `/oddsbus-client.js`, the client module any page can import. The page learns the configured sources (its table's
 /// columns) from a `<meta>` tag filled in here; source names are validated to
 /// `[a-z0-9_-]` at start-up, so they need no escaping.
-pub fn routes(sources: &[&str]) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+pub fn routes(sources: &[&str]) -> BoxedFilter<(Response,)> {
     let index = INDEX.replace("{{SOURCES}}", &sources.join(","));
     let page = warp::path::end()
         .and(warp::get())
@@ -42,6 +43,7 @@ pub fn routes(sources: &[&str]) -> impl Filter<Extract = (Response,), Error = Re
     let client = warp::path!("oddsbus-client.js")
         .and(warp::get())
         .map(|| asset(CLIENT.to_owned(), "text/javascript; charset=utf-8"));
+    // Boxed: the type of a long chain of filters is deep enough to trip the compiler.
     page.or(app)
         .unify()
         .or(style)
@@ -50,6 +52,7 @@ pub fn routes(sources: &[&str]) -> impl Filter<Extract = (Response,), Error = Re
         .unify()
         .or(client)
         .unify()
+        .boxed()
 }
 
 fn asset(body: String, content_type: &'static str) -> Response {

@@ -19,12 +19,17 @@ export const CHROMIUM_ARGS = [
   "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ];
 
-/** Starts oddsbus on `listen` and resolves once it logs the address it bound. */
+/** Starts oddsbus on `listen` (200 simulated events, no periodic scrape) and resolves once
+ * it logs the address it bound. */
 export async function startServer(listen, extra = []) {
-  const child = spawn(BINARY, [
-    "--listen", listen, "--log-format", "json", "--log", "info",
-    "--scrape-interval", "0", "--sim-events", "200", "--sim-latency-ms", "20", ...extra,
-  ], { stdio: ["ignore", "pipe", "inherit"] });
+  return spawnServer(BINARY, [
+    "--listen", listen, "--scrape-interval", "0", "--sim-events", "200", "--sim-latency-ms", "20", ...extra,
+  ]);
+}
+
+/** Starts `binary` with `args` and JSON logs; resolves once it logs the address it bound. */
+export async function spawnServer(binary, args) {
+  const child = spawn(binary, ["--log-format", "json", "--log", "info", ...args], { stdio: ["ignore", "pipe", "inherit"] });
   const lines = readline.createInterface({ input: child.stdout });
   const addr = await new Promise((resolve, reject) => {
     lines.on("line", (line) => {
