@@ -120,10 +120,10 @@ test("the board as an odds-comparison page", async (t) => {
       await page.screenshot({ path: path.join(ARTIFACTS, "comparison-chart.png") });
       await page.keyboard.press("Escape");
       await eventually(async () => !(await page.$("#chart[open]")), "the chart closed");
-      await eventually(async () => {
-        await page.evaluate(() => window.dispatchEvent(new Event("focus")));
-        return Boolean(await page.$('#move-list li[data-event="901"]'));
-      }, "event 901 among the biggest moves", 15000);
+      // The panel refreshes every 10 s.
+      await eventually(async () => Boolean(await page.$('#move-list li[data-event="901"]')),
+        "event 901 among the biggest moves", 15000);
+      assert.match(await textOf(page, '#move-list li[data-event="901"]'), /^Arsenal v Chelsea · betpawa 1x2 1: /);
     });
 
     await t.test("the keyboard moves between rows and opens a chart", async () => {
