@@ -1,9 +1,9 @@
 //! The live odds board: a plain HTML/CSS/JS page compiled into the binary and served at `/`,
 //! so the board needs no web server and no build step (`web/` holds its files).
 
+use warp::filters::BoxedFilter;
 use warp::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use warp::reply::Response;
-use warp::filters::BoxedFilter;
 use warp::{Filter, Reply};
 
 const INDEX: &str = include_str!("../web/index.html");
