@@ -31,7 +31,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+// Not our ConnectionManager (`crate::manager`): redis's self-reconnecting connection.
+use redis::aio::{ConnectionManager as RedisConnection, ConnectionManagerConfig};
 use redis::{Client, Script, Value};
 use tokio::sync::watch;
 
@@ -78,7 +79,7 @@ struct Shared {
     address: parking_lot::Mutex<String>,
     client: Client,
     /// Appends and heartbeats: reconnects by itself.
-    commands: ConnectionManager,
+    commands: RedisConnection,
     append: Script,
     history: HistoryLimits,
     sources: Vec<String>,
@@ -109,7 +110,7 @@ impl Cluster {
             .set_response_timeout(Some(APPEND_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
-        let commands = ConnectionManager::new_lazy_with_config(client.clone(), settings)
+        let commands = RedisConnection::new_lazy_with_config(client.clone(), settings)
             .map_err(|e| format!("--redis `{url}`: {e}"))?;
         let node: String = uuid::Uuid::new_v4()
             .simple()
