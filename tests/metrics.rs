@@ -35,9 +35,10 @@ async fn metrics_count_connections_publications_frames_ingests_and_scrapes() {
     assert_eq!(value(r#"oddsbus_ingest_requests_total{status="200"}"#), 1.0);
     assert_eq!(value(r#"oddsbus_ingest_requests_total{status="400"}"#), 1.0);
     assert!(value(r#"oddsbus_messages_published_total{topic="odds_updates"}"#) >= 2.0);
+    // Every step of the run (how many `platform_progress` there are depends on timing).
     assert_eq!(
         value(r#"oddsbus_messages_published_total{topic="scrape_progress"}"#),
-        8.0
+        run.len() as f64
     );
     assert!(
         value("oddsbus_frames_sent_total") >= 2.0,
