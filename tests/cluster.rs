@@ -391,3 +391,34 @@ async fn event_details_reach_every_node_and_a_late_one() {
         "reads agree"
     );
 }
+
+/// Redis forgets what nobody updated for `--event-ttl`, as every node's cache does, so its
+/// memory is bounded too: a node joining later does not load it.
+#[tokio::test]
+async fn redis_forgets_events_nobody_updated_for_the_ttl() {
+    let redis = RedisServer::start();
+    let short = |c: &mut oddsbus::Config| {
+        c.redis = Some(redis.url());
+        c.event_ttl = Duration::from_secs(1);
+    };
+    let a = TestServer::with(short).await;
+    let mut old = common::snapshot(1, 2.0);
+    old["event"] = json!({"name": "Old v Gone"});
+    assert_eq!(
+        a.ingest(&json!({"source": "betpawa", "snapshots": [old]}))
+            .await
+            .0,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    a.ingest_ok("sportybet", &[2], 2.0).await; // an append trims what is older than the TTL
+    let late = TestServer::with(short).await;
+    let (_, events) = late.get("/api/events").await;
+    let ids: Vec<&Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["event_id"])
+        .collect();
+    assert_eq!(ids, [&json!(2)], "{events}");
+}

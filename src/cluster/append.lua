@@ -5,15 +5,16 @@
 -- so a follower can tell that it missed some.
 --
 -- KEYS: meta hash, log stream, then the source's state hash (odds) or the scrape lease
---       (progress), then the events' details hash
--- ARGV: kind (odds|progress), deadline (Unix ms), epoch if none, max entries, max age (ms),
---       then, for odds, the source and the snapshots, each `EVENT MS M0 M1 TAIL` or, for an
+--       (progress), the events' details hash, and when each snapshot and details were last
+--       written (a sorted set, for the state's age bound)
+-- ARGV: kind (odds|progress), deadline (Unix ms), epoch if none, the log's max entries and
+--       max age (ms), the state's max age (ms), then, for odds, the source and the snapshots, each `EVENT MS M0 M1 TAIL` or, for an
 --       event's details, `e EVENT JSON`
 --       (MS: captured_at in ms since the year 0; TAIL: the snapshot's JSON after its id;
 --       M0..M1: where its markets lie in TAIL, from 0), or, for progress, the step's JSON,
 --       its mark (open: a run's first step, close: its last, orphan: the last, written for a
 --       run whose lease expired, or nothing) and its run id.
-local meta, log, state, lease, events = KEYS[1], KEYS[2], KEYS[3], KEYS[3], KEYS[4]
+local meta, log, state, lease, events, touched = KEYS[1], KEYS[2], KEYS[3], KEYS[3], KEYS[4], KEYS[5]
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 -- A caller that gave up (and answered 503) must never see its request applied later.
@@ -33,7 +34,7 @@ local accepted, stale, changed = 0, 0, 0
 if ARGV[1] == 'progress' then
   -- The open run is kept in `meta` from its first step to its last, so that a run whose
   -- node died (its lease, KEYS[3], expired) can be ended `failed` by one other node.
-  local mark, run = ARGV[7], ARGV[8]
+  local mark, run = ARGV[8], ARGV[9]
   if mark == 'orphan' and (redis.call('HGET', meta, 'run') ~= run or redis.call('EXISTS', lease) == 1) then
     return {epoch, '', 0, 0, 0}
   end
@@ -43,7 +44,7 @@ if ARGV[1] == 'progress' then
     redis.call('HDEL', meta, 'run')
   end
   changed = 1
-  fields = {'k', 'progress', 'j', ARGV[6]}
+  fields = {'k', 'progress', 'j', ARGV[7]}
 else
   local sid = tonumber(held_meta[3] or '0')
   local lines = {}
@@ -71,10 +72,11 @@ else
     end
     local value = this .. ' ' .. ms .. ' ' .. m0 .. ' ' .. m1 .. ' ' .. tail
     redis.call('HSET', state, id, value)
+    redis.call('ZADD', touched, now, ARGV[7] .. ' ' .. id, now, '* ' .. id)
     lines[#lines + 1] = kind .. ' ' .. id .. ' ' .. value
     accepted = accepted + 1
   end
-  for i = 7, #ARGV do
+  for i = 8, #ARGV do
     local item = ARGV[i]
     if string.sub(item, 1, 2) == 'e ' then
       -- An event's details, `e EVENT JSON`: the latest given win; logged for the followers.
@@ -88,8 +90,21 @@ else
   if changed > 0 then
     redis.call('HSET', meta, 'sid', string.format('%d', sid))
   end
+  -- The state's bound, as each node's cache has it (--event-ttl): a few snapshots (`SOURCE
+  -- EVENT`) and details (`* EVENT`) not updated for that long leave per append.
+  local prefix = string.match(state, '^(.*:)')
+  local stale_before = now - tonumber(ARGV[6])
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', touched, '-inf', stale_before, 'LIMIT', 0, 32)) do
+    local source, id = string.match(member, '^(%S+) (%d+)$')
+    if source == '*' then
+      redis.call('HDEL', events, id)
+    elseif source then
+      redis.call('HDEL', prefix .. source, id)
+    end
+    redis.call('ZREM', touched, member)
+  end
   if #lines > 0 then
-    fields = {'k', 'odds', 's', ARGV[6], 'd', table.concat(lines, '\n')}
+    fields = {'k', 'odds', 's', ARGV[7], 'd', table.concat(lines, '\n')}
   end
 end
 

@@ -17,6 +17,8 @@
 //! - `log`: a stream, bounded by `--history-size` and `--history-ttl` (`log.rs`);
 //! - `state:SOURCE`: a hash per source, event id to its latest snapshot;
 //! - `events`: event id to the latest details given for it;
+//! - `touched`: when each snapshot and details were last written, so that the state forgets
+//!   what nobody updated for `--event-ttl`, as each node's cache does;
 //! - `nodes`: a stream of members' heartbeats (`members.rs`), which is also how each node
 //!   checks that what it writes comes back through what it reads;
 //! - `scrape:lease` and `scrape:period`: who runs the scrape run, and who started the
@@ -52,6 +54,7 @@ const LOG: &str = "oddsbus:log";
 const NODES: &str = "oddsbus:nodes";
 const LEASE: &str = "oddsbus:scrape:lease";
 const EVENTS: &str = "oddsbus:events";
+const TOUCHED: &str = "oddsbus:touched";
 const PERIOD: &str = "oddsbus:scrape:period";
 
 fn state_key(source: &str) -> String {
@@ -82,6 +85,8 @@ struct Shared {
     commands: RedisConnection,
     append: Script,
     history: HistoryLimits,
+    /// How long the state keeps a snapshot nobody updates (`--event-ttl`).
+    event_ttl: Duration,
     sources: Vec<String>,
     /// The last log entry this node's cache applied.
     applied: watch::Sender<Option<EntryId>>,
@@ -130,6 +135,7 @@ impl Cluster {
                     ttl: config.history_ttl,
                     bytes: config.history_bytes,
                 },
+                event_ttl: config.event_ttl,
                 sources: config.sources().into_iter().map(String::from).collect(),
                 applied: watch::channel(None).0,
                 seen: parking_lot::Mutex::default(),
@@ -166,7 +172,11 @@ impl Cluster {
     ) -> Result<Stored, HttpError> {
         let (snapshots, replaced, older) = distinct(snapshots);
         let mut call = self.shared.append.prepare_invoke();
-        call.key(META).key(LOG).key(state_key(source)).key(EVENTS);
+        call.key(META)
+            .key(LOG)
+            .key(state_key(source))
+            .key(EVENTS)
+            .key(TOUCHED);
         self.arguments(&mut call, "odds");
         call.arg(source);
         for (event_id, snapshot) in &snapshots {
@@ -195,7 +205,7 @@ impl Cluster {
     async fn append_step(&self, progress: &ScrapeProgress, mark: &str) -> Result<bool, HttpError> {
         let json = serde_json::to_string(progress).map_err(|e| unavailable(e.to_string()))?;
         let mut call = self.shared.append.prepare_invoke();
-        call.key(META).key(LOG).key(LEASE).key(EVENTS);
+        call.key(META).key(LOG).key(LEASE).key(EVENTS).key(TOUCHED);
         self.arguments(&mut call, "progress");
         call.arg(json).arg(mark).arg(progress.run_id.to_string());
         let stored = self.appended("step", call).await?;
@@ -214,7 +224,8 @@ impl Cluster {
             .arg(deadline)
             .arg(&epoch[..12])
             .arg(history.size)
-            .arg(history.ttl.as_millis() as u64);
+            .arg(history.ttl.as_millis() as u64)
+            .arg(self.shared.event_ttl.as_millis() as u64);
     }
 
     /// Runs an append within [`APPEND_TIMEOUT`], then waits (within what is left of it) for
