@@ -422,3 +422,25 @@ async fn redis_forgets_events_nobody_updated_for_the_ttl() {
         .collect();
     assert_eq!(ids, [&json!(2)], "{events}");
 }
+
+/// A late node reads the log's history a page at a time: more entries than one page.
+#[tokio::test]
+async fn a_late_node_loads_a_long_history_page_by_page() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    let (_, ack) = a.ws_acked("?topics=odds_updates").await;
+    let (epoch, start) = position(&ack, "odds_updates");
+    for event_id in 0..600 {
+        a.ingest_ok("betpawa", &[event_id], 2.0).await;
+    }
+    let late = node(&redis).await;
+    let since = format!("?topics=odds_updates&since=odds_updates:{epoch}:{start}");
+    let (mut client, ack) = late.ws_acked(&since).await;
+    assert_eq!(ack["recovered"], json!(["odds_updates"]));
+    let missed = client.until_pong().await;
+    let ids: Vec<u64> = missed
+        .iter()
+        .map(|m| m["data"]["event_ids"][0].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, (0..600).collect::<Vec<u64>>());
+}

@@ -182,30 +182,47 @@ impl Follower {
             .query_async(connection)
             .await?;
         let last: EntryId = last.and_then(|l| l.parse().ok()).unwrap_or_default();
-        let held: StreamRangeReply = redis::cmd("XRANGE")
-            .arg(LOG)
-            .arg("-")
-            .arg(last.to_string())
-            .query_async(connection)
-            .await?;
-        let entries: Vec<Entry> = held
-            .ids
-            .iter()
-            .filter_map(|id| log::entry(&id.id, |name| bytes(id, name)).ok())
-            .collect();
-        let first_prev = entries.first().map_or(last.top, |entry| entry.prev.top);
         if self.epoch.is_some() {
             self.cache.clear();
         }
         // Loaded before clients are told to refetch, so that they find all of it.
         self.load(connection).await?;
         let epoch: Arc<str> = Arc::from(epoch);
-        let _ = self.bus.send(BusEvent::Restart {
-            epoch: epoch.clone(),
-            top: first_prev,
-        });
-        for entry in entries {
-            self.republish(entry);
+        // The history the log holds, up to `last`, a page at a time (a page fits in one
+        // response timeout however large the entries).
+        let mut from = "-".to_owned();
+        let mut restarted = false;
+        loop {
+            self.count("join");
+            let page: StreamRangeReply = redis::cmd("XRANGE")
+                .arg(LOG)
+                .arg(&from)
+                .arg(last.to_string())
+                .arg("COUNT")
+                .arg(BATCH)
+                .query_async(connection)
+                .await?;
+            let entries: Vec<Entry> = page
+                .ids
+                .iter()
+                .filter_map(|id| log::entry(&id.id, |name| bytes(id, name)).ok())
+                .collect();
+            if !restarted {
+                let top = entries.first().map_or(last.top, |entry| entry.prev.top);
+                let restart = BusEvent::Restart {
+                    epoch: epoch.clone(),
+                    top,
+                };
+                let _ = self.bus.send(restart);
+                restarted = true;
+            }
+            for entry in entries {
+                self.republish(entry);
+            }
+            match page.ids.last() {
+                Some(newest) if page.ids.len() == BATCH => from = format!("({}", newest.id),
+                _ => break,
+            }
         }
         if self.nodes == "$" {
             let newest: StreamRangeReply = redis::cmd("XREVRANGE")
