@@ -120,7 +120,7 @@ pub fn decode(config: &Config, body: &[u8], now: Timestamp) -> Result<IngestBatc
 pub const MAX_DETAIL_CHARS: usize = 200;
 
 /// Event details are an object of optional `name`, `competition` (non-empty text without
-/// control characters, at most [`MAX_DETAIL_CHARS`]) and `kickoff` (RFC 3339); other fields
+/// control characters, at most `MAX_DETAIL_CHARS`) and `kickoff` (RFC 3339); other fields
 /// are ignored, as everywhere in a request.
 pub fn check_details(value: &serde_json::Value) -> Result<EventDetails, String> {
     let object = value

@@ -317,7 +317,7 @@ impl OddsCache {
 
     /// Drops every event without an update for the TTL (they are the least recently
     /// updated, so they sit at the front), and every match whose kickoff is more than
-    /// [`MATCH_OVER_AFTER`] past (it is over, whatever its sources still say); returns how
+    /// `MATCH_OVER_AFTER` (6 h) past (it is over, whatever its sources still say); returns how
     /// many. Called every second or so: the kickoff rule looks at every event.
     pub fn expire(&self, now: Instant) -> usize {
         let dropped = self.expire_locked(&mut self.shared.events.write(), now);
