@@ -107,7 +107,7 @@ impl std::fmt::Debug for Cluster {
 
 impl Cluster {
     /// A member of the cluster whose Redis is at `url`. Connects lazily: the log follower
-    /// ([`follow`]) joins, and the server waits for it before it serves.
+    /// (`follow`) joins, and the server waits for it before it serves.
     pub fn new(config: &Config, url: &str, metrics: Arc<Metrics>) -> Result<Cluster, String> {
         let client = Client::open(url).map_err(|e| format!("--redis `{url}`: {e}"))?;
         let settings = ConnectionManagerConfig::new()
@@ -277,7 +277,7 @@ impl Cluster {
     }
 
     /// `Err` with the reason when this node cannot be trusted to deliver: its own heartbeat
-    /// has not come back through its log follower within [`members::DEGRADED_AFTER`].
+    /// has not come back through its log follower within 1.5 s (`DEGRADED_AFTER`).
     pub fn health(&self) -> Result<(), String> {
         match *self.shared.seen.lock() {
             Some(seen) if seen.elapsed() < members::DEGRADED_AFTER => Ok(()),
