@@ -5,36 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer;
-use common::{TestServer, WAIT};
-use futures_util::StreamExt;
+use common::position;
+use common::redis::{eventually, node, read_odds, RedisServer};
 use serde_json::{json, Value};
-
-async fn node(redis: &RedisServer) -> TestServer {
-    let url = redis.url();
-    TestServer::with(move |c| c.redis = Some(url)).await
-}
-
-/// The epoch and offset `reply` gives `topic`.
-fn position(reply: &Value, topic: &str) -> (String, u64) {
-    let position = &reply["positions"][topic];
-    let epoch = position["epoch"].as_str().expect("an epoch").to_owned();
-    (epoch, position["offset"].as_u64().expect("an offset"))
-}
-
-/// Polls `check` until it holds, failing after [`WAIT`].
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, check: impl Fn() -> F) {
-    let deadline = Instant::now() + WAIT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn snapshot_ids(server: &TestServer, event_id: u64) -> (u16, Value) {
-    let (status, body) = server.get(&format!("/api/events/{event_id}/odds")).await;
-    (status, body)
-}
 
 #[tokio::test]
 async fn a_change_on_one_node_reaches_every_node_with_the_same_offsets_and_reads_agree() {
@@ -51,7 +24,7 @@ async fn a_change_on_one_node_reaches_every_node_with_the_same_offsets_and_reads
 
     a.ingest_ok("betpawa", &[1, 2], 1.5).await;
     // Read your writes: the node that answered 200 shows the write at once.
-    let (status, odds) = snapshot_ids(&a, 1).await;
+    let (status, odds) = read_odds(&a, 1).await;
     assert_eq!(status, 200, "{odds}");
     b.ingest_ok("sportybet", &[2], 2.5).await;
 
@@ -90,13 +63,10 @@ async fn a_change_on_one_node_reaches_every_node_with_the_same_offsets_and_reads
     );
 
     for event_id in [1, 2] {
-        let (from_a, from_b) = (
-            snapshot_ids(&a, event_id).await,
-            snapshot_ids(&b, event_id).await,
-        );
+        let (from_a, from_b) = (read_odds(&a, event_id).await, read_odds(&b, event_id).await);
         assert_eq!(from_a, from_b, "reads agree, snapshot ids included");
     }
-    let (_, odds) = snapshot_ids(&b, 2).await;
+    let (_, odds) = read_odds(&b, 2).await;
     assert!(
         odds["betpawa"]["snapshot_id"].as_u64()
             < odds["competitors"]["sportybet"]["snapshot_id"].as_u64()
@@ -112,10 +82,10 @@ async fn a_change_on_one_node_reaches_every_node_with_the_same_offsets_and_reads
         (200, json!({"accepted": 1, "changed": 0, "stale": 0}))
     );
     eventually("the refresh reaches b", || async {
-        snapshot_ids(&b, 1).await.1["betpawa"]["captured_at"] == "2030-01-01T00:00:00.000Z"
+        read_odds(&b, 1).await.1["betpawa"]["captured_at"] == "2030-01-01T00:00:00.000Z"
     })
     .await;
-    assert_eq!(snapshot_ids(&a, 1).await, snapshot_ids(&b, 1).await);
+    assert_eq!(read_odds(&a, 1).await, read_odds(&b, 1).await);
     on_b.ping_pong().await;
 }
 
@@ -161,8 +131,8 @@ async fn a_late_node_loads_the_cache_and_the_history_then_follows() {
     let late = node(&redis).await;
     for event_id in [1, 2] {
         assert_eq!(
-            snapshot_ids(&a, event_id).await,
-            snapshot_ids(&late, event_id).await
+            read_odds(&a, event_id).await,
+            read_odds(&late, event_id).await
         );
     }
     // It holds the log's history too: a client recovers there from before it started.
@@ -266,7 +236,7 @@ async fn redis_restarted_empty_means_a_new_epoch_resync_and_caches_that_converge
         new_epoch,
         "every node in the new epoch"
     );
-    assert_eq!(snapshot_ids(&a, 5).await, snapshot_ids(&b, 5).await);
+    assert_eq!(read_odds(&a, 5).await, read_odds(&b, 5).await);
 }
 
 #[tokio::test]
@@ -299,150 +269,4 @@ async fn members_are_listed_and_a_killed_node_leaves_the_list() {
     .await;
     let metrics = a.metrics().await;
     assert!(metrics.contains("oddsbus_cluster_members 1"), "{metrics}");
-}
-
-#[tokio::test]
-async fn a_node_that_fell_behind_the_log_reloads_and_its_clients_resync() {
-    let redis = RedisServer::start();
-    let url = redis.url();
-    let a = TestServer::with(move |c| {
-        c.redis = Some(url);
-        c.history_size = 10;
-    })
-    .await;
-    let args = [
-        "--redis",
-        &redis.url(),
-        "--scrape-interval",
-        "0",
-        "--history-size",
-        "10",
-    ];
-    let (child, address, _logs) = common::spawn_binary(&args, "info");
-    let behind = common::KillOnDrop(child);
-    let url = format!("ws://{address}/api/ws?topics=odds_updates");
-    let (mut client, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    client.next().await.unwrap().unwrap(); // connection_ack
-
-    let pid = behind.0.id().to_string();
-    let signal = |which: &str| {
-        let status = std::process::Command::new("kill")
-            .args([which, &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
-    signal("-STOP");
-    // Far more entries than the log keeps (it trims whole blocks of 100 entries).
-    for event_id in 0..300 {
-        a.ingest_ok("betpawa", &[event_id], 2.0).await;
-    }
-    signal("-CONT");
-    let resync = loop {
-        let message = tokio::time::timeout(WAIT, client.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let message: Value = serde_json::from_str(message.to_text().unwrap()).unwrap();
-        if message["type"] == "resync" {
-            break message;
-        }
-    };
-    assert_eq!(resync["topic"], "odds_updates");
-    let http = reqwest::Client::new();
-    let (_, events) = (
-        0,
-        http.get(format!("http://{address}/api/events"))
-            .send()
-            .await
-            .unwrap(),
-    );
-    let events: Value = events.json().await.unwrap();
-    assert_eq!(
-        events["events"].as_array().map(Vec::len),
-        Some(300),
-        "the whole state reloaded"
-    );
-}
-
-#[tokio::test]
-async fn event_details_reach_every_node_and_a_late_one() {
-    let redis = RedisServer::start();
-    let a = node(&redis).await;
-    let b = node(&redis).await;
-    let mut snapshot = common::snapshot(3, 2.0);
-    snapshot["event"] = json!({"name": "Inter v Milan", "competition": "Italy: Serie A"});
-    let (status, _) = a
-        .ingest(&json!({"source": "bet9ja", "snapshots": [snapshot]}))
-        .await;
-    assert_eq!(status, 200);
-    let expected = json!({"name": "Inter v Milan", "competition": "Italy: Serie A"});
-    eventually("b has the details", || async {
-        b.get("/api/events/3/odds").await.1["event"] == expected
-    })
-    .await;
-    let late = node(&redis).await;
-    assert_eq!(
-        late.get("/api/events").await.1["events"][0]["event"],
-        expected
-    );
-    assert_eq!(
-        snapshot_ids(&a, 3).await,
-        snapshot_ids(&late, 3).await,
-        "reads agree"
-    );
-}
-
-/// Redis forgets what nobody updated for `--event-ttl`, as every node's cache does, so its
-/// memory is bounded too: a node joining later does not load it.
-#[tokio::test]
-async fn redis_forgets_events_nobody_updated_for_the_ttl() {
-    let redis = RedisServer::start();
-    let short = |c: &mut oddsbus::Config| {
-        c.redis = Some(redis.url());
-        c.event_ttl = Duration::from_secs(1);
-    };
-    let a = TestServer::with(short).await;
-    let mut old = common::snapshot(1, 2.0);
-    old["event"] = json!({"name": "Old v Gone"});
-    assert_eq!(
-        a.ingest(&json!({"source": "betpawa", "snapshots": [old]}))
-            .await
-            .0,
-        200
-    );
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    a.ingest_ok("sportybet", &[2], 2.0).await; // an append trims what is older than the TTL
-    let late = TestServer::with(short).await;
-    let (_, events) = late.get("/api/events").await;
-    let ids: Vec<&Value> = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| &e["event_id"])
-        .collect();
-    assert_eq!(ids, [&json!(2)], "{events}");
-}
-
-/// A late node reads the log's history a page at a time: more entries than one page.
-#[tokio::test]
-async fn a_late_node_loads_a_long_history_page_by_page() {
-    let redis = RedisServer::start();
-    let a = node(&redis).await;
-    let (_, ack) = a.ws_acked("?topics=odds_updates").await;
-    let (epoch, start) = position(&ack, "odds_updates");
-    for event_id in 0..600 {
-        a.ingest_ok("betpawa", &[event_id], 2.0).await;
-    }
-    let late = node(&redis).await;
-    let since = format!("?topics=odds_updates&since=odds_updates:{epoch}:{start}");
-    let (mut client, ack) = late.ws_acked(&since).await;
-    assert_eq!(ack["recovered"], json!(["odds_updates"]));
-    let missed = client.until_pong().await;
-    let ids: Vec<u64> = missed
-        .iter()
-        .map(|m| m["data"]["event_ids"][0].as_u64().unwrap())
-        .collect();
-    assert_eq!(ids, (0..600).collect::<Vec<u64>>());
 }

@@ -7,15 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::TestServer;
+use common::{position, TestServer};
 use serde_json::{json, Value};
-
-/// The epoch and offset the ack (or a `subscribed`) gives `topic`.
-fn position(reply: &Value, topic: &str) -> (String, u64) {
-    let position = &reply["positions"][topic];
-    let epoch = position["epoch"].as_str().expect("an epoch").to_owned();
-    (epoch, position["offset"].as_u64().expect("an offset"))
-}
 
 #[tokio::test]
 async fn topic_messages_carry_offsets_and_replies_carry_positions() {

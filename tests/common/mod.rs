@@ -23,6 +23,13 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long a test waits for a message it expects before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The epoch and offset a reply's `positions` give `topic`.
+pub fn position(reply: &Value, topic: &str) -> (String, u64) {
+    let position = &reply["positions"][topic];
+    let epoch = position["epoch"].as_str().expect("an epoch").to_owned();
+    (epoch, position["offset"].as_u64().expect("an offset"))
+}
+
 /// How long a test watches for a message it expects not to arrive.
 pub const QUIET: Duration = Duration::from_millis(200);
 

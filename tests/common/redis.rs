@@ -1,9 +1,35 @@
 //! A `redis-server` of the test's own (Debian's package), on a free port, saving nothing:
-//! tests never touch the machine's shared Redis. Killed when dropped.
+//! tests never touch the machine's shared Redis. Killed when dropped. And the helpers of the
+//! cluster tests.
 
+use std::future::Future;
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{TestServer, WAIT};
+
+/// A cluster member on `redis`, in-process.
+pub async fn node(redis: &RedisServer) -> TestServer {
+    let url = redis.url();
+    TestServer::with(move |c| c.redis = Some(url)).await
+}
+
+/// Polls `check` until it holds, failing after [`WAIT`] (nodes follow the log in their own time).
+pub async fn eventually<F: Future<Output = bool>>(what: &str, check: impl Fn() -> F) {
+    let deadline = Instant::now() + WAIT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `GET /api/events/{event_id}/odds`: its status and body, to compare nodes.
+pub async fn read_odds(server: &TestServer, event_id: u64) -> (u16, Value) {
+    server.get(&format!("/api/events/{event_id}/odds")).await
+}
 
 pub struct RedisServer {
     pub port: u16,

@@ -1,0 +1,158 @@
+//! What a cluster keeps in Redis, and how nodes load it: the whole state and the history
+//! when they join, again when they fell behind, event details, and the state's age bound.
+//! Each test starts its own `redis-server` on a free port.
+
+mod common;
+
+use std::time::Duration;
+
+use common::redis::{eventually, node, read_odds, RedisServer};
+use common::{position, TestServer, WAIT};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn a_node_that_fell_behind_the_log_reloads_and_its_clients_resync() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let a = TestServer::with(move |c| {
+        c.redis = Some(url);
+        c.history_size = 10;
+    })
+    .await;
+    let args = [
+        "--redis",
+        &redis.url(),
+        "--scrape-interval",
+        "0",
+        "--history-size",
+        "10",
+    ];
+    let (child, address, _logs) = common::spawn_binary(&args, "info");
+    let behind = common::KillOnDrop(child);
+    let url = format!("ws://{address}/api/ws?topics=odds_updates");
+    let (mut client, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    client.next().await.unwrap().unwrap(); // connection_ack
+
+    let pid = behind.0.id().to_string();
+    let signal = |which: &str| {
+        let status = std::process::Command::new("kill")
+            .args([which, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    // Far more entries than the log keeps (it trims whole blocks of 100 entries).
+    for event_id in 0..300 {
+        a.ingest_ok("betpawa", &[event_id], 2.0).await;
+    }
+    signal("-CONT");
+    let resync = loop {
+        let message = tokio::time::timeout(WAIT, client.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let message: Value = serde_json::from_str(message.to_text().unwrap()).unwrap();
+        if message["type"] == "resync" {
+            break message;
+        }
+    };
+    assert_eq!(resync["topic"], "odds_updates");
+    let http = reqwest::Client::new();
+    let (_, events) = (
+        0,
+        http.get(format!("http://{address}/api/events"))
+            .send()
+            .await
+            .unwrap(),
+    );
+    let events: Value = events.json().await.unwrap();
+    assert_eq!(
+        events["events"].as_array().map(Vec::len),
+        Some(300),
+        "the whole state reloaded"
+    );
+}
+
+#[tokio::test]
+async fn event_details_reach_every_node_and_a_late_one() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+    let mut snapshot = common::snapshot(3, 2.0);
+    snapshot["event"] = json!({"name": "Inter v Milan", "competition": "Italy: Serie A"});
+    let (status, _) = a
+        .ingest(&json!({"source": "bet9ja", "snapshots": [snapshot]}))
+        .await;
+    assert_eq!(status, 200);
+    let expected = json!({"name": "Inter v Milan", "competition": "Italy: Serie A"});
+    eventually("b has the details", || async {
+        b.get("/api/events/3/odds").await.1["event"] == expected
+    })
+    .await;
+    let late = node(&redis).await;
+    assert_eq!(
+        late.get("/api/events").await.1["events"][0]["event"],
+        expected
+    );
+    assert_eq!(
+        read_odds(&a, 3).await,
+        read_odds(&late, 3).await,
+        "reads agree"
+    );
+}
+
+/// Redis forgets what nobody updated for `--event-ttl`, as every node's cache does, so its
+/// memory is bounded too: a node joining later does not load it.
+#[tokio::test]
+async fn redis_forgets_events_nobody_updated_for_the_ttl() {
+    let redis = RedisServer::start();
+    let short = |c: &mut oddsbus::Config| {
+        c.redis = Some(redis.url());
+        c.event_ttl = Duration::from_secs(1);
+    };
+    let a = TestServer::with(short).await;
+    let mut old = common::snapshot(1, 2.0);
+    old["event"] = json!({"name": "Old v Gone"});
+    assert_eq!(
+        a.ingest(&json!({"source": "betpawa", "snapshots": [old]}))
+            .await
+            .0,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    a.ingest_ok("sportybet", &[2], 2.0).await; // an append trims what is older than the TTL
+    let late = TestServer::with(short).await;
+    let (_, events) = late.get("/api/events").await;
+    let ids: Vec<&Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["event_id"])
+        .collect();
+    assert_eq!(ids, [&json!(2)], "{events}");
+}
+
+/// A late node reads the log's history a page at a time: more entries than one page.
+#[tokio::test]
+async fn a_late_node_loads_a_long_history_page_by_page() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    let (_, ack) = a.ws_acked("?topics=odds_updates").await;
+    let (epoch, start) = position(&ack, "odds_updates");
+    for event_id in 0..600 {
+        a.ingest_ok("betpawa", &[event_id], 2.0).await;
+    }
+    let late = node(&redis).await;
+    let since = format!("?topics=odds_updates&since=odds_updates:{epoch}:{start}");
+    let (mut client, ack) = late.ws_acked(&since).await;
+    assert_eq!(ack["recovered"], json!(["odds_updates"]));
+    let missed = client.until_pong().await;
+    let ids: Vec<u64> = missed
+        .iter()
+        .map(|m| m["data"]["event_ids"][0].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, (0..600).collect::<Vec<u64>>());
+}
