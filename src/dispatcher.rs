@@ -235,8 +235,8 @@ fn dispatch(batch: &mut Vec<BusEvent>, manager: &ConnectionManager, coalescing: 
                 offsets: Some(offsets),
             } => {
                 merged.publish(manager);
-                let logged = Logged::Changes(&offsets);
-                publish_odds(manager, &source, &event_ids, &snapshots, logged);
+                let numbering = Numbering::FromLog(&offsets);
+                publish_odds(manager, &source, &event_ids, &snapshots, numbering);
             }
             BusEvent::OddsChanged {
                 event_ids,
@@ -246,7 +246,7 @@ fn dispatch(batch: &mut Vec<BusEvent>, manager: &ConnectionManager, coalescing: 
             } => match coalescing {
                 Coalescing::PerSource { .. } => merged.add(source, event_ids, snapshots),
                 Coalescing::Off => {
-                    publish_odds(manager, &source, &event_ids, &snapshots, Logged::No);
+                    publish_odds(manager, &source, &event_ids, &snapshots, Numbering::Next);
                 }
             },
             BusEvent::Restart { epoch, top } => {
@@ -275,16 +275,17 @@ fn dispatch(batch: &mut Vec<BusEvent>, manager: &ConnectionManager, coalescing: 
     merged.publish(manager);
 }
 
-/// Whether the changes being published come from the cluster's log.
+/// Where the offsets of the messages being published come from.
 #[derive(Debug, Clone, Copy)]
-enum Logged<'a> {
-    /// Each message takes the next offset of its topic.
-    No,
-    /// Each change's offset in the log: a message takes that of the last change it holds.
-    Changes(&'a [u64]),
+enum Numbering<'a> {
+    /// Each message takes the next offset of its topic (a single node).
+    Next,
+    /// Each change's offset in the cluster's log: a message takes that of the last change it
+    /// holds.
+    FromLog(&'a [u64]),
 }
 
-impl Logged<'_> {
+impl Numbering<'_> {
     /// Publishes on `topic` the message for the changes before `end`.
     fn publish(
         self,
@@ -294,8 +295,8 @@ impl Logged<'_> {
         encode: impl FnOnce(u64) -> Frame,
     ) -> usize {
         match self {
-            Logged::No => manager.publish(topic, encode).1,
-            Logged::Changes(offsets) => match offsets.get(end.wrapping_sub(1)) {
+            Numbering::Next => manager.publish(topic, encode).1,
+            Numbering::FromLog(offsets) => match offsets.get(end.wrapping_sub(1)) {
                 Some(&offset) => manager.publish_at(topic, offset, encode),
                 None => 0,
             },
@@ -311,11 +312,11 @@ fn publish_odds(
     source: &str,
     event_ids: &[u64],
     snapshots: &[Bytes],
-    logged: Logged<'_>,
+    numbering: Numbering<'_>,
 ) {
     for (index, chunk) in event_ids.chunks(MAX_IDS_PER_UPDATE).enumerate() {
         let end = index * MAX_IDS_PER_UPDATE + chunk.len();
-        publish_update(manager, source, chunk, end, logged);
+        publish_update(manager, source, chunk, end, numbering);
     }
     let mut rest = snapshots;
     while !rest.is_empty() {
@@ -329,7 +330,7 @@ fn publish_odds(
             .count();
         let (chunk, after) = rest.split_at(count);
         let end = snapshots.len() - after.len();
-        logged.publish(manager, Topic::OddsChanges, end, |offset| {
+        numbering.publish(manager, Topic::OddsChanges, end, |offset| {
             encode_odds_change(source, chunk, offset)
         });
         rest = after;
@@ -341,9 +342,9 @@ fn publish_update(
     source: &str,
     event_ids: &[u64],
     end: usize,
-    logged: Logged<'_>,
+    numbering: Numbering<'_>,
 ) {
-    let receivers = logged.publish(manager, Topic::OddsUpdates, end, |offset| {
+    let receivers = numbering.publish(manager, Topic::OddsUpdates, end, |offset| {
         encode(&ServerMessage::OddsUpdate {
             data: OddsUpdate {
                 event_ids,
@@ -411,7 +412,7 @@ impl Merged {
     fn publish(&mut self, manager: &ConnectionManager) {
         for group in self.groups.drain(..) {
             let (ids, snapshots) = (&group.event_ids, &group.snapshots);
-            publish_odds(manager, &group.source, ids, snapshots, Logged::No);
+            publish_odds(manager, &group.source, ids, snapshots, Numbering::Next);
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Changes, Details, EventEntry, OddsCache, StoredSnapshot};
+use super::{Changes, Details, OddsCache, StoredSnapshot};
 use crate::protocol::Timestamp;
 
 /// A snapshot as the cluster's log or state carries it.
@@ -40,17 +40,7 @@ impl OddsCache {
             offset,
         } in logged
         {
-            if !events.contains(&event_id) {
-                self.make_room(&mut events);
-                let entry = EventEntry {
-                    by_source: Vec::new(),
-                    updated_at: updated_at.clone(),
-                    touched,
-                    details: None,
-                };
-                events.push(event_id, entry);
-            }
-            let Some(entry) = events.peek_mut(&event_id) else {
+            let Some(entry) = self.entry(&mut events, event_id, &updated_at, touched) else {
                 continue; // just inserted: cannot happen
             };
             let held = entry.by_source.iter_mut().find(|(name, _)| *name == source);

@@ -249,17 +249,7 @@ impl OddsCache {
         let mut events = self.shared.events.write();
         self.expire_locked(&mut events, touched);
         for (event_id, snapshot) in snapshots {
-            if !events.contains(&event_id) {
-                self.make_room(&mut events);
-                let entry = EventEntry {
-                    by_source: Vec::new(),
-                    updated_at: updated_at.clone(),
-                    touched,
-                    details: None,
-                };
-                events.push(event_id, entry);
-            }
-            let Some(entry) = events.peek_mut(&event_id) else {
+            let Some(entry) = self.entry(&mut events, event_id, &updated_at, touched) else {
                 continue; // just inserted: cannot happen
             };
             if let Some(details) = &snapshot.event {
@@ -303,6 +293,27 @@ impl OddsCache {
             }
         }
         (outcome, changed_json)
+    }
+
+    /// The entry of `event_id`, made (after making room for it) if the cache has none.
+    fn entry<'a>(
+        &self,
+        events: &'a mut LruCache<u64, EventEntry>,
+        event_id: u64,
+        updated_at: &Arc<str>,
+        touched: Instant,
+    ) -> Option<&'a mut EventEntry> {
+        if !events.contains(&event_id) {
+            self.make_room(events);
+            let entry = EventEntry {
+                by_source: Vec::new(),
+                updated_at: updated_at.clone(),
+                touched,
+                details: None,
+            };
+            events.push(event_id, entry);
+        }
+        events.peek_mut(&event_id)
     }
 
     /// Evicts the least recently updated event if the cache is full.
