@@ -3,7 +3,7 @@ CARGO ?= cargo
 # Debian's Chromium, used by the browser test of the live odds board.
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run cluster test fmt lint browser-test fuzz soak bench load build
+.PHONY: run cluster test flaky fmt lint browser-test fuzz soak bench load build
 
 # Flags go in ARGS, e.g. make run ARGS="--listen 0.0.0.0:8000 --scrape-interval 0"
 run:
@@ -18,6 +18,11 @@ test: fmt lint
 	$(CARGO) test --all-targets
 	$(MAKE) browser-test
 	$(MAKE) fuzz
+
+# Every Rust test RUNS times (default 50), listing each test that failed even once; BUSY=1
+# keeps every core busy meanwhile, e.g. make flaky RUNS=25 BUSY=1.
+flaky:
+	scripts/flaky.sh
 
 # The whole workspace: the server, the load tool (`load/`) and the fuzz targets (`fuzz/`).
 fmt:

@@ -5,8 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::eventually;
 use common::position;
-use common::redis::{eventually, node, read_odds, RedisServer};
+use common::redis::{node, read_odds, RedisServer};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -159,7 +160,6 @@ async fn a_frozen_redis_means_503_and_degraded_and_nothing_lost_or_applied_late(
 
     redis.freeze();
     let frozen = Instant::now();
-    let started = Instant::now();
     let response = a
         .http
         .post(a.url("/api/odds"))
@@ -167,10 +167,12 @@ async fn a_frozen_redis_means_503_and_degraded_and_nothing_lost_or_applied_late(
         .send()
         .await
         .unwrap();
+    // Answered at the append timeout (1.5 s), not held while Redis is frozen; the margin is
+    // for a busy machine.
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        frozen.elapsed() < Duration::from_secs(4),
         "{:?}",
-        started.elapsed()
+        frozen.elapsed()
     );
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");
@@ -178,8 +180,9 @@ async fn a_frozen_redis_means_503_and_degraded_and_nothing_lost_or_applied_late(
     assert_eq!(body["error"]["code"], "backplane_unavailable", "{body}");
 
     eventually("degraded", || async { a.get("/healthz").await.0 == 503 }).await;
+    // Within 2 s of its last heartbeat (members.rs), again with room for a busy machine.
     assert!(
-        frozen.elapsed() < Duration::from_millis(2500),
+        frozen.elapsed() < Duration::from_secs(5),
         "{:?}",
         frozen.elapsed()
     );

@@ -91,7 +91,7 @@ async fn periodic_runs_start_once_per_interval_for_the_whole_cluster() {
     let watched = Instant::now();
     let mut open: Option<Value> = None;
     let mut runs = 0;
-    while watched.elapsed() < Duration::from_millis(3000) {
+    while watched.elapsed() < Duration::from_millis(3000) || runs < 3 {
         let step = watcher.recv_type("scrape_progress").await["data"].clone();
         match step["phase"].as_str() {
             Some("started") => {
@@ -105,8 +105,11 @@ async fn periodic_runs_start_once_per_interval_for_the_whole_cluster() {
             _ => {}
         }
     }
-    // Three nodes ticking every 600 ms for 3 s would start 15 runs if each ran its own.
-    assert!((3..=7).contains(&runs), "{runs} runs in 3 s");
+    // At most one run per 600 ms period (and one more for the period the watch began in);
+    // three nodes ticking would start three times as many if each ran its own.
+    let elapsed = watched.elapsed();
+    let periods = (elapsed.as_millis() / 600) as usize;
+    assert!(runs <= periods + 2, "{runs} runs in {elapsed:?}");
 }
 
 #[tokio::test]

@@ -6,7 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::redis::{eventually, node, read_odds, RedisServer};
+use common::eventually;
+use common::redis::{node, read_odds, RedisServer};
 use common::{position, TestServer, WAIT};
 use futures_util::StreamExt;
 use serde_json::{json, Value};

@@ -74,11 +74,15 @@ async fn a_client_that_reconnects_with_since_gets_exactly_what_it_missed() {
 #[tokio::test]
 async fn since_that_cannot_be_honoured_subscribes_from_now_and_says_resync() {
     let server = TestServer::with(|c| c.history_size = 2).await;
+    let (mut watcher, _) = server.ws_acked("?topics=odds_updates").await;
     for id in 1..=5 {
         server.ingest_ok("betpawa", &[id], 2.0).await;
     }
+    // "Now" is once the dispatcher has published all five (an ingest answers before that).
+    let top = watcher.recv_ids(&[1, 2, 3, 4, 5]).await;
     let (_, ack) = server.ws_acked("?topics=odds_updates").await;
-    let (epoch, top) = position(&ack, "odds_updates");
+    let (epoch, now) = position(&ack, "odds_updates");
+    assert_eq!(now, top);
 
     for (since, missed) in [
         (format!("odds_updates:another:{top}"), 0),

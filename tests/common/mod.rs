@@ -30,6 +30,30 @@ pub fn position(reply: &Value, topic: &str) -> (String, u64) {
     (epoch, position["offset"].as_u64().expect("an offset"))
 }
 
+/// Polls `check` until it holds, failing after [`WAIT`]: for what the server does in its own
+/// time (a connection registering, a node following the log, a slot taken).
+pub async fn eventually<F: std::future::Future<Output = bool>>(what: &str, check: impl Fn() -> F) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A free TCP port for a server a test starts itself (redis-server, postgres). It lies
+/// below the kernel's ephemeral range (32768 and up), so that no outgoing connection and no
+/// other test's listener on port 0 takes it between this check and the start, nor while that
+/// server restarts on it. Two tests may still pick the same one: the caller checks that the
+/// server it started is the one answering.
+pub fn free_port() -> u16 {
+    loop {
+        let port = fastrand::u16(20_000..32_768);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// How long a test watches for a message it expects not to arrive.
 pub const QUIET: Duration = Duration::from_millis(200);
 
@@ -359,6 +383,22 @@ impl WsClient {
             let message = self.recv().await;
             if message["type"] == kind {
                 return message;
+            }
+        }
+    }
+
+    /// Reads `odds_update` messages until every one of `ids` has been named, and returns the
+    /// offset of the last: the topic's position once the dispatcher has published what the
+    /// ingests of `ids` changed (an ingest answers before that).
+    pub async fn recv_ids(&mut self, ids: &[u64]) -> u64 {
+        let mut missing: std::collections::BTreeSet<u64> = ids.iter().copied().collect();
+        loop {
+            let update = self.recv_type("odds_update").await;
+            for id in update["data"]["event_ids"].as_array().expect("event_ids") {
+                missing.remove(&id.as_u64().expect("an id"));
+            }
+            if missing.is_empty() {
+                return update["offset"].as_u64().expect("an offset");
             }
         }
     }

@@ -2,7 +2,7 @@
 //! tests never touch the machine's shared Redis. Killed when dropped. And the helpers of the
 //! cluster tests.
 
-use std::future::Future;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,15 +17,6 @@ pub async fn node(redis: &RedisServer) -> TestServer {
     TestServer::with(move |c| c.redis = Some(url)).await
 }
 
-/// Polls `check` until it holds, failing after [`WAIT`] (nodes follow the log in their own time).
-pub async fn eventually<F: Future<Output = bool>>(what: &str, check: impl Fn() -> F) {
-    let deadline = Instant::now() + WAIT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// `GET /api/events/{event_id}/odds`: its status and body, to compare nodes.
 pub async fn read_odds(server: &TestServer, event_id: u64) -> (u16, Value) {
     server.get(&format!("/api/events/{event_id}/odds")).await
@@ -37,15 +28,14 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts one and waits until it takes connections.
+    /// Starts one and waits until it answers.
     pub fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        RedisServer {
-            port,
-            child: spawn(port),
+        loop {
+            let port = super::free_port();
+            if let Some(child) = spawn(port) {
+                return RedisServer { port, child };
+            }
+            // Another test's server took the port first: try another.
         }
     }
 
@@ -68,7 +58,7 @@ impl RedisServer {
     pub fn restart_empty(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = spawn(self.port);
+        self.child = spawn(self.port).expect("redis-server restarts on its port");
     }
 
     fn signal(&self, signal: &str) {
@@ -88,8 +78,10 @@ impl Drop for RedisServer {
     }
 }
 
-fn spawn(port: u16) -> Child {
-    let child = Command::new("redis-server")
+/// Starts a redis-server on `port` and waits until it answers `PING` (so not another
+/// test's server that took the port); `None` if it exits first (the port was taken).
+fn spawn(port: u16) -> Option<Child> {
+    let mut child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args([
             "--save",
@@ -102,13 +94,30 @@ fn spawn(port: u16) -> Child {
         .stdout(Stdio::null())
         .spawn()
         .expect("redis-server is installed (Debian's `redis-server` package; .ci/run installs it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "redis-server did not listen on {port}"
-        );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if child.try_wait().ok().flatten().is_some() {
+            return None;
+        }
+        if answers_ping(port) {
+            return Some(child);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("redis-server did not answer on {port}");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
-    child
+}
+
+fn answers_ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let mut reply = [0u8; 7];
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
 }
