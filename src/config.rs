@@ -194,6 +194,13 @@ pub struct Config {
           value_parser = seconds(1.0, 31.0 * 86_400.0))]
     pub event_ttl: Duration,
 
+    /// Seconds a snapshot's `captured_at` may lie ahead of this server's clock; one further
+    /// ahead (a scraper's clock running fast) is taken as captured now, so that the next
+    /// correct snapshot is not stale.
+    #[arg(long, env = "ODDSBUS_MAX_CLOCK_SKEW", default_value = "5",
+          value_parser = seconds(0.0, 3_600.0))]
+    pub max_clock_skew: Duration,
+
     /// Seconds a client may take to send a request's headers, and again its body; slower
     /// requests get 408 (headers: the connection is closed).
     #[arg(long, env = "ODDSBUS_REQUEST_TIMEOUT", default_value = "30",

@@ -35,6 +35,16 @@ struct IngestSnapshot {
 /// 2^53 - 1. Larger ids would be silently rounded, and two events would share a row.
 pub const MAX_EVENT_ID: u64 = (1 << 53) - 1;
 
+/// Most markets in one snapshot: a bookmaker lists a few hundred per match.
+pub const MAX_MARKETS_PER_SNAPSHOT: usize = 1_000;
+
+/// Most outcomes in one market: a correct-score market has about 30.
+pub const MAX_OUTCOMES_PER_MARKET: usize = 100;
+
+/// Longest name, in characters: a market's id and name, an outcome's name, and an event's
+/// `name` and `competition`.
+pub const MAX_NAME_CHARS: usize = 200;
+
 /// A whole request that passed every check, ready for [`crate::OddsCache::put_batch`].
 #[derive(Debug)]
 pub struct IngestBatch {
@@ -42,10 +52,14 @@ pub struct IngestBatch {
     pub source: String,
     /// Event id and snapshot, in request order; at most `max_snapshots_per_request`.
     pub snapshots: Vec<(u64, Snapshot)>,
+    /// Snapshots whose `captured_at` was more than `--max-clock-skew` ahead of `now`, and
+    /// were taken as captured `now`.
+    pub clamped: usize,
 }
 
 /// Checks a whole ingest request before any of it touches the cache. Snapshots without
-/// `captured_at` get `now`. A refusal is a 400 error: nothing of the request may be applied.
+/// `captured_at`, or with one more than `--max-clock-skew` ahead of `now`, get `now`. A
+/// refusal is a 400 error: nothing of the request may be applied.
 pub fn decode(config: &Config, body: &[u8], now: Timestamp) -> Result<IngestBatch, HttpError> {
     let request: IngestRequest = serde_json::from_slice(body).map_err(|e| {
         let code = if e.is_data() {
@@ -75,6 +89,8 @@ pub fn decode(config: &Config, body: &[u8], now: Timestamp) -> Result<IngestBatc
             ),
         ));
     }
+    let latest = now.plus(config.max_clock_skew);
+    let mut clamped = 0;
     let mut snapshots = Vec::with_capacity(request.snapshots.len());
     for (index, snapshot) in request.snapshots.into_iter().enumerate() {
         let event_id = snapshot.event_id;
@@ -100,6 +116,12 @@ pub fn decode(config: &Config, body: &[u8], now: Timestamp) -> Result<IngestBatc
             Some(text) => Timestamp::parse(&text).map_err(invalid)?,
             None => now,
         };
+        let captured_at = if captured_at > latest {
+            clamped += 1;
+            now
+        } else {
+            captured_at
+        };
         snapshots.push((
             event_id,
             Snapshot {
@@ -113,15 +135,27 @@ pub fn decode(config: &Config, body: &[u8], now: Timestamp) -> Result<IngestBatc
     Ok(IngestBatch {
         source: request.source,
         snapshots,
+        clamped,
     })
 }
 
-/// Longest `name` or `competition`, in characters.
-pub const MAX_DETAIL_CHARS: usize = 200;
+/// Checks a name: `least` to [`MAX_NAME_CHARS`] characters, none of them a control character.
+fn check_name(what: &str, text: &str, least: usize) -> Result<(), String> {
+    let length = text.chars().count();
+    if length < least || length > MAX_NAME_CHARS {
+        return Err(format!(
+            "{what} must have {least} to {MAX_NAME_CHARS} characters"
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(format!("{what} has a control character"));
+    }
+    Ok(())
+}
 
-/// Event details are an object of optional `name`, `competition` (non-empty text without
-/// control characters, at most `MAX_DETAIL_CHARS`) and `kickoff` (RFC 3339); other fields
-/// are ignored, as everywhere in a request.
+/// Event details are an object of optional `name`, `competition` (names, see
+/// [`MAX_NAME_CHARS`]) and `kickoff` (RFC 3339); other fields are ignored, as everywhere in
+/// a request.
 pub fn check_details(value: &serde_json::Value) -> Result<EventDetails, String> {
     let object = value
         .as_object()
@@ -130,15 +164,7 @@ pub fn check_details(value: &serde_json::Value) -> Result<EventDetails, String> 
         match object.get(field) {
             None | Some(serde_json::Value::Null) => Ok(None),
             Some(serde_json::Value::String(text)) => {
-                let length = text.chars().count();
-                if length == 0 || length > MAX_DETAIL_CHARS {
-                    return Err(format!(
-                        "`event.{field}` must have 1 to {MAX_DETAIL_CHARS} characters"
-                    ));
-                }
-                if text.chars().any(char::is_control) {
-                    return Err(format!("`event.{field}` has a control character"));
-                }
+                check_name(&format!("`event.{field}`"), text, 1)?;
                 Ok(Some(text.clone()))
             }
             Some(_) => Err(format!("`event.{field}` must be a string")),
@@ -155,11 +181,25 @@ pub fn check_details(value: &serde_json::Value) -> Result<EventDetails, String> 
     })
 }
 
-/// Odds must be usable prices: finite decimal odds of at least 1.0, under named outcomes.
+/// Odds must be usable prices: finite decimal odds of at least 1.0, under named outcomes,
+/// and a snapshot is bounded: at most [`MAX_MARKETS_PER_SNAPSHOT`] markets of at most
+/// [`MAX_OUTCOMES_PER_MARKET`] outcomes, every name within [`MAX_NAME_CHARS`].
 pub fn check_markets(markets: &[Market]) -> Result<(), String> {
-    for market in markets {
-        if market.market_id.is_empty() {
-            return Err("a market has an empty `market_id`".into());
+    if markets.len() > MAX_MARKETS_PER_SNAPSHOT {
+        return Err(format!(
+            "{} markets; a snapshot has at most {MAX_MARKETS_PER_SNAPSHOT}",
+            markets.len()
+        ));
+    }
+    for (index, market) in markets.iter().enumerate() {
+        check_name(&format!("markets[{index}].market_id"), &market.market_id, 1)?;
+        check_name(&format!("markets[{index}].name"), &market.name, 0)?;
+        if market.outcomes.len() > MAX_OUTCOMES_PER_MARKET {
+            return Err(format!(
+                "market `{}` has {} outcomes; a market has at most {MAX_OUTCOMES_PER_MARKET}",
+                market.market_id,
+                market.outcomes.len()
+            ));
         }
         if market.line.is_some_and(|line| !line.is_finite()) {
             return Err(format!(
@@ -167,13 +207,9 @@ pub fn check_markets(markets: &[Market]) -> Result<(), String> {
                 market.market_id
             ));
         }
-        for outcome in &market.outcomes {
-            if outcome.name.is_empty() {
-                return Err(format!(
-                    "market `{}` has an unnamed outcome",
-                    market.market_id
-                ));
-            }
+        for (at, outcome) in market.outcomes.iter().enumerate() {
+            let what = format!("market `{}` outcome {at}'s name", market.market_id);
+            check_name(&what, &outcome.name, 1)?;
             if !(outcome.odds.is_finite() && outcome.odds >= 1.0) {
                 return Err(format!(
                     "market `{}` outcome `{}` has odds {}; decimal odds are at least 1.0",

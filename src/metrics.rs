@@ -61,6 +61,8 @@ pub struct Metrics {
     pub dispatcher_batch_size: Histogram,
     /// `POST /api/odds` requests, by HTTP `status`.
     pub ingest_requests: Family<Label, Counter>,
+    /// Snapshots whose `captured_at` lay more than `--max-clock-skew` ahead, taken as now.
+    pub captured_at_clamped: Counter,
     /// Scrape runs, by `outcome` (`completed` or `failed`).
     pub scrape_runs: Family<Label, Counter>,
     /// Scrape run durations.
@@ -107,6 +109,7 @@ impl Metrics {
             dispatcher_queue_depth: Gauge::default(),
             dispatcher_batch_size: Histogram::new(exponential_buckets(1.0, 4.0, 8)),
             ingest_requests: Family::default(),
+            captured_at_clamped: Counter::default(),
             scrape_runs: Family::default(),
             scrape_run_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             redis_requests: Family::default(),
@@ -202,6 +205,11 @@ impl Metrics {
             "ingest_requests",
             "POST /api/odds requests, by status",
             metrics.ingest_requests.clone(),
+        );
+        r.register(
+            "captured_at_clamped",
+            "Snapshots whose captured_at lay more than --max-clock-skew ahead, taken as now",
+            metrics.captured_at_clamped.clone(),
         );
         r.register(
             "scrape_runs",

@@ -160,6 +160,15 @@ async fn bad_ingest_bodies_are_refused_whole_and_change_nothing() {
     bad_odds["markets"][0]["outcomes"][1]["odds"] = json!(0.5);
     let mut no_name = snapshot(3, 2.0);
     no_name["markets"][0]["market_id"] = json!("");
+    // The bounds of one snapshot: markets, outcomes per market, characters per name.
+    let mut markets = snapshot(3, 2.0);
+    markets["markets"] = json!(vec![markets["markets"][0].clone(); 1_001]);
+    let mut outcomes = snapshot(3, 2.0);
+    outcomes["markets"][0]["outcomes"] = json!(vec![json!({"name": "1", "odds": 2.0}); 101]);
+    let mut long_id = snapshot(3, 2.0);
+    long_id["markets"][0]["market_id"] = json!("m".repeat(201));
+    let mut control = snapshot(3, 2.0);
+    control["markets"][0]["outcomes"][0]["name"] = json!("1\u{7}");
     let cases: Vec<(String, &str)> = vec![
         ("not json".into(), "invalid_json"),
         ("{\"source\":".into(), "invalid_json"),
@@ -179,6 +188,10 @@ async fn bad_ingest_bodies_are_refused_whole_and_change_nothing() {
         // One bad snapshot after good ones: the good ones are not applied either.
         (json!({"source": "betpawa", "snapshots": [snapshot(1, 9.0), snapshot(2, 9.0), bad_odds]}).to_string(), "invalid_snapshot"),
         (json!({"source": "betpawa", "snapshots": [snapshot(1, 9.0), no_name]}).to_string(), "invalid_snapshot"),
+        (json!({"source": "betpawa", "snapshots": [markets]}).to_string(), "invalid_snapshot"),
+        (json!({"source": "betpawa", "snapshots": [outcomes]}).to_string(), "invalid_snapshot"),
+        (json!({"source": "betpawa", "snapshots": [long_id]}).to_string(), "invalid_snapshot"),
+        (json!({"source": "betpawa", "snapshots": [control]}).to_string(), "invalid_snapshot"),
     ];
     for (body, code) in cases {
         let (status, reply) = server.post_raw(body.clone()).await;
@@ -196,14 +209,46 @@ async fn bad_ingest_bodies_are_refused_whole_and_change_nothing() {
     // The edges themselves are accepted, and served back as written in UTC.
     let largest = (1u64 << 53) - 1;
     let mut edge = snapshot(largest, 2.0);
-    edge["captured_at"] = json!("9999-12-31T23:59:59.999Z");
+    edge["captured_at"] = json!("0000-01-01T00:00:00+00:00");
+    edge["markets"] = json!(vec![edge["markets"][0].clone(); 1_000]);
+    edge["markets"][0]["market_id"] = json!("m".repeat(200));
+    edge["markets"][0]["outcomes"] = json!(vec![json!({"name": "1", "odds": 2.0}); 100]);
     let (status, reply) = server
         .ingest(&json!({"source": "betpawa", "snapshots": [edge]}))
         .await;
     assert_eq!(status, 200, "{reply}");
     let (_, odds) = server.get(&format!("/api/events/{largest}/odds")).await;
-    assert_eq!(odds["betpawa"]["captured_at"], "9999-12-31T23:59:59.999Z");
+    assert_eq!(odds["betpawa"]["captured_at"], "0000-01-01T00:00:00.000Z");
     assert_eq!(odds["event_id"], largest);
+}
+
+/// A scraper whose clock runs fast does not freeze its odds: a `captured_at` more than
+/// `--max-clock-skew` ahead is taken as now (and counted), so the next correct snapshot is
+/// applied, not stale.
+#[tokio::test]
+async fn a_captured_at_far_ahead_is_taken_as_now() {
+    let server = TestServer::start().await;
+    let mut ahead = snapshot(5, 2.0);
+    ahead["captured_at"] = json!("9999-12-31T23:59:59.999Z");
+    let (status, reply) = server
+        .ingest(&json!({"source": "betpawa", "snapshots": [ahead]}))
+        .await;
+    assert_eq!(
+        (status, reply["changed"].clone()),
+        (200, json!(1)),
+        "{reply}"
+    );
+    let (_, odds) = server.get("/api/events/5/odds").await;
+    let stored = oddsbus::Timestamp::parse(odds["betpawa"]["captured_at"].as_str().unwrap());
+    assert!(stored.unwrap() <= oddsbus::Timestamp::now(), "{odds}");
+
+    let reply = server.ingest_ok("betpawa", &[5], 2.5).await;
+    assert_eq!(reply, json!({"accepted": 1, "changed": 1, "stale": 0}));
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("oddsbus_captured_at_clamped_total 1\n"),
+        "{metrics}"
+    );
 }
 
 /// A snapshot older than the stored one for its event and source is not applied and not

@@ -124,6 +124,44 @@ async fn malformed_since_entries_are_errors_and_their_topics_subscribe_normally(
     assert_eq!(client.until_pong().await, Vec::<Value>::new(), "no resync");
 }
 
+/// A `since` names each topic once: a longer one (30,000 entries once came back as 4 MB of
+/// errors) is refused before the upgrade, and in a `subscribe` gets one error.
+#[tokio::test]
+async fn a_since_longer_than_one_entry_per_topic_is_refused_whole() {
+    let server = TestServer::start().await;
+    let many = vec!["odds_updates:e:x"; 3_500].join(","); // 60 KB
+    let twice = "odds_updates:e:1,odds_updates:e:2".to_owned();
+    let long = format!("odds_updates:{}:1", "e".repeat(600));
+    for since in [many, twice, long] {
+        let url = format!("ws://{}/api/ws?since={since}", server.addr);
+        match tokio_tungstenite::connect_async(&url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 400);
+                let body = response.body().as_deref().unwrap_or_default();
+                let body: Value = serde_json::from_slice(body).unwrap();
+                assert_eq!(body["error"]["code"], "invalid_query", "{body}");
+            }
+            other => panic!("expected HTTP 400, got {other:?}"),
+        }
+    }
+
+    let (mut client, _) = server.ws_acked("?topics=odds_updates").await;
+    let since: serde_json::Map<String, Value> = (0..1_000)
+        .map(|i| (format!("t{i}"), json!({"epoch": "e", "offset": 1})))
+        .collect();
+    client
+        .send_json(json!({"type": "subscribe", "topics": ["odds_updates"], "since": since}))
+        .await;
+    let replies = client.until_pong().await;
+    let kinds: Vec<&Value> = replies.iter().map(|r| &r["type"]).collect();
+    assert_eq!(
+        kinds,
+        [&json!("subscribed"), &json!("error")],
+        "{replies:?}"
+    );
+    assert_eq!(replies[1]["code"], "invalid_message");
+}
+
 #[tokio::test]
 async fn subscribe_with_since_recovers_on_an_open_connection() {
     let server = TestServer::start().await;

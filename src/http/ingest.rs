@@ -71,6 +71,11 @@ where
         )
     })??;
     let batch = ingest::decode(&broker.config, &body, Timestamp::now())?;
+    if batch.clamped > 0 {
+        let clamped = batch.clamped as u64;
+        broker.metrics.captured_at_clamped.inc_by(clamped);
+        tracing::debug!(event = "ingest.clamped", source = batch.source, clamped);
+    }
     let stored = broker.writer.put(&batch.source, batch.snapshots).await?;
     tracing::info!(
         event = "ingest.accepted",

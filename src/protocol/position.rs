@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::Topic;
+use super::{Topic, TopicSet};
 
 /// A place in a topic's log: its epoch and an offset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,11 +28,38 @@ pub struct BadSince(pub String);
 /// One `since` entry: a topic and where the client was, or why it could not be read.
 pub type SinceEntry = Result<(Topic, Position), BadSince>;
 
-/// The entries of `since` in a URL: `topic:epoch:offset`, comma-separated.
-pub fn since_from_query(text: &str) -> Vec<SinceEntry> {
-    text.split(',')
+/// Longest epoch a `since` entry may name: the server's are 12 to 36 characters.
+pub const MAX_EPOCH_CHARS: usize = 64;
+
+/// Longest `since` in a URL: one entry per topic, each `topic:epoch:offset`, fits easily.
+pub const MAX_SINCE_BYTES: usize = 512;
+
+/// Why a whole `since` is refused: it names more entries than there are topics, one topic
+/// twice, or is longer than [`MAX_SINCE_BYTES`]. A `since` costs the server work and replies
+/// per entry, so its size is bounded by what a client can legitimately send.
+fn too_long(entries: usize, bytes: usize) -> Option<BadSince> {
+    let most = Topic::ALL.len();
+    (entries > most || bytes > MAX_SINCE_BYTES).then(|| {
+        BadSince(format!(
+            "`since` has {entries} entries in {bytes} bytes; it may name each topic once \
+             (at most {most} entries, {MAX_SINCE_BYTES} bytes)"
+        ))
+    })
+}
+
+/// The entries of `since` in a URL: `topic:epoch:offset`, comma-separated; or why the whole
+/// of it is refused (see [`too_long`]: the handshake then gets 400).
+pub fn since_from_query(text: &str) -> Result<Vec<SinceEntry>, BadSince> {
+    let entries: Vec<&str> = text
+        .split(',')
         .map(str::trim)
         .filter(|entry| !entry.is_empty())
+        .collect();
+    if let Some(refused) = too_long(entries.len(), text.len()) {
+        return Err(refused);
+    }
+    let entries: Vec<SinceEntry> = entries
+        .into_iter()
         .map(|entry| {
             let mut parts = entry.splitn(3, ':');
             let (topic, epoch, offset) = (parts.next(), parts.next(), parts.next());
@@ -46,16 +73,31 @@ pub fn since_from_query(text: &str) -> Vec<SinceEntry> {
                 ))),
             }
         })
-        .collect()
+        .collect();
+    let mut named = TopicSet::default();
+    for (topic, _) in entries.iter().flatten() {
+        if named.contains(*topic) {
+            return Err(BadSince(format!(
+                "`since` names `{}` twice; it may name each topic once",
+                topic.name()
+            )));
+        }
+        named.insert(*topic);
+    }
+    Ok(entries)
 }
 
-/// The entries of `since` in a `subscribe`: `{"topic":{"epoch":"..","offset":N}}`.
+/// The entries of `since` in a `subscribe`: `{"topic":{"epoch":"..","offset":N}}`. One with
+/// more entries than there are topics is one malformed entry (one `invalid_message`).
 pub fn since_from_message(value: &Value) -> Vec<SinceEntry> {
     let Some(entries) = value.as_object() else {
         return vec![Err(BadSince(
             "`since` must be an object of topic: {epoch, offset}".into(),
         ))];
     };
+    if let Some(refused) = too_long(entries.len(), 0) {
+        return vec![Err(refused)];
+    }
     entries
         .iter()
         .map(|(topic, position)| {
@@ -74,6 +116,12 @@ pub fn since_from_message(value: &Value) -> Vec<SinceEntry> {
 fn entry_for(topic: &str, epoch: &str, offset: u64) -> SinceEntry {
     let topic = Topic::from_name(topic)
         .ok_or_else(|| BadSince(format!("`since` names `{topic}`, which is not a topic")))?;
+    if epoch.len() > MAX_EPOCH_CHARS {
+        return Err(BadSince(format!(
+            "`since` epoch of {} bytes: epochs have at most {MAX_EPOCH_CHARS}",
+            epoch.len()
+        )));
+    }
     let valid = !epoch.is_empty()
         && epoch
             .bytes()
@@ -104,7 +152,8 @@ mod tests {
 
     #[test]
     fn since_reads_each_entry_on_its_own() {
-        let entries = since_from_query("odds_updates:k3f9x:1041, scrape_progress:k3f9x:0,x:y,odds_updates:e:-1,odds_updates:bad!:3");
+        let entries =
+            since_from_query("odds_updates:k3f9x:1041, scrape_progress:k3f9x:0,x:y").unwrap();
         assert_eq!(
             entries[0],
             Ok((
@@ -116,11 +165,39 @@ mod tests {
             ))
         );
         assert!(entries[1].is_ok());
-        assert!(entries[2..].iter().all(Result::is_err), "{entries:?}");
+        assert!(entries[2].is_err(), "{entries:?}");
+        let entries = since_from_query("odds_updates:e:-1,odds_updates:bad!:3").unwrap();
+        assert!(entries.iter().all(Result::is_err), "{entries:?}");
+        let long_epoch = format!("odds_updates:{}:1", "e".repeat(MAX_EPOCH_CHARS + 1));
+        assert!(since_from_query(&long_epoch).unwrap()[0].is_err());
 
         let value = serde_json::json!({"odds_updates": {"epoch": "k3f9x", "offset": 7}, "scrape_progress": {"epoch": 5}});
         let entries = since_from_message(&value);
         assert_eq!(entries.iter().filter(|e| e.is_ok()).count(), 1);
         assert_eq!(since_from_message(&serde_json::json!([1])).len(), 1);
+    }
+
+    #[test]
+    fn a_since_names_each_topic_once_within_its_bytes() {
+        assert!(
+            since_from_query("a,b,c,d").is_err(),
+            "more entries than topics"
+        );
+        assert!(since_from_query("odds_updates:e:1,odds_updates:e:2").is_err());
+        let long = format!("odds_updates:e:{}", "1".repeat(MAX_SINCE_BYTES));
+        assert!(since_from_query(&long).is_err());
+        assert!(since_from_query("").unwrap().is_empty());
+
+        let four: serde_json::Map<String, Value> = (0..4)
+            .map(|i| {
+                (
+                    format!("t{i}"),
+                    serde_json::json!({"epoch": "e", "offset": 1}),
+                )
+            })
+            .collect();
+        let entries = since_from_message(&Value::Object(four));
+        assert_eq!(entries.len(), 1, "one error for the whole since");
+        assert!(entries[0].is_err());
     }
 }

@@ -39,6 +39,13 @@ impl Timestamp {
         Timestamp::from_unix_millis(earlier).unwrap_or(self)
     }
 
+    /// The instant `duration` later (no later than RFC 3339's year 9999).
+    pub fn plus(self, duration: std::time::Duration) -> Timestamp {
+        let millis = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        let later = self.unix_millis().saturating_add(millis);
+        Timestamp::from_unix_millis(later).unwrap_or(self)
+    }
+
     /// Parses an RFC 3339 time and normalises it to UTC. Refuses one whose UTC form falls
     /// outside the years 0000 to 9999, which RFC 3339 cannot write (so it could not be served
     /// back).

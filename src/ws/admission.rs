@@ -62,11 +62,13 @@ fn admit(
         claims.allowed_topics(),
         broker.config.max_topics_per_connection,
     )?;
-    greeting.since = query
+    let since: Vec<&str> = query
         .iter()
         .filter(|(key, _)| key == "since")
-        .flat_map(|(_, value)| since_from_query(value))
+        .map(|(_, value)| value.as_str())
         .collect();
+    greeting.since = since_from_query(&since.join(","))
+        .map_err(|refused| HttpError::new(HttpErrorCode::InvalidQuery, refused.0))?;
     let slot = broker
         .slots
         .connections
