@@ -32,15 +32,20 @@ impl OddsCache {
             (Timestamp::now().to_string().into(), Instant::now());
         let mut stored = 0;
         let (mut ids, mut snapshots, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
+        let mut evicted = Vec::new();
         let mut events = self.shared.events.write();
-        self.expire_locked(&mut events, touched);
+        self.expire_locked(&mut events, touched, &mut evicted);
         for Logged {
             event_id,
             snapshot,
             offset,
         } in logged
         {
-            let Some(entry) = self.entry(&mut events, event_id, &updated_at, touched) else {
+            if !events.contains(&event_id) && self.finished(event_id, None) {
+                continue;
+            }
+            let Some(entry) = self.entry(&mut events, event_id, &updated_at, touched, &mut evicted)
+            else {
                 continue; // just inserted: cannot happen
             };
             let held = entry.by_source.iter_mut().find(|(name, _)| *name == source);
@@ -72,6 +77,7 @@ impl OddsCache {
             }
         }
         drop(events);
+        self.notify_evicted(&evicted);
         if !ids.is_empty() {
             self.notify(Changes {
                 source: &source,
@@ -83,12 +89,14 @@ impl OddsCache {
         stored
     }
 
-    /// Sets the details of events the cache holds (from the cluster's log or state).
-    pub fn set_details(&self, details: Vec<(u64, Arc<Details>)>) {
+    /// Sets the details of events the cache holds that `source` gave (from the cluster's log
+    /// or state), under the same rules as a put's.
+    pub fn set_details(&self, source: &str, details: Vec<(u64, Arc<Details>)>) {
+        let source: Arc<str> = Arc::from(source);
         let mut events = self.shared.events.write();
         for (event_id, details) in details {
             if let Some(entry) = events.peek_mut(&event_id) {
-                entry.details = Some(details);
+                entry.take_details(&source, &details);
             }
         }
     }

@@ -11,9 +11,10 @@
 //!
 //! The cache is bounded. It holds at most `max_events` events: when a new one arrives and it
 //! is full, the event updated longest ago is evicted. An event with no update for `ttl` is
-//! dropped (finished matches stop being scraped and leave). Either way, its reads answer 404.
-//! A snapshot older than the one stored for its event and source is stale: not applied, not
-//! notified, counted.
+//! dropped (finished matches stop being scraped and leave), and so is a match whose kickoff
+//! is long past. Either way, its reads answer 404, and the eviction callbacks are told. A
+//! snapshot older than the one stored for its event and source is stale: not applied, not
+//! notified, counted; so is one for a match that left for its kickoff.
 
 mod details;
 #[cfg(feature = "server")]
@@ -104,6 +105,17 @@ pub struct Changes<'a> {
 /// A synchronous update callback.
 pub type UpdateCallback = Arc<dyn Fn(Changes<'_>) + Send + Sync>;
 
+/// A synchronous eviction callback: told the ids of the events the cache dropped.
+pub type EvictCallback = Arc<dyn Fn(&[u64]) + Send + Sync>;
+
+/// When a match starts, and which source said so: the kickoff rule trusts the home
+/// bookmaker's word, or else the first source's, so that no other source can end a match.
+#[derive(Debug)]
+struct Kickoff {
+    at: Timestamp,
+    source: Arc<str>,
+}
+
 #[derive(Debug)]
 struct EventEntry {
     /// One snapshot per source, in the order reads list them: the home bookmaker first, then
@@ -114,8 +126,10 @@ struct EventEntry {
     updated_at: Arc<str>,
     /// When it was last updated, for the TTL (the wall clock may jump; this does not).
     touched: Instant,
-    /// What the match is: the latest details any source gave.
+    /// What the match is: the latest details given with an applied snapshot.
     details: Option<Arc<Details>>,
+    /// When it starts, for the rule that drops matches long over.
+    kickoff: Option<Kickoff>,
 }
 
 impl EventEntry {
@@ -126,6 +140,30 @@ impl EventEntry {
             .by_source
             .partition_point(|(name, _)| order(name) < order(source));
         self.by_source.insert(at, (source.clone(), stored));
+    }
+
+    /// Takes the details of an applied snapshot of `source`: the latest win for reads; the
+    /// kickoff only from the home bookmaker, or from the source that gave the first one.
+    fn take_details(&mut self, source: &Arc<str>, details: &Arc<Details>) {
+        self.details = Some(details.clone());
+        let Some(at) = details.kickoff else {
+            return;
+        };
+        let trusted = match &self.kickoff {
+            None => true,
+            Some(kickoff) => &**source == HOME_SOURCE || kickoff.source == *source,
+        };
+        if trusted {
+            self.kickoff = Some(Kickoff {
+                at,
+                source: source.clone(),
+            });
+        }
+    }
+
+    /// Whether the match is over: its kickoff is before `over`.
+    fn is_over(&self, over: Timestamp) -> bool {
+        self.kickoff.as_ref().is_some_and(|k| k.at < over)
     }
 }
 
@@ -143,6 +181,11 @@ struct Shared {
     limits: CacheLimits,
     /// Registered update callbacks, called in registration order.
     callbacks: RwLock<Vec<UpdateCallback>>,
+    /// Registered eviction callbacks, called in registration order.
+    evict_callbacks: RwLock<Vec<EvictCallback>>,
+    /// Matches dropped for their kickoff, so that a source still listing one does not bring
+    /// it back (at most `max_events`, the oldest forgotten first).
+    finished: parking_lot::Mutex<LruCache<u64, ()>>,
     /// Source of `snapshot_id`s.
     next_snapshot_id: AtomicU64,
     evicted_capacity: AtomicU64,
@@ -179,6 +222,11 @@ impl OddsCache {
                 events: RwLock::new(LruCache::unbounded()),
                 limits,
                 callbacks: RwLock::default(),
+                evict_callbacks: RwLock::default(),
+                finished: parking_lot::Mutex::new(LruCache::new(
+                    std::num::NonZeroUsize::new(limits.max_events)
+                        .unwrap_or(std::num::NonZeroUsize::MIN),
+                )),
                 next_snapshot_id: AtomicU64::new(0),
                 evicted_capacity: AtomicU64::new(0),
                 evicted_ttl: AtomicU64::new(0),
@@ -192,6 +240,12 @@ impl OddsCache {
     /// hand the work to a task instead. A callback that panics is logged and skipped.
     pub fn on_update(&self, callback: impl Fn(Changes<'_>) + Send + Sync + 'static) {
         self.shared.callbacks.write().push(Arc::new(callback));
+    }
+
+    /// Registers a callback told of every event the cache drops (capacity, TTL or kickoff),
+    /// after the lock is released. The same rules as for [`OddsCache::on_update`] apply.
+    pub fn on_evict(&self, callback: impl Fn(&[u64]) + Send + Sync + 'static) {
+        self.shared.evict_callbacks.write().push(Arc::new(callback));
     }
 
     /// Stores the home bookmaker's snapshot of one event.
@@ -246,15 +300,19 @@ impl OddsCache {
         let mut changed_json = Vec::new();
         // Where each changed id sits in `changed`, so a second change of it replaces the JSON.
         let mut positions = HashMap::new();
+        let mut evicted = Vec::new();
         let mut events = self.shared.events.write();
-        self.expire_locked(&mut events, touched);
+        self.expire_locked(&mut events, touched, &mut evicted);
         for (event_id, snapshot) in snapshots {
-            let Some(entry) = self.entry(&mut events, event_id, &updated_at, touched) else {
+            if !events.contains(&event_id) && self.finished(event_id, snapshot.event.as_deref())
+            {
+                outcome.stale += 1;
+                continue;
+            }
+            let Some(entry) = self.entry(&mut events, event_id, &updated_at, touched, &mut evicted)
+            else {
                 continue; // just inserted: cannot happen
             };
-            if let Some(details) = &snapshot.event {
-                entry.details = Some(details.clone());
-            }
             let slot = entry.by_source.iter_mut().find(|(name, _)| *name == source);
             let stored = match slot {
                 Some((_, stored)) if snapshot.captured_at() < stored.captured_at => {
@@ -277,6 +335,9 @@ impl OddsCache {
                     Some(json)
                 }
             };
+            if let Some(details) = &snapshot.event {
+                entry.take_details(&source, details);
+            }
             entry.updated_at = updated_at.clone();
             entry.touched = touched;
             events.promote(&event_id);
@@ -292,7 +353,24 @@ impl OddsCache {
                 }
             }
         }
+        drop(events);
+        self.notify_evicted(&evicted);
         (outcome, changed_json)
+    }
+
+    /// Whether `event_id` is a match that left for its kickoff and is still over: a snapshot
+    /// of it is stale, unless its details move the kickoff (a match rescheduled).
+    fn finished(&self, event_id: u64, details: Option<&Details>) -> bool {
+        let mut finished = self.shared.finished.lock();
+        if !finished.contains(&event_id) {
+            return false;
+        }
+        let over = Timestamp::now().minus(MATCH_OVER_AFTER);
+        if details.and_then(|d| d.kickoff).is_some_and(|k| k >= over) {
+            finished.pop(&event_id);
+            return false;
+        }
+        true
     }
 
     /// The entry of `event_id`, made (after making room for it) if the cache has none.
@@ -302,14 +380,16 @@ impl OddsCache {
         event_id: u64,
         updated_at: &Arc<str>,
         touched: Instant,
+        evicted: &mut Vec<u64>,
     ) -> Option<&'a mut EventEntry> {
         if !events.contains(&event_id) {
-            self.make_room(events);
+            self.make_room(events, evicted);
             let entry = EventEntry {
                 by_source: Vec::new(),
                 updated_at: updated_at.clone(),
                 touched,
                 details: None,
+                kickoff: None,
             };
             events.push(event_id, entry);
         }
@@ -317,11 +397,12 @@ impl OddsCache {
     }
 
     /// Evicts the least recently updated event if the cache is full.
-    fn make_room(&self, events: &mut LruCache<u64, EventEntry>) {
+    fn make_room(&self, events: &mut LruCache<u64, EventEntry>, evicted: &mut Vec<u64>) {
         while events.len() >= self.shared.limits.max_events.max(1) {
-            if events.pop_lru().is_none() {
+            let Some((event_id, _)) = events.pop_lru() else {
                 return;
-            }
+            };
+            evicted.push(event_id);
             self.shared.evicted_capacity.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -329,49 +410,77 @@ impl OddsCache {
     /// Drops every event without an update for the TTL (they are the least recently
     /// updated, so they sit at the front), and every match whose kickoff is more than
     /// `MATCH_OVER_AFTER` (6 h) past (it is over, whatever its sources still say); returns how
-    /// many. Called every second or so: the kickoff rule looks at every event.
+    /// many. Called every second or so: the kickoff rule looks at every event, under the read
+    /// lock, and checks again under the write lock what it drops.
     pub fn expire(&self, now: Instant) -> usize {
-        let dropped = self.expire_locked(&mut self.shared.events.write(), now);
+        let mut evicted = Vec::new();
+        self.expire_locked(&mut self.shared.events.write(), now, &mut evicted);
         let over = Timestamp::now().minus(MATCH_OVER_AFTER);
-        let finished: Vec<u64> = {
+        let candidates: Vec<u64> = {
             let events = self.shared.events.read();
-            let kickoff = |entry: &EventEntry| entry.details.as_ref().and_then(|d| d.kickoff);
-            let past = events
-                .iter()
-                .filter(|(_, entry)| kickoff(entry).is_some_and(|k| k < over));
+            let past = events.iter().filter(|(_, entry)| entry.is_over(over));
             past.map(|(&id, _)| id).collect()
         };
-        if finished.is_empty() {
-            return dropped;
+        let mut finished = 0;
+        if !candidates.is_empty() {
+            let mut events = self.shared.events.write();
+            let mut remembered = self.shared.finished.lock();
+            for event_id in candidates {
+                if events.peek(&event_id).is_some_and(|e| e.is_over(over)) {
+                    events.pop(&event_id);
+                    remembered.put(event_id, ());
+                    evicted.push(event_id);
+                    finished += 1;
+                }
+            }
+            let counter = &self.shared.evicted_kickoff;
+            counter.fetch_add(finished as u64, Ordering::Relaxed);
         }
-        let mut events = self.shared.events.write();
-        for event_id in &finished {
-            events.pop(event_id);
-        }
-        let counter = &self.shared.evicted_kickoff;
-        counter.fetch_add(finished.len() as u64, Ordering::Relaxed);
-        dropped + finished.len()
+        self.notify_evicted(&evicted);
+        evicted.len()
     }
 
-    fn expire_locked(&self, events: &mut LruCache<u64, EventEntry>, now: Instant) -> usize {
+    fn expire_locked(
+        &self,
+        events: &mut LruCache<u64, EventEntry>,
+        now: Instant,
+        evicted: &mut Vec<u64>,
+    ) {
         let ttl = self.shared.limits.ttl;
-        let mut dropped = 0;
+        let before = evicted.len();
         while let Some((_, oldest)) = events.peek_lru() {
             if now.saturating_duration_since(oldest.touched) < ttl {
                 break;
             }
-            events.pop_lru();
-            dropped += 1;
+            if let Some((event_id, _)) = events.pop_lru() {
+                evicted.push(event_id);
+            }
         }
+        let dropped = evicted.len() - before;
         if dropped > 0 {
             let counter = &self.shared.evicted_ttl;
             counter.fetch_add(dropped as u64, Ordering::Relaxed);
         }
-        dropped
     }
 
     fn next_snapshot_id(&self) -> u64 {
         self.shared.next_snapshot_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn notify_evicted(&self, event_ids: &[u64]) {
+        if event_ids.is_empty() {
+            return;
+        }
+        let callbacks = self.shared.evict_callbacks.read().clone();
+        for callback in callbacks {
+            if catch_unwind(AssertUnwindSafe(|| callback(event_ids))).is_err() {
+                tracing::error!(
+                    event = "cache.callback_panicked",
+                    count = event_ids.len(),
+                    "an eviction callback panicked; the other callbacks still ran"
+                );
+            }
+        }
     }
 
     fn notify(&self, changes: Changes<'_>) {

@@ -283,6 +283,79 @@ fn details_are_kept_per_event_the_latest_win_and_a_match_long_over_leaves() {
     assert_eq!(row["event"]["competition"], "England: Premier League");
 }
 
+/// A snapshot carrying `name` and `kickoff` as its details.
+fn with_details(price: f64, name: &str, kickoff: Timestamp) -> Snapshot {
+    use super::{Details, EventDetails};
+    Snapshot {
+        event: Some(Arc::new(Details::new(&EventDetails {
+            name: Some(name.into()),
+            competition: None,
+            kickoff: Some(kickoff),
+        }))),
+        ..snapshot(price)
+    }
+}
+
+#[test]
+fn only_an_applied_snapshot_changes_details_and_only_the_home_kickoff_ends_a_match() {
+    let cache = OddsCache::new();
+    let soon = Timestamp::now();
+    let over = soon.minus(MATCH_OVER_AFTER + Duration::from_secs(60));
+    let home = at(with_details(2.0, "Arsenal v Chelsea", soon), "2026-11-21T10:00:00Z");
+    cache.put_betpawa_snapshot(1, 7, home);
+    // A stale snapshot's details are not applied.
+    let stale = at(with_details(2.0, "Stale v Name", soon), "2020-01-01T00:00:00Z");
+    assert_eq!(cache.put_betpawa_snapshot(1, 7, stale).stale, 1);
+    let details = cache.event_odds(1).unwrap().details.unwrap();
+    assert!(String::from_utf8_lossy(&details.json).contains("Arsenal"));
+    // A competitor's kickoff cannot end the home bookmaker's match.
+    cache.put_competitor_snapshot(1, "sportybet", with_details(2.1, "Arsenal v Chelsea", over));
+    assert_eq!(cache.expire(Instant::now()), 0);
+    assert!(cache.event_odds(1).is_some());
+    // Without the home bookmaker, the first source to give a kickoff is trusted.
+    cache.put_competitor_snapshot(2, "sportybet", with_details(2.0, "Inter v Milan", soon));
+    cache.put_competitor_snapshot(2, "bet9ja", with_details(2.0, "Inter v Milan", over));
+    assert_eq!(cache.expire(Instant::now()), 0);
+    cache.put_competitor_snapshot(2, "sportybet", with_details(2.0, "Inter v Milan", over));
+    assert_eq!(cache.expire(Instant::now()), 1);
+}
+
+#[test]
+fn a_match_that_left_for_its_kickoff_is_not_brought_back_unless_rescheduled() {
+    let cache = OddsCache::new();
+    let over = Timestamp::now().minus(MATCH_OVER_AFTER + Duration::from_secs(60));
+    cache.put_betpawa_snapshot(3, 7, with_details(2.0, "Old v Match", over));
+    assert_eq!(cache.expire(Instant::now()), 1);
+    let again = cache.put_competitor_snapshot(3, "sportybet", snapshot(2.5));
+    assert_eq!((again.accepted, again.stale), (0, 1), "still listed: stale");
+    let listed = cache.put_betpawa_snapshot(3, 7, with_details(2.0, "Old v Match", over));
+    assert_eq!(listed.stale, 1);
+    assert!(cache.event_odds(3).is_none());
+    let moved = with_details(2.0, "Old v Match", Timestamp::now());
+    assert_eq!(cache.put_betpawa_snapshot(3, 7, moved).changed, vec![3]);
+}
+
+#[test]
+fn eviction_callbacks_are_told_every_event_dropped() {
+    let cache = OddsCache::with_limits(CacheLimits {
+        max_events: 2,
+        ttl: Duration::from_secs(60),
+    });
+    let told = Arc::new(Mutex::new(Vec::new()));
+    let seen = told.clone();
+    cache.on_evict(move |ids| seen.lock().unwrap().extend_from_slice(ids));
+    for id in [1, 2, 3] {
+        cache.put_competitor_snapshot(id, "sportybet", snapshot(2.0));
+    }
+    assert_eq!(*told.lock().unwrap(), [1], "capacity");
+    let over = Timestamp::now().minus(MATCH_OVER_AFTER + Duration::from_secs(60));
+    cache.put_betpawa_snapshot(2, 7, with_details(2.0, "Old v Match", over));
+    assert_eq!(cache.expire(Instant::now()), 1);
+    assert_eq!(*told.lock().unwrap(), [1, 2], "kickoff");
+    assert_eq!(cache.expire(Instant::now() + Duration::from_secs(61)), 1);
+    assert_eq!(*told.lock().unwrap(), [1, 2, 3], "ttl");
+}
+
 #[test]
 fn an_older_snapshot_is_stale_not_applied_and_not_notified() {
     let cache = OddsCache::new();

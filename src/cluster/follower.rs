@@ -22,6 +22,7 @@ use super::{state_key, Cluster, EVENTS, LOG, META, NODES};
 use crate::cache::{Logged, OddsCache};
 use crate::dispatcher::{BusEvent, BusSender};
 use crate::metrics::label;
+use crate::protocol::HOME_SOURCE;
 
 /// How long one blocking read waits for new entries. The connection's response timeout is
 /// longer by [`SLACK`], so a read only times out when Redis stopped answering (the redis
@@ -149,7 +150,7 @@ impl Follower {
         match entry.body {
             Body::Odds(source, logged, details) => {
                 self.cache.apply(&source, logged);
-                self.cache.set_details(details);
+                self.cache.set_details(&source, details);
             }
             Body::Progress(progress) => {
                 let offset = Some(entry.id.top);
@@ -325,7 +326,9 @@ impl Follower {
                             None
                         }
                     });
-            self.cache.set_details(details.collect());
+            // The state keeps the latest details given, not who gave them: loaded as the
+            // home bookmaker's.
+            self.cache.set_details(HOME_SOURCE, details.collect());
             cursor = next;
             if cursor == 0 {
                 break;

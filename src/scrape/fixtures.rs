@@ -1,9 +1,11 @@
 //! The simulated market's fixtures: which teams play each match, in which competition, and
 //! when. A few matches are live, most kick off later today or in the next days, on the
 //! quarter hour, as fixture lists do. Chosen from the seed, relative to when the market is
-//! built.
+//! built; a match over for [`OVER_AFTER`] comes round again one [`ROUND`] later, so a
+//! market that runs for weeks keeps its matches ahead of it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::cache::{Details, EventDetails};
 use crate::protocol::Timestamp;
@@ -120,8 +122,43 @@ const LEAGUES: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// The details of `events` matches, in event order.
-pub fn fixtures(rng: &mut fastrand::Rng, events: usize) -> Vec<Arc<Details>> {
+/// How long after its kickoff a simulated match is over.
+const OVER_AFTER: Duration = Duration::from_secs(2 * 3600);
+
+/// How far ahead fixtures reach, and how often a match comes round again.
+const ROUND: Duration = Duration::from_secs(4 * 86_400);
+
+/// One match of the simulated market.
+#[derive(Debug)]
+pub struct Fixture {
+    details: EventDetails,
+    /// Its details as first scheduled, encoded once.
+    first: Arc<Details>,
+}
+
+impl Fixture {
+    /// Its details at `now`: as first scheduled, or rolled forward by whole rounds once that
+    /// match is over.
+    pub fn details(&self, now: Timestamp) -> Arc<Details> {
+        let Some(kickoff) = self.details.kickoff else {
+            return self.first.clone();
+        };
+        let over = now.minus(OVER_AFTER);
+        if kickoff >= over {
+            return self.first.clone();
+        }
+        let round = i64::try_from(ROUND.as_millis()).unwrap_or(i64::MAX);
+        let rounds = (over.unix_millis() - kickoff.unix_millis()) / round + 1;
+        let rolled = Timestamp::from_unix_millis(kickoff.unix_millis() + rounds * round);
+        Arc::new(Details::new(&EventDetails {
+            kickoff: rolled.or(Some(kickoff)),
+            ..self.details.clone()
+        }))
+    }
+}
+
+/// The `events` matches, in event order.
+pub fn fixtures(rng: &mut fastrand::Rng, events: usize) -> Vec<Fixture> {
     let now = Timestamp::now();
     (0..events)
         .map(|_| {
@@ -134,12 +171,15 @@ pub fn fixtures(rng: &mut fastrand::Rng, events: usize) -> Vec<Arc<Details>> {
             } else {
                 rng.i64(1..4 * 24 * 4)
             };
-            let kickoff = quarter_hour(now, quarters);
-            Arc::new(Details::new(&EventDetails {
+            let details = EventDetails {
                 name: Some(format!("{} v {}", teams[home], teams[away])),
                 competition: Some(competition.to_owned()),
-                kickoff,
-            }))
+                kickoff: quarter_hour(now, quarters),
+            };
+            Fixture {
+                first: Arc::new(Details::new(&details)),
+                details,
+            }
         })
         .collect()
 }
@@ -161,7 +201,8 @@ mod tests {
         let all = fixtures(&mut rng, 500);
         let now = Timestamp::now();
         let mut live = 0;
-        for details in &all {
+        for fixture in &all {
+            let details = fixture.details(now);
             let text = std::str::from_utf8(&details.json).unwrap();
             let read: serde_json::Value = serde_json::from_str(text).unwrap();
             let name = read["name"].as_str().unwrap();
@@ -178,5 +219,18 @@ mod tests {
             live += usize::from(kickoff < now);
         }
         assert!((5..=60).contains(&live), "{live} of 500 under way");
+    }
+
+    #[test]
+    fn a_match_over_comes_round_again_ahead() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let all = fixtures(&mut rng, 50);
+        let weeks_later = Timestamp::now().plus(Duration::from_secs(30 * 86_400));
+        for fixture in &all {
+            let kickoff = fixture.details(weeks_later).kickoff.unwrap();
+            assert!(kickoff >= weeks_later.minus(OVER_AFTER), "not over");
+            assert!(kickoff < weeks_later.plus(ROUND), "within a round");
+            assert_eq!(kickoff.unix_millis() % (15 * 60 * 1000), 0);
+        }
     }
 }

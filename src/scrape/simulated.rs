@@ -18,10 +18,9 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use parking_lot::Mutex;
 
-use std::sync::Arc;
 
-use super::fixtures::fixtures;
-use crate::cache::{intern, Details, Market, Outcome, Snapshot};
+use super::fixtures::{fixtures, Fixture};
+use crate::cache::{intern, Market, Outcome, Snapshot};
 use crate::protocol::{Timestamp, HOME_SOURCE};
 use crate::scrape::{OddsSource, SourceError};
 
@@ -45,8 +44,8 @@ pub struct SimulatedSettings {
 #[derive(Debug)]
 pub struct SimulatedSource {
     settings: SimulatedSettings,
-    /// Each match's details (teams, competition, kickoff), by index.
-    fixtures: Vec<Arc<Details>>,
+    /// Each match (teams, competition, kickoff), by index.
+    fixtures: Vec<Fixture>,
     platforms: Mutex<HashMap<String, Platform>>,
 }
 
@@ -162,7 +161,7 @@ impl OddsSource for SimulatedSource {
                         bookmaker_id: Some(view.id_base + index as i64),
                         captured_at,
                         markets: price(home, away, view.margin),
-                        event: self.fixtures.get(index).cloned(),
+                        event: self.fixtures.get(index).map(|f| f.details(captured_at)),
                     };
                     Some((id, snapshot))
                 })
