@@ -121,7 +121,7 @@ impl Broker {
         let metrics = Arc::new(metrics);
         let (bus, queue) = dispatcher::bus_channel();
         dispatcher::create_cache_update_bridge(&cache, bus.clone());
-        let prices = PriceHistory::new(config.max_events, metrics.clone());
+        let prices = PriceHistory::new(config.price_history_bytes, metrics.clone());
         let shutdown = CancellationToken::new();
         let producers = TaskTracker::new();
         let settings = ScrapeSettings {

@@ -217,8 +217,8 @@ pub struct Config {
           value_parser = count(1, 1_000_000))]
     pub max_http_connections: usize,
 
-    /// Most lists of every event (`GET /api/events`) written at once, off the runtime; more
-    /// wait.
+    /// Most large reads served at once, off the runtime: lists of every event (`GET
+    /// /api/events`), price histories and moves; more wait.
     #[arg(long, env = "ODDSBUS_MAX_LARGE_READS", default_value_t = 2, value_parser = count(1, 1_024))]
     pub max_large_reads: usize,
 
@@ -237,6 +237,12 @@ pub struct Config {
     #[arg(long, env = "ODDSBUS_HISTORY_BYTES", default_value_t = 64 << 20,
           value_parser = count(1 << 10, 16 << 30))]
     pub history_bytes: usize,
+
+    /// Most bytes the price history (`/api/events/{id}/history`, `/api/moves`) holds; past
+    /// it, the event recorded longest ago leaves it.
+    #[arg(long, env = "ODDSBUS_PRICE_HISTORY_BYTES", default_value_t = 256 << 20,
+          value_parser = count(1 << 20, 64 << 30))]
+    pub price_history_bytes: usize,
 
     /// Makes this node a cluster member, sharing its cache and logs through the Redis at this
     /// URL: `redis://[user:password@]HOST[:PORT][/DB]`. Unset, the node runs alone with

@@ -33,7 +33,7 @@
 //! | `scrape/` | scrape runs: the [`OddsSource`] trait, the coordinator, the simulated market and its fixtures |
 //! | `writer.rs` | where ingests and scrape runs write: the cache, or a cluster's log |
 //! | `cluster/` | scale-out on Redis (`--redis`): the append script, the log follower, heartbeats and health, scrape leases |
-//! | `prices.rs` | how the odds moved: the price history behind `/api/events/{id}/history` and `/api/moves` |
+//! | `prices/` | how the odds moved: the price history behind `/api/events/{id}/history` and `/api/moves` |
 //! | `auth.rs` | optional tokens (HS256 JWT) and allowed origins |
 //! | `bucket.rs` | the token bucket behind the dispatcher's pacing and the client message rate |
 //! | `metrics.rs` | what `GET /metrics` serves |

@@ -79,6 +79,8 @@ pub struct Metrics {
     pub cluster_members: Gauge,
     /// Prices kept in the price history (`GET /api/events/{id}/history`).
     pub price_history_points: Gauge,
+    /// Bytes the price history holds, against `--price-history-bytes`.
+    pub price_history_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -118,6 +120,7 @@ impl Metrics {
             cluster_lag: Gauge::default(),
             cluster_members: Gauge::default(),
             price_history_points: Gauge::default(),
+            price_history_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -250,6 +253,11 @@ impl Metrics {
             "price_history_points",
             "Prices kept in the price history",
             metrics.price_history_points.clone(),
+        );
+        r.register(
+            "price_history_bytes",
+            "Bytes the price history holds, against --price-history-bytes",
+            metrics.price_history_bytes.clone(),
         );
         Metrics {
             registry,

@@ -15,6 +15,22 @@ fn at(event_id: u64, price: f64, captured_at: &str) -> Value {
     snapshot
 }
 
+/// Posts one snapshot of `event_id` captured at `time`, and waits until the history has
+/// recorded it: the recorder takes only the latest snapshot of an event and source that
+/// waits, so one posted right after would take its place.
+async fn post_recorded(server: &TestServer, source: &str, event_id: u64, price: f64, time: &str) {
+    let body = json!({"source": source, "snapshots": [at(event_id, price, time)]});
+    assert_eq!(server.ingest(&body).await.0, 200);
+    let time = Timestamp::parse(time).unwrap();
+    let path = format!("/api/events/{event_id}/history");
+    until(server, &path, |h| {
+        let points = h["history"].as_array().unwrap().iter();
+        let mut times = points.flat_map(|s| s["points"].as_array().unwrap().iter());
+        times.any(|p| Timestamp::parse(p["at"].as_str().unwrap()) == Ok(time))
+    })
+    .await;
+}
+
 /// Polls `path` until `check` holds on its 200 body.
 async fn until(server: &TestServer, path: &str, check: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + WAIT;
@@ -36,8 +52,7 @@ async fn each_outcome_keeps_the_prices_it_moved_through() {
         (2.2, "2026-12-01T10:01:00Z"),
         (1.9, "2026-12-01T10:02:00Z"),
     ] {
-        let body = json!({"source": "betpawa", "snapshots": [at(7, price, time)]});
-        assert_eq!(server.ingest(&body).await.0, 200);
+        post_recorded(&server, "betpawa", 7, price, time).await;
     }
     let body = json!({"source": "sportybet", "snapshots": [at(7, 2.05, "2026-12-01T10:00:30Z")]});
     assert_eq!(server.ingest(&body).await.0, 200);
@@ -107,8 +122,7 @@ async fn the_biggest_moves_of_the_last_minutes_come_first() {
         (2, 1.8, ago(30)),
     ];
     for (event_id, price, time) in steps {
-        let body = json!({"source": "betpawa", "snapshots": [at(event_id, price, &time)]});
-        assert_eq!(server.ingest(&body).await.0, 200);
+        post_recorded(&server, "betpawa", event_id, price, &time).await;
     }
     let moves = until(&server, "/api/moves?minutes=10", |m| {
         m["moves"].as_array().is_some_and(|m| m.len() == 2)
@@ -136,4 +150,78 @@ async fn the_biggest_moves_of_the_last_minutes_come_first() {
             "{bad}"
         );
     }
+}
+
+/// The history of a snapshot is bounded by the snapshot: at most 2,048 outcomes per event and
+/// source, and an outcome that left its source's latest snapshot leaves the history.
+#[tokio::test]
+async fn an_events_history_holds_its_sources_latest_outcomes_only() {
+    let server = TestServer::start().await;
+    let outcomes: Vec<Value> = (0..100)
+        .map(|i| json!({"name": format!("o{i}"), "odds": 2.0}))
+        .collect();
+    let markets: Vec<Value> = (0..30)
+        .map(|m| json!({"market_id": format!("m{m}"), "name": "M", "outcomes": outcomes}))
+        .collect();
+    let mut big = common::snapshot(9, 2.0);
+    big["markets"] = json!(markets);
+    let body = json!({"source": "sportybet", "snapshots": [big]});
+    assert_eq!(server.ingest(&body).await.0, 200);
+    server.ingest_ok("betpawa", &[9], 2.0).await;
+    let count = |h: &Value, source: &str| {
+        let series = h["history"].as_array().unwrap();
+        series.iter().filter(|s| s["source"] == source).count()
+    };
+    until(&server, "/api/events/9/history", |h| {
+        count(h, "sportybet") == 2_048 && count(h, "betpawa") == 3
+    })
+    .await;
+
+    // The market list shrank to the 1X2: every other outcome of that source leaves.
+    server.ingest_ok("sportybet", &[9], 2.1).await;
+    until(&server, "/api/events/9/history", |h| {
+        count(h, "sportybet") == 3 && count(h, "betpawa") == 3
+    })
+    .await;
+}
+
+/// The history holds the events the cache holds, and no more bytes than its budget: the
+/// event recorded longest ago leaves first.
+#[tokio::test]
+async fn the_history_forgets_what_the_cache_drops_and_keeps_within_its_bytes() {
+    let server = TestServer::with(|c| c.max_events = 2).await;
+    server.ingest_ok("betpawa", &[1, 2], 2.0).await;
+    until(&server, "/api/events/1/history", |_| true).await;
+    server.ingest_ok("betpawa", &[3], 2.0).await;
+    until(&server, "/api/events/3/history", |_| true).await;
+    let gone = server.get("/api/events/1/history").await;
+    assert_eq!(
+        gone.0, 404,
+        "evicted from the cache, so from the history: {gone:?}"
+    );
+
+    let budget = 1 << 20;
+    let server = TestServer::with(|c| c.price_history_bytes = budget).await;
+    let outcomes: Vec<Value> = (0..100)
+        .map(|i| json!({"name": format!("outcome {i}"), "odds": 2.0}))
+        .collect();
+    let markets: Vec<Value> = (0..20)
+        .map(|m| json!({"market_id": format!("market {m}"), "name": "M", "outcomes": outcomes}))
+        .collect();
+    // 2,000 outcomes an event, about 300 KB of history: the budget holds three.
+    for event_id in 1..=10 {
+        let mut snapshot = common::snapshot(event_id, 2.0);
+        snapshot["markets"] = json!(markets);
+        let body = json!({"source": "betpawa", "snapshots": [snapshot]});
+        assert_eq!(server.ingest(&body).await.0, 200);
+    }
+    until(&server, "/api/events/10/history", |_| true).await;
+    assert_eq!(server.get("/api/events/1/history").await.0, 404);
+    let metrics = server.metrics().await;
+    let bytes: usize = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("oddsbus_price_history_bytes "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(bytes <= budget && bytes > budget / 2, "{bytes} of {budget}");
 }

@@ -304,8 +304,7 @@ impl OddsCache {
         let mut events = self.shared.events.write();
         self.expire_locked(&mut events, touched, &mut evicted);
         for (event_id, snapshot) in snapshots {
-            if !events.contains(&event_id) && self.finished(event_id, snapshot.event.as_deref())
-            {
+            if !events.contains(&event_id) && self.finished(event_id, snapshot.event.as_deref()) {
                 outcome.stale += 1;
                 continue;
             }

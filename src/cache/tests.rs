@@ -301,10 +301,16 @@ fn only_an_applied_snapshot_changes_details_and_only_the_home_kickoff_ends_a_mat
     let cache = OddsCache::new();
     let soon = Timestamp::now();
     let over = soon.minus(MATCH_OVER_AFTER + Duration::from_secs(60));
-    let home = at(with_details(2.0, "Arsenal v Chelsea", soon), "2026-11-21T10:00:00Z");
+    let home = at(
+        with_details(2.0, "Arsenal v Chelsea", soon),
+        "2026-11-21T10:00:00Z",
+    );
     cache.put_betpawa_snapshot(1, 7, home);
     // A stale snapshot's details are not applied.
-    let stale = at(with_details(2.0, "Stale v Name", soon), "2020-01-01T00:00:00Z");
+    let stale = at(
+        with_details(2.0, "Stale v Name", soon),
+        "2020-01-01T00:00:00Z",
+    );
     assert_eq!(cache.put_betpawa_snapshot(1, 7, stale).stale, 1);
     let details = cache.event_odds(1).unwrap().details.unwrap();
     assert!(String::from_utf8_lossy(&details.json).contains("Arsenal"));

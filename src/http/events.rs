@@ -9,7 +9,8 @@
 //! The list of every event can be long, so it is copied out of the cache and written on the
 //! blocking pool, at most `--max-large-reads` at once: however many clients ask for it, the
 //! runtime that accepts connections, handles ingests and runs the dispatcher is never held
-//! up by one. The odds reads are at most 500 events of bytes to join, and run in place.
+//! up by one. The price history's reads take its lock, so they go there too. The odds reads
+//! are at most 500 events of bytes to join, and run in place.
 
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -17,6 +18,7 @@ use warp::Reply;
 
 use crate::broker::Broker;
 use crate::cache::Tag;
+use crate::prices::MAX_MOVES;
 use crate::protocol::{HttpError, HttpErrorCode};
 use crate::reply;
 
@@ -50,28 +52,30 @@ pub async fn list(
     .await
 }
 
-/// `GET /api/events/{id}/history`: how the event's prices moved (`crate::prices`).
-pub fn history(broker: &Broker, id: &str) -> Response {
-    let read = parse_id(id).and_then(|event_id| {
-        broker.prices.event(event_id).ok_or_else(|| {
-            HttpError::new(
-                HttpErrorCode::NotFound,
-                format!("no price of event {event_id} was recorded"),
-            )
-        })
-    });
-    match read {
-        Ok(json) => reply::encoded(StatusCode::OK, json),
-        Err(error) => error.into_response(),
-    }
+/// `GET /api/events/{id}/history`: how the event's prices moved (`crate::prices`), read on
+/// the blocking pool like the list.
+pub async fn history(id: String, broker: Broker) -> Response {
+    let event_id = match parse_id(&id) {
+        Ok(event_id) => event_id,
+        Err(error) => return error.into_response(),
+    };
+    large_read(broker, move |broker| match broker.prices.event(event_id) {
+        Some(json) => reply::encoded(StatusCode::OK, json),
+        None => HttpError::new(
+            HttpErrorCode::NotFound,
+            format!("no price of event {event_id} was recorded"),
+        )
+        .into_response(),
+    })
+    .await
 }
 
 /// Longest window of `GET /api/moves`: the history holds about an hour.
 const MAX_MOVES_WINDOW: u64 = 3600;
 
 /// `GET /api/moves[?minutes=M][&limit=N]`: the biggest moves of the last M minutes (10; 1 to
-/// 60), at most N (20; 1 to 500).
-pub fn moves(broker: &Broker, query: &[(String, String)]) -> Response {
+/// 60), at most N (20; 1 to 500), on the blocking pool.
+pub async fn moves(broker: Broker, query: Vec<(String, String)>) -> Response {
     let number = |name: &str, default: u64, most: u64| -> Result<u64, HttpError> {
         match query.iter().find(|(key, _)| key == name) {
             None => Ok(default),
@@ -85,14 +89,16 @@ pub fn moves(broker: &Broker, query: &[(String, String)]) -> Response {
         }
     };
     let asked = number("minutes", 10, MAX_MOVES_WINDOW / 60)
-        .and_then(|minutes| Ok((minutes, number("limit", 20, 500)?)));
-    match asked {
-        Ok((minutes, limit)) => {
-            let window = std::time::Duration::from_secs(minutes * 60);
-            reply::encoded(StatusCode::OK, broker.prices.moves(window, limit as usize))
-        }
-        Err(error) => error.into_response(),
-    }
+        .and_then(|minutes| Ok((minutes, number("limit", 20, MAX_MOVES as u64)?)));
+    let (minutes, limit) = match asked {
+        Ok(asked) => asked,
+        Err(error) => return error.into_response(),
+    };
+    let window = std::time::Duration::from_secs(minutes * 60);
+    large_read(broker, move |broker| {
+        reply::encoded(StatusCode::OK, broker.prices.moves(window, limit as usize))
+    })
+    .await
 }
 
 /// `GET /api/events/{id}/odds`.

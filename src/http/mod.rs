@@ -63,13 +63,13 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
     let history = warp::path!("api" / "events" / String / "history")
         .and(warp::get())
         .and(with_broker.clone())
-        .map(|id: String, broker: Broker| events::history(&broker, &id));
+        .then(events::history);
 
     let moves = warp::path!("api" / "moves")
         .and(warp::get())
         .and(with_broker.clone())
         .and(warp::query::<Vec<(String, String)>>())
-        .map(|broker: Broker, query: Vec<(String, String)>| events::moves(&broker, &query));
+        .then(events::moves);
 
     let stats = warp::path!("api" / "ws" / "stats")
         .and(warp::get())

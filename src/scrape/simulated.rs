@@ -18,7 +18,6 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use parking_lot::Mutex;
 
-
 use super::fixtures::{fixtures, Fixture};
 use crate::cache::{intern, Market, Outcome, Snapshot};
 use crate::protocol::{Timestamp, HOME_SOURCE};

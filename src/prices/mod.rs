@@ -1,0 +1,513 @@
+//! How the odds moved: a bounded history of prices per event, source and outcome, for
+//! `GET /api/events/{id}/history` (a chart of one event) and `GET /api/moves` (the biggest
+//! moves of the last minutes).
+//!
+//! Fed like the dispatcher: OddsCache callbacks that only queue (`queue.rs`: the latest
+//! snapshot of each event and source, and the events the cache dropped), and one task that
+//! records on the blocking pool, so that no runtime worker ever parses a snapshot or waits
+//! for the history's lock. Each outcome whose price differs from its last point gets a point
+//! at the snapshot's `captured_at`.
+//!
+//! Bounded by bytes: the last [`POINTS_PER_OUTCOME`] prices of each outcome; the outcomes of
+//! a source's latest snapshot only (an outcome that left it leaves the history), at most
+//! [`MAX_SERIES_PER_SOURCE`] of them per event; the events the cache holds (it tells the
+//! history of every event it drops); and `--price-history-bytes` in all, the event recorded
+//! longest ago leaving first. Both reads run on the blocking pool; `/api/moves` is computed
+//! at most once per [`MOVES_FRESH`] per window, however many ask.
+
+mod queue;
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use self::queue::{Job, Queue};
+use crate::cache::{intern, Changes, OddsCache};
+use crate::metrics::Metrics;
+use crate::protocol::Timestamp;
+
+/// Prices kept per event, source and outcome: an hour of a price that moves every minute.
+pub const POINTS_PER_OUTCOME: usize = 64;
+
+/// Outcomes recorded per event and source: a bookmaker's few hundred markets fit; the rest
+/// of a larger snapshot has no history.
+pub const MAX_SERIES_PER_SOURCE: usize = 2_048;
+
+/// How long one computation of `/api/moves` answers for its window.
+pub const MOVES_FRESH: Duration = Duration::from_secs(1);
+
+/// Most moves `/api/moves` returns.
+pub const MAX_MOVES: usize = 500;
+
+/// What one series costs besides its points and names: its key, its deque and its place in
+/// the event's map (measured: about 120 bytes on 64-bit targets).
+const SERIES_BYTES: usize = 128;
+
+/// What one point costs: its time and price.
+const POINT_BYTES: usize = std::mem::size_of::<(i64, f64)>();
+
+/// What one event costs besides its series: its entry and place in the LRU.
+const EVENT_BYTES: usize = 96;
+
+/// Shared handle to the history. Cheap to clone.
+#[derive(Clone)]
+pub struct PriceHistory {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    recorded: Mutex<Recorded>,
+    queue: Mutex<Queue>,
+    /// The latest `/api/moves` of each window (in seconds).
+    moves: Mutex<HashMap<u64, Computed>>,
+    budget: usize,
+    metrics: Arc<Metrics>,
+}
+
+/// Moves as computed at an instant.
+type Computed = (Instant, Arc<[Move]>);
+
+/// What the history holds: every event's series, least recently recorded first.
+struct Recorded {
+    events: LruCache<u64, EventPrices>,
+    bytes: usize,
+    points: usize,
+}
+
+#[derive(Default)]
+struct EventPrices {
+    series: BTreeMap<SeriesKey, Series>,
+    bytes: usize,
+    points: usize,
+    /// Counts snapshots recorded: a series not seen in its source's latest one is dropped.
+    round: u64,
+}
+
+/// One outcome's prices from one source, keyed so that a reply lists them in a stable
+/// order: by source, market, line, outcome.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct SeriesKey {
+    source: Arc<str>,
+    market_id: Arc<str>,
+    line: Line,
+    outcome: Arc<str>,
+}
+
+/// A market's line, ordered as `f64::total_cmp` orders it (lines are finite: checked at
+/// ingest).
+#[derive(Debug, Clone, Copy)]
+struct Line(Option<f64>);
+
+impl PartialEq for Line {
+    fn eq(&self, other: &Line) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Line {}
+
+impl PartialOrd for Line {
+    fn partial_cmp(&self, other: &Line) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Line {
+    fn cmp(&self, other: &Line) -> Ordering {
+        match (self.0, other.0) {
+            (Some(a), Some(b)) => a.total_cmp(&b),
+            (a, b) => a.is_some().cmp(&b.is_some()),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Series {
+    /// `captured_at` in Unix ms, and the price; oldest first.
+    points: VecDeque<(i64, f64)>,
+    /// The last [`EventPrices::round`] that saw it.
+    round: u64,
+}
+
+impl SeriesKey {
+    fn bytes(&self) -> usize {
+        SERIES_BYTES + self.market_id.len() + self.outcome.len()
+    }
+}
+
+impl std::fmt::Debug for PriceHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let recorded = self.shared.recorded.lock();
+        f.debug_struct("PriceHistory")
+            .field("events", &recorded.events.len())
+            .field("bytes", &recorded.bytes)
+            .finish()
+    }
+}
+
+/// A snapshot's prices, read from its stored JSON.
+#[derive(Deserialize)]
+struct Prices<'a> {
+    captured_at: Timestamp,
+    #[serde(borrow)]
+    markets: Vec<MarketPrices<'a>>,
+}
+
+#[derive(Deserialize)]
+struct MarketPrices<'a> {
+    #[serde(borrow)]
+    market_id: Cow<'a, str>,
+    line: Option<f64>,
+    #[serde(borrow)]
+    outcomes: Vec<OutcomePrice<'a>>,
+}
+
+#[derive(Deserialize)]
+struct OutcomePrice<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    odds: f64,
+}
+
+impl PriceHistory {
+    /// An empty history of at most `budget` bytes, counting into `metrics`.
+    pub fn new(budget: usize, metrics: Arc<Metrics>) -> PriceHistory {
+        PriceHistory {
+            shared: Arc::new(Shared {
+                recorded: Mutex::new(Recorded {
+                    events: LruCache::unbounded(),
+                    bytes: 0,
+                    points: 0,
+                }),
+                queue: Mutex::default(),
+                moves: Mutex::default(),
+                budget,
+                metrics,
+            }),
+        }
+    }
+
+    /// Registers the callbacks that queue every change and eviction of `cache` for the
+    /// recorder, and returns the recorder task: it runs as long as the cache.
+    pub fn follow(
+        &self,
+        cache: &OddsCache,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        // A wake-up, not the data: the data waits in the queue, at most one per event and
+        // source. The channel closes when the cache, and with it the callbacks, is gone.
+        let (wake, mut woken) = mpsc::channel::<()>(1);
+        let (shared, waker) = (self.shared.clone(), wake.clone());
+        cache.on_update(move |changes: Changes<'_>| {
+            let source = Arc::from(changes.source);
+            let mut queue = shared.queue.lock();
+            for (event_id, json) in changes.event_ids.iter().zip(changes.snapshots) {
+                queue.record(*event_id, &source, json.clone());
+            }
+            drop(queue);
+            let _ = waker.try_send(());
+        });
+        let shared = self.shared.clone();
+        cache.on_evict(move |event_ids| {
+            shared.queue.lock().forget(event_ids);
+            let _ = wake.try_send(());
+        });
+        let history = self.clone();
+        async move {
+            while woken.recv().await.is_some() {
+                let history = history.clone();
+                if let Err(error) = tokio::task::spawn_blocking(move || history.drain()).await {
+                    tracing::error!(event = "prices.record_failed", %error);
+                }
+            }
+        }
+    }
+
+    /// Does every queued job, one at a time, so that reads wait for one snapshot at most.
+    fn drain(&self) {
+        loop {
+            let job = self.shared.queue.lock().pop();
+            match job {
+                None => return,
+                Some(Job::Record {
+                    event_id,
+                    source,
+                    json,
+                }) => self.record(&source, event_id, &json),
+                Some(Job::Forget(event_ids)) => self.forget(&event_ids),
+            }
+        }
+    }
+
+    /// Records the prices of one stored snapshot that differ from each outcome's last one,
+    /// and drops the series of `source` that left it.
+    pub fn record(&self, source: &Arc<str>, event_id: u64, json: &[u8]) {
+        let Ok(prices) = serde_json::from_slice::<Prices>(json) else {
+            return; // the cache's own encoding: cannot happen
+        };
+        let at = prices.captured_at.unix_millis();
+        let mut recorded = self.shared.recorded.lock();
+        let fresh = !recorded.events.contains(&event_id);
+        let event = recorded
+            .events
+            .get_or_insert_mut(event_id, EventPrices::default);
+        let (bytes_before, points_before) = (event.bytes, event.points);
+        if fresh {
+            event.bytes = EVENT_BYTES;
+        }
+        event.round += 1;
+        let round = event.round;
+        let outcomes = prices
+            .markets
+            .iter()
+            .flat_map(|m| m.outcomes.iter().map(move |o| (m, o)))
+            .take(MAX_SERIES_PER_SOURCE);
+        for (market, outcome) in outcomes {
+            let key = SeriesKey {
+                source: source.clone(),
+                market_id: intern(&market.market_id),
+                line: Line(market.line),
+                outcome: intern(&outcome.name),
+            };
+            let series = match event.series.get_mut(&key) {
+                Some(series) => series,
+                None => {
+                    event.bytes += key.bytes();
+                    let new = Series {
+                        points: VecDeque::new(),
+                        round,
+                    };
+                    event.series.entry(key).or_insert(new)
+                }
+            };
+            series.round = round;
+            if series
+                .points
+                .back()
+                .is_some_and(|&(_, odds)| odds == outcome.odds)
+            {
+                continue;
+            }
+            series.points.push_back((at, outcome.odds));
+            if series.points.len() > POINTS_PER_OUTCOME {
+                series.points.pop_front();
+            } else {
+                event.points += 1;
+                event.bytes += POINT_BYTES;
+            }
+        }
+        let (mut bytes, mut points) = (event.bytes, event.points);
+        event.series.retain(|key, series| {
+            let keep = key.source != *source || series.round == round;
+            if !keep {
+                bytes -= key.bytes() + series.points.len() * POINT_BYTES;
+                points -= series.points.len();
+            }
+            keep
+        });
+        (event.bytes, event.points) = (bytes, points);
+        recorded.bytes = recorded.bytes + bytes - bytes_before;
+        recorded.points = recorded.points + points - points_before;
+        while recorded.bytes > self.shared.budget {
+            let Some((_, gone)) = recorded.events.pop_lru() else {
+                break;
+            };
+            recorded.bytes -= gone.bytes;
+            recorded.points -= gone.points;
+        }
+        self.publish(&recorded);
+    }
+
+    /// Forgets events the cache dropped.
+    fn forget(&self, event_ids: &[u64]) {
+        let mut recorded = self.shared.recorded.lock();
+        for event_id in event_ids {
+            if let Some(gone) = recorded.events.pop(event_id) {
+                recorded.bytes -= gone.bytes;
+                recorded.points -= gone.points;
+            }
+        }
+        self.publish(&recorded);
+    }
+
+    fn publish(&self, recorded: &Recorded) {
+        let metrics = &self.shared.metrics;
+        metrics.price_history_points.set(recorded.points as i64);
+        metrics.price_history_bytes.set(recorded.bytes as i64);
+    }
+
+    /// `{"event_id":..,"history":[{"source":..,"market_id":..,"line":..,"outcome":..,"points":[{"at":..,"odds":..}]}]}`,
+    /// or `None` if no price of the event was recorded. Blocks on the history's lock: call
+    /// it off the runtime.
+    pub fn event(&self, event_id: u64) -> Option<Vec<u8>> {
+        #[derive(Serialize)]
+        struct Reply<'a> {
+            event_id: u64,
+            history: Vec<SeriesReply<'a>>,
+        }
+        let recorded = self.shared.recorded.lock();
+        let event = recorded.events.peek(&event_id)?;
+        let reply = Reply {
+            event_id,
+            history: event.series.iter().map(SeriesReply::from).collect(),
+        };
+        serde_json::to_vec(&reply).ok()
+    }
+
+    /// The `limit` biggest moves within `window` (the last price against the last one from
+    /// before the window, or the first inside it), largest relative change first:
+    /// `{"window_secs":..,"moves":[{"event_id":..,"source":..,"market_id":..,"line":..,"outcome":..,"from":..,"to":..,"change":..,"at":..}]}`.
+    /// Computed at most once per [`MOVES_FRESH`] per window. Blocks: call it off the runtime.
+    pub fn moves(&self, window: Duration, limit: usize) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Reply<'a> {
+            window_secs: u64,
+            moves: &'a [Move],
+        }
+        let secs = window.as_secs();
+        let moves = {
+            // Held while computing: one computation at a time, and those who waited for it
+            // take its result.
+            let mut cached = self.shared.moves.lock();
+            match cached.get(&secs) {
+                Some((at, moves)) if at.elapsed() < MOVES_FRESH => moves.clone(),
+                _ => {
+                    let moves: Arc<[Move]> = self.compute_moves(window).into();
+                    cached.insert(secs, (Instant::now(), moves.clone()));
+                    moves
+                }
+            }
+        };
+        let reply = Reply {
+            window_secs: secs,
+            moves: &moves[..limit.min(moves.len())],
+        };
+        serde_json::to_vec(&reply).unwrap_or_default()
+    }
+
+    /// The [`MAX_MOVES`] biggest moves within `window`, largest first.
+    fn compute_moves(&self, window: Duration) -> Vec<Move> {
+        let since = Timestamp::now().minus(window).unix_millis();
+        let recorded = self.shared.recorded.lock();
+        let mut moves = Vec::new();
+        for (&event_id, event) in recorded.events.iter() {
+            for (key, series) in &event.series {
+                let Some(&(last_at, to)) = series.points.back() else {
+                    continue;
+                };
+                if last_at < since {
+                    continue; // did not move in the window
+                }
+                let before = series.points.iter().rev().find(|(at, _)| *at < since);
+                let from = before
+                    .or_else(|| series.points.front())
+                    .map_or(to, |&(_, odds)| odds);
+                if from != to {
+                    moves.push(Move {
+                        event_id,
+                        key: key.clone(),
+                        from,
+                        to,
+                        at: last_at,
+                    });
+                }
+            }
+        }
+        drop(recorded);
+        let largest = |a: &Move, b: &Move| b.change().abs().total_cmp(&a.change().abs());
+        if moves.len() > MAX_MOVES {
+            moves.select_nth_unstable_by(MAX_MOVES, largest);
+            moves.truncate(MAX_MOVES);
+        }
+        moves.sort_by(largest);
+        moves
+    }
+}
+
+/// One move of `/api/moves`.
+#[derive(Debug)]
+struct Move {
+    event_id: u64,
+    key: SeriesKey,
+    from: f64,
+    to: f64,
+    /// When the last price was captured, in Unix ms.
+    at: i64,
+}
+
+impl Move {
+    /// `to / from - 1`.
+    fn change(&self) -> f64 {
+        self.to / self.from - 1.0
+    }
+}
+
+impl Serialize for Move {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            event_id: u64,
+            source: &'a str,
+            market_id: &'a str,
+            line: Option<f64>,
+            outcome: &'a str,
+            from: f64,
+            to: f64,
+            change: f64,
+            at: String,
+        }
+        Wire {
+            event_id: self.event_id,
+            source: &self.key.source,
+            market_id: &self.key.market_id,
+            line: self.key.line.0,
+            outcome: &self.key.outcome,
+            from: self.from,
+            to: self.to,
+            change: self.change(),
+            at: time(self.at),
+        }
+        .serialize(serializer)
+    }
+}
+
+/// Unix ms as the contract writes times.
+fn time(millis: i64) -> String {
+    Timestamp::from_unix_millis(millis)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct SeriesReply<'a> {
+    source: &'a str,
+    market_id: &'a str,
+    line: Option<f64>,
+    outcome: &'a str,
+    points: Vec<Point>,
+}
+
+#[derive(Serialize)]
+struct Point {
+    at: String,
+    odds: f64,
+}
+
+impl<'a> From<(&'a SeriesKey, &'a Series)> for SeriesReply<'a> {
+    fn from((key, series): (&'a SeriesKey, &'a Series)) -> SeriesReply<'a> {
+        let point = |&(at, odds): &(i64, f64)| Point { at: time(at), odds };
+        SeriesReply {
+            source: &key.source,
+            market_id: &key.market_id,
+            line: key.line.0,
+            outcome: &key.outcome,
+            points: series.points.iter().map(point).collect(),
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! What the cache's callbacks hand the price-history recorder: the latest snapshot of each
+//! event and source not yet recorded, and the events the cache dropped, in order.
+//!
+//! A snapshot that arrives while an older one of the same event and source waits takes its
+//! place, so the queue holds at most one snapshot per event and source (shared bytes, as
+//! the cache stores them) however far the recorder falls behind: it then records fewer
+//! prices, never more memory.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// Something for the recorder to do.
+#[derive(Debug)]
+pub enum Job {
+    /// Record the prices of this snapshot.
+    Record {
+        event_id: u64,
+        source: Arc<str>,
+        json: Bytes,
+    },
+    /// Forget these events: the cache dropped them.
+    Forget(Vec<u64>),
+}
+
+/// The queue; see the module's documentation.
+#[derive(Debug, Default)]
+pub struct Queue {
+    /// What to do, in order. A `Record` slot whose `seq` no longer matches its waiting
+    /// snapshot is stale (that snapshot was forgotten) and is skipped.
+    order: VecDeque<Slot>,
+    /// The waiting snapshots per event: source, the `seq` of their slot, the JSON.
+    waiting: HashMap<u64, Vec<(Arc<str>, u64, Bytes)>>,
+    /// Snapshots waiting, so that stale slots can be dropped before they pile up.
+    live: usize,
+    next: u64,
+}
+
+#[derive(Debug)]
+enum Slot {
+    Record(u64, u64),
+    Forget(Vec<u64>),
+}
+
+impl Queue {
+    /// Queues the snapshot of `event_id` from `source`, replacing one still waiting.
+    pub fn record(&mut self, event_id: u64, source: &Arc<str>, json: Bytes) {
+        let waiting = self.waiting.entry(event_id).or_default();
+        if let Some((_, _, pending)) = waiting.iter_mut().find(|(s, _, _)| s == source) {
+            *pending = json;
+            return;
+        }
+        self.next += 1;
+        waiting.push((source.clone(), self.next, json));
+        self.order.push_back(Slot::Record(event_id, self.next));
+        self.live += 1;
+    }
+
+    /// Queues forgetting `event_ids`; their waiting snapshots are dropped now.
+    pub fn forget(&mut self, event_ids: &[u64]) {
+        for event_id in event_ids {
+            if let Some(dropped) = self.waiting.remove(event_id) {
+                self.live -= dropped.len();
+            }
+        }
+        match self.order.back_mut() {
+            Some(Slot::Forget(ids)) => ids.extend_from_slice(event_ids),
+            _ => self.order.push_back(Slot::Forget(event_ids.to_vec())),
+        }
+        if self.order.len() > 2 * self.live + 1024 {
+            self.compact();
+        }
+    }
+
+    /// The next job, if any.
+    pub fn pop(&mut self) -> Option<Job> {
+        while let Some(slot) = self.order.pop_front() {
+            let (event_id, seq) = match slot {
+                Slot::Forget(ids) => return Some(Job::Forget(ids)),
+                Slot::Record(event_id, seq) => (event_id, seq),
+            };
+            let Some(waiting) = self.waiting.get_mut(&event_id) else {
+                continue; // forgotten since
+            };
+            let Some(at) = waiting.iter().position(|&(_, s, _)| s == seq) else {
+                continue; // forgotten, then queued again under a later slot
+            };
+            let (source, _, json) = waiting.swap_remove(at);
+            if waiting.is_empty() {
+                self.waiting.remove(&event_id);
+            }
+            self.live -= 1;
+            return Some(Job::Record {
+                event_id,
+                source,
+                json,
+            });
+        }
+        None
+    }
+
+    /// Drops the slots of snapshots forgotten while they waited, and merges the forgets that
+    /// then follow each other.
+    fn compact(&mut self) {
+        let mut order = VecDeque::with_capacity(2 * self.live + 1);
+        for slot in self.order.drain(..) {
+            match (slot, order.back_mut()) {
+                (Slot::Forget(ids), Some(Slot::Forget(before))) => before.extend(ids),
+                (Slot::Record(event_id, seq), _) => {
+                    let live = self.waiting.get(&event_id);
+                    if live.is_some_and(|w| w.iter().any(|&(_, s, _)| s == seq)) {
+                        order.push_back(Slot::Record(event_id, seq));
+                    }
+                }
+                (forget, _) => order.push_back(forget),
+            }
+        }
+        self.order = order;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded(job: Option<Job>) -> (u64, String, Bytes) {
+        match job {
+            Some(Job::Record {
+                event_id,
+                source,
+                json,
+            }) => (event_id, source.to_string(), json),
+            other => panic!("expected a record, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_latest_snapshot_per_event_and_source_waits_in_the_first_ones_place() {
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("betpawa"), Arc::from("bet9ja"));
+        let mut queue = Queue::default();
+        queue.record(1, &a, Bytes::from_static(b"1a"));
+        queue.record(2, &a, Bytes::from_static(b"2a"));
+        queue.record(1, &b, Bytes::from_static(b"1b"));
+        queue.record(1, &a, Bytes::from_static(b"1a'"));
+        assert_eq!(
+            recorded(queue.pop()),
+            (1, "betpawa".into(), Bytes::from_static(b"1a'"))
+        );
+        assert_eq!(recorded(queue.pop()).0, 2);
+        assert_eq!(recorded(queue.pop()).1, "bet9ja");
+        assert!(queue.pop().is_none());
+    }
+
+    #[test]
+    fn forgetting_drops_what_waits_and_keeps_the_order_of_what_follows() {
+        let a: Arc<str> = Arc::from("betpawa");
+        let mut queue = Queue::default();
+        queue.record(1, &a, Bytes::from_static(b"old"));
+        queue.forget(&[1]);
+        queue.record(1, &a, Bytes::from_static(b"new"));
+        assert!(matches!(queue.pop(), Some(Job::Forget(ids)) if ids == [1]));
+        assert_eq!(recorded(queue.pop()).2, Bytes::from_static(b"new"));
+        assert!(queue.pop().is_none());
+    }
+
+    #[test]
+    fn stale_slots_do_not_pile_up() {
+        let a: Arc<str> = Arc::from("betpawa");
+        let mut queue = Queue::default();
+        for round in 0..10_000u64 {
+            queue.record(round, &a, Bytes::new());
+            queue.forget(&[round]);
+        }
+        assert!(queue.order.len() < 1_100, "{}", queue.order.len());
+    }
+}
