@@ -161,8 +161,10 @@ impl Server {
             stop_dispatcher.clone(),
         ));
 
-        // Runs as long as the cache feeds it: ended with the runtime.
-        tokio::spawn(broker.prices.follow(&broker.cache));
+        // Runs as long as the cache feeds it.
+        if let Err(error) = broker.prices.follow(&broker.cache) {
+            tracing::error!(event = "prices.not_started", %error, "no price history is kept");
+        }
         // Stopped once in-flight HTTP requests are done: an ingest waits for its entry.
         let follow_stop = CancellationToken::new();
         if let Some(cluster) = &broker.cluster {

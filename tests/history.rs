@@ -208,7 +208,7 @@ async fn the_history_forgets_what_the_cache_drops_and_keeps_within_its_bytes() {
     let markets: Vec<Value> = (0..20)
         .map(|m| json!({"market_id": format!("market {m}"), "name": "M", "outcomes": outcomes}))
         .collect();
-    // 2,000 outcomes an event, about 300 KB of history: the budget holds three.
+    // 2,000 outcomes an event, about 600 KB of history: the budget holds one.
     for event_id in 1..=10 {
         let mut snapshot = common::snapshot(event_id, 2.0);
         snapshot["markets"] = json!(markets);

@@ -3,10 +3,10 @@
 //! moves of the last minutes).
 //!
 //! Fed like the dispatcher: OddsCache callbacks that only queue (`queue.rs`: the latest
-//! snapshot of each event and source, and the events the cache dropped), and one task that
-//! records on the blocking pool, so that no runtime worker ever parses a snapshot or waits
-//! for the history's lock. Each outcome whose price differs from its last point gets a point
-//! at the snapshot's `captured_at`.
+//! snapshot of each event and source, and the events the cache dropped), and one thread of
+//! its own that records, so that no runtime worker ever parses a snapshot or waits for the
+//! history's lock (and the history's memory comes from one allocator arena). Each outcome
+//! whose price differs from its last point gets a point at the snapshot's `captured_at`.
 //!
 //! Bounded by bytes: the last [`POINTS_PER_OUTCOME`] prices of each outcome; the outcomes of
 //! a source's latest snapshot only (an outcome that left it leaves the history), at most
@@ -46,15 +46,17 @@ pub const MOVES_FRESH: Duration = Duration::from_secs(1);
 /// Most moves `/api/moves` returns.
 pub const MAX_MOVES: usize = 500;
 
-/// What one series costs besides its points and names: its key, its deque and its place in
-/// the event's map (measured: about 120 bytes on 64-bit targets).
-const SERIES_BYTES: usize = 128;
+/// What one series costs besides its points' room and its names: its key and deque in the
+/// event's map, whose nodes are half full when filled in order (about 200 bytes), and the
+/// allocator's header of the deque's buffer.
+const SERIES_BYTES: usize = 216;
 
-/// What one point costs: its time and price.
+/// What room for one point costs: its time and price. A deque grows by doubling, so a
+/// series is charged for its capacity, not its length.
 const POINT_BYTES: usize = std::mem::size_of::<(i64, f64)>();
 
 /// What one event costs besides its series: its entry and place in the LRU.
-const EVENT_BYTES: usize = 96;
+const EVENT_BYTES: usize = 128;
 
 /// Shared handle to the history. Cheap to clone.
 #[derive(Clone)]
@@ -195,11 +197,8 @@ impl PriceHistory {
     }
 
     /// Registers the callbacks that queue every change and eviction of `cache` for the
-    /// recorder, and returns the recorder task: it runs as long as the cache.
-    pub fn follow(
-        &self,
-        cache: &OddsCache,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+    /// recorder, and starts the recorder's thread: it runs as long as the cache.
+    pub fn follow(&self, cache: &OddsCache) -> std::io::Result<()> {
         // A wake-up, not the data: the data waits in the queue, at most one per event and
         // source. The channel closes when the cache, and with it the callbacks, is gone.
         let (wake, mut woken) = mpsc::channel::<()>(1);
@@ -219,14 +218,14 @@ impl PriceHistory {
             let _ = wake.try_send(());
         });
         let history = self.clone();
-        async move {
-            while woken.recv().await.is_some() {
-                let history = history.clone();
-                if let Err(error) = tokio::task::spawn_blocking(move || history.drain()).await {
-                    tracing::error!(event = "prices.record_failed", %error);
+        std::thread::Builder::new()
+            .name("price-history".into())
+            .spawn(move || {
+                while woken.blocking_recv().is_some() {
+                    history.drain();
                 }
-            }
-        }
+            })
+            .map(drop)
     }
 
     /// Does every queued job, one at a time, so that reads wait for one snapshot at most.
@@ -294,19 +293,21 @@ impl PriceHistory {
             {
                 continue;
             }
-            series.points.push_back((at, outcome.odds));
-            if series.points.len() > POINTS_PER_OUTCOME {
+            // Room is made before the push, so a full series never grows its buffer.
+            if series.points.len() == POINTS_PER_OUTCOME {
                 series.points.pop_front();
             } else {
                 event.points += 1;
-                event.bytes += POINT_BYTES;
             }
+            let room = series.points.capacity();
+            series.points.push_back((at, outcome.odds));
+            event.bytes += (series.points.capacity() - room) * POINT_BYTES;
         }
         let (mut bytes, mut points) = (event.bytes, event.points);
         event.series.retain(|key, series| {
             let keep = key.source != *source || series.round == round;
             if !keep {
-                bytes -= key.bytes() + series.points.len() * POINT_BYTES;
+                bytes -= key.bytes() + series.points.capacity() * POINT_BYTES;
                 points -= series.points.len();
             }
             keep
