@@ -96,7 +96,7 @@ fn coalescing(c: &mut Criterion) {
                     |rx| {
                         let stop = CancellationToken::new();
                         stop.cancel(); // drain what is queued, then return
-                        runtime.block_on(run_dispatcher(rx, manager.clone(), mode, stop));
+                        runtime.block_on(run_dispatcher(rx, manager.clone(), mode, 64 << 10, stop));
                     },
                     criterion::BatchSize::SmallInput,
                 )
@@ -174,6 +174,7 @@ impl Rig {
             Coalescing::PerSource {
                 window: Duration::ZERO,
             },
+            64 << 10,
             stop.clone(),
         ));
         let delivered = Arc::new(AtomicU64::new(0));

@@ -65,6 +65,8 @@ pub struct Config {
     pub max_snapshots_per_request: usize,
 
     /// Largest WebSocket message a client may send, in bytes; larger ones close with 1009.
+    /// Nor is any `odds_change` the server sends larger: a snapshot that would not fit comes
+    /// as an `odds_update` of its id.
     #[arg(long, env = "ODDSBUS_MAX_FRAME_BYTES", default_value_t = 64 * 1024,
           value_parser = count(256, 16 << 20))]
     pub max_frame_bytes: usize,

@@ -42,6 +42,10 @@ pub const MAX_IDS_PER_UPDATE: usize = 3_500;
 /// changes comes as several messages (one snapshot larger than this comes on its own).
 pub const MAX_CHANGE_BYTES: usize = 60 * 1024;
 
+/// What an `odds_change` frame adds to its snapshots: its type, source, count, offset and
+/// timestamp (a source name is short: configured, lowercase).
+const CHANGE_OVERHEAD: usize = 256;
+
 /// Most events the dispatcher takes per wake-up, so that the first of a flood is not held
 /// back behind an unbounded merge.
 const MAX_BATCH: usize = 4096;
@@ -150,12 +154,16 @@ impl Coalescing {
 
 /// The dispatcher task: runs until `stop` is cancelled, then publishes whatever is still
 /// queued and returns, so that every change accepted before shutdown reaches subscribers.
+/// No `odds_change` frame it publishes is larger than `max_frame` bytes
+/// (`--max-frame-bytes`): a snapshot that would not fit is announced by its id instead.
 pub async fn run_dispatcher(
     mut queue: BusReceiver,
     manager: ConnectionManager,
     coalescing: Coalescing,
+    max_frame: usize,
     stop: CancellationToken,
 ) {
+    let change_bytes = MAX_CHANGE_BYTES.min(max_frame.saturating_sub(CHANGE_OVERHEAD));
     let mut batch = Vec::with_capacity(64);
     let mut last_publication = Instant::now();
     // Paces publications once a burst is spent; none with a zero window or coalescing off.
@@ -175,7 +183,7 @@ pub async fn run_dispatcher(
             }
             () = stop.cancelled() => {
                 drain(&mut queue, &mut batch);
-                dispatch(&mut batch, &manager, coalescing);
+                dispatch(&mut batch, &manager, coalescing, change_bytes);
                 break;
             }
         }
@@ -193,7 +201,7 @@ pub async fn run_dispatcher(
             drain(&mut queue, &mut batch);
         }
         metrics.dispatcher_batch_size.observe(batch.len() as f64);
-        dispatch(&mut batch, &manager, coalescing);
+        dispatch(&mut batch, &manager, coalescing, change_bytes);
         last_publication = Instant::now();
     }
     tracing::debug!(event = "dispatcher.stopped");
@@ -223,9 +231,18 @@ fn drain(queue: &mut BusReceiver, batch: &mut Vec<BusEvent>) {
 }
 
 /// Publishes one drained batch and empties it. Odds changes queued before a scrape-progress
-/// step are published before it, so `completed` never overtakes the run's own updates.
-fn dispatch(batch: &mut Vec<BusEvent>, manager: &ConnectionManager, coalescing: Coalescing) {
-    let mut merged = Merged::default();
+/// step are published before it, so `completed` never overtakes the run's own updates. An
+/// `odds_change` holds at most `change_bytes` of snapshots.
+fn dispatch(
+    batch: &mut Vec<BusEvent>,
+    manager: &ConnectionManager,
+    coalescing: Coalescing,
+    change_bytes: usize,
+) {
+    let mut merged = Merged {
+        groups: Vec::new(),
+        change_bytes,
+    };
     for event in batch.drain(..) {
         match event {
             BusEvent::OddsChanged {
@@ -236,7 +253,8 @@ fn dispatch(batch: &mut Vec<BusEvent>, manager: &ConnectionManager, coalescing: 
             } => {
                 merged.publish(manager);
                 let numbering = Numbering::FromLog(&offsets);
-                publish_odds(manager, &source, &event_ids, &snapshots, numbering);
+                let odds = Odds::new(&source, &event_ids, &snapshots, change_bytes);
+                odds.publish(manager, numbering);
             }
             BusEvent::OddsChanged {
                 event_ids,
@@ -246,7 +264,8 @@ fn dispatch(batch: &mut Vec<BusEvent>, manager: &ConnectionManager, coalescing: 
             } => match coalescing {
                 Coalescing::PerSource { .. } => merged.add(source, event_ids, snapshots),
                 Coalescing::Off => {
-                    publish_odds(manager, &source, &event_ids, &snapshots, Numbering::Next);
+                    let odds = Odds::new(&source, &event_ids, &snapshots, change_bytes);
+                    odds.publish(manager, Numbering::Next);
                 }
             },
             BusEvent::Restart { epoch, top } => {
@@ -304,47 +323,77 @@ impl Numbering<'_> {
     }
 }
 
-/// Publishes the changes of one source: the ids in as many `odds_update`s as
-/// [`MAX_IDS_PER_UPDATE`] needs, then the snapshots in as many `odds_change`s as
-/// [`MAX_CHANGE_BYTES`] needs.
-fn publish_odds(
-    manager: &ConnectionManager,
-    source: &str,
-    event_ids: &[u64],
-    snapshots: &[Bytes],
-    numbering: Numbering<'_>,
-) {
-    for (index, chunk) in event_ids.chunks(MAX_IDS_PER_UPDATE).enumerate() {
-        let end = index * MAX_IDS_PER_UPDATE + chunk.len();
-        publish_update(manager, source, chunk, end, numbering);
+/// The changes of one source, ready to publish.
+struct Odds<'a> {
+    source: &'a str,
+    event_ids: &'a [u64],
+    snapshots: &'a [Bytes],
+    /// Most bytes of snapshots in one `odds_change`.
+    change_bytes: usize,
+}
+
+impl<'a> Odds<'a> {
+    fn new(
+        source: &'a str,
+        event_ids: &'a [u64],
+        snapshots: &'a [Bytes],
+        change_bytes: usize,
+    ) -> Odds<'a> {
+        Odds {
+            source,
+            event_ids,
+            snapshots,
+            change_bytes,
+        }
     }
-    let mut rest = snapshots;
-    while !rest.is_empty() {
-        let mut size = rest[0].len();
-        let count = 1 + rest[1..]
-            .iter()
-            .take_while(|snapshot| {
-                size += snapshot.len() + 1;
-                size <= MAX_CHANGE_BYTES
-            })
-            .count();
-        let (chunk, after) = rest.split_at(count);
-        let end = snapshots.len() - after.len();
-        numbering.publish(manager, Topic::OddsChanges, end, |offset| {
-            encode_odds_change(source, chunk, offset)
-        });
-        rest = after;
+
+    /// Publishes the ids in as many `odds_update`s as [`MAX_IDS_PER_UPDATE`] needs, then the
+    /// snapshots in as many `odds_change`s as `change_bytes` needs; a snapshot larger than
+    /// that goes out on `odds_changes` as an `odds_update` of its id (the client refetches
+    /// it), so that no subscriber copies a frame larger than `--max-frame-bytes`.
+    fn publish(&self, manager: &ConnectionManager, numbering: Numbering<'_>) {
+        let (source, event_ids) = (self.source, self.event_ids);
+        for (index, chunk) in event_ids.chunks(MAX_IDS_PER_UPDATE).enumerate() {
+            let end = index * MAX_IDS_PER_UPDATE + chunk.len();
+            publish_update(manager, Topic::OddsUpdates, source, chunk, end, numbering);
+        }
+        let mut rest = self.snapshots;
+        while !rest.is_empty() {
+            let end = self.snapshots.len() - rest.len() + 1;
+            if rest[0].len() > self.change_bytes {
+                let id = &event_ids[end - 1..end];
+                publish_update(manager, Topic::OddsChanges, source, id, end, numbering);
+                rest = &rest[1..];
+                continue;
+            }
+            let mut size = rest[0].len();
+            let count = 1 + rest[1..]
+                .iter()
+                .take_while(|snapshot| {
+                    size += snapshot.len() + 1;
+                    size <= self.change_bytes
+                })
+                .count();
+            let (chunk, after) = rest.split_at(count);
+            let end = self.snapshots.len() - after.len();
+            numbering.publish(manager, Topic::OddsChanges, end, |offset| {
+                encode_odds_change(source, chunk, offset)
+            });
+            rest = after;
+        }
     }
 }
 
+/// Publishes on `topic` an `odds_update` of `event_ids`, the changes before `end`.
 fn publish_update(
     manager: &ConnectionManager,
+    topic: Topic,
     source: &str,
     event_ids: &[u64],
     end: usize,
     numbering: Numbering<'_>,
 ) {
-    let receivers = numbering.publish(manager, Topic::OddsUpdates, end, |offset| {
+    let receivers = numbering.publish(manager, topic, end, |offset| {
         encode(&ServerMessage::OddsUpdate {
             data: OddsUpdate {
                 event_ids,
@@ -356,6 +405,7 @@ fn publish_update(
     });
     tracing::debug!(
         event = "cache.update",
+        topic = topic.name(),
         source,
         count = event_ids.len(),
         receivers,
@@ -365,9 +415,11 @@ fn publish_update(
 
 /// Changes grouped per source, both in order of first appearance, ids distinct, each with
 /// its latest snapshot.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Merged {
     groups: Vec<Group>,
+    /// Most bytes of snapshots in one `odds_change`.
+    change_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -412,7 +464,8 @@ impl Merged {
     fn publish(&mut self, manager: &ConnectionManager) {
         for group in self.groups.drain(..) {
             let (ids, snapshots) = (&group.event_ids, &group.snapshots);
-            publish_odds(manager, &group.source, ids, snapshots, Numbering::Next);
+            let odds = Odds::new(&group.source, ids, snapshots, self.change_bytes);
+            odds.publish(manager, Numbering::Next);
         }
     }
 }
@@ -423,7 +476,10 @@ mod tests {
 
     #[test]
     fn merge_keeps_first_appearance_order_distinct_ids_and_latest_snapshots() {
-        let mut merged = Merged::default();
+        let mut merged = Merged {
+            groups: Vec::new(),
+            change_bytes: MAX_CHANGE_BYTES,
+        };
         let a: Arc<str> = Arc::from("betpawa");
         let b: Arc<str> = Arc::from("sportybet");
         let json = |text: &'static str| Bytes::from_static(text.as_bytes());

@@ -158,6 +158,7 @@ impl Server {
             queue,
             broker.manager.clone(),
             Coalescing::from_config(&broker.config),
+            broker.config.max_frame_bytes,
             stop_dispatcher.clone(),
         ));
 

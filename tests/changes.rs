@@ -124,3 +124,50 @@ async fn subscribe_adds_odds_changes_to_a_default_connection() {
     kinds.sort_by_key(|kind| kind.to_string());
     assert_eq!(kinds, [json!("odds_change"), json!("odds_update")]);
 }
+
+/// No subscriber copies a frame larger than `--max-frame-bytes`: a snapshot that would not
+/// fit in one comes on `odds_changes` as an `odds_update` of its id, in its place.
+#[tokio::test]
+async fn a_snapshot_larger_than_a_frame_comes_as_its_id() {
+    let server = TestServer::with(|c| c.max_frame_bytes = 4096).await;
+    let (mut client, _) = server.ws_acked("?topics=odds_changes").await;
+    let outcomes: Vec<Value> = (0..100)
+        .map(|i| json!({"name": format!("outcome {i}"), "odds": 2.0}))
+        .collect();
+    let mut big = snapshot(2, 2.0);
+    big["markets"][0]["outcomes"] = json!(outcomes);
+    let mut other = big["markets"][0].clone();
+    other["market_id"] = json!("other");
+    big["markets"].as_array_mut().unwrap().push(other);
+    let body = json!({"source": "betpawa", "snapshots": [snapshot(1, 2.0), big, snapshot(3, 2.0)]});
+    assert_eq!(server.ingest(&body).await.0, 200);
+
+    let mut ids = Vec::new();
+    while ids.len() < 3 {
+        let text = client.recv_text().await;
+        assert!(text.len() <= 4096, "a frame of {} bytes", text.len());
+        let message: Value = serde_json::from_str(&text).unwrap();
+        match message["type"].as_str() {
+            Some("odds_change") => {
+                for snapshot in message["data"]["snapshots"].as_array().unwrap() {
+                    ids.push((snapshot["event_id"].clone(), "snapshot"));
+                }
+            }
+            Some("odds_update") => {
+                assert_eq!(message["data"]["source"], "betpawa");
+                for id in message["data"]["event_ids"].as_array().unwrap() {
+                    ids.push((id.clone(), "id"));
+                }
+            }
+            other => panic!("unexpected {other:?}: {message}"),
+        }
+    }
+    assert_eq!(
+        ids,
+        [
+            (json!(1), "snapshot"),
+            (json!(2), "id"),
+            (json!(3), "snapshot")
+        ]
+    );
+}
