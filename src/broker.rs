@@ -152,11 +152,7 @@ impl Broker {
             producers.clone(),
             metrics.clone(),
         );
-        let history = HistoryLimits {
-            size: config.history_size,
-            ttl: config.history_ttl,
-            bytes: config.history_bytes,
-        };
+        let history = HistoryLimits::from_config(&config);
         let manager = ConnectionManager::with_metrics(metrics.clone(), history);
         let broker = Broker {
             slots: Arc::new(Slots::new(&config)),

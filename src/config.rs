@@ -246,6 +246,13 @@ pub struct Config {
           value_parser = count(1 << 20, 64 << 30))]
     pub price_history_bytes: usize,
 
+    /// Most bytes of a topic's messages a subscriber may be behind (published, not yet
+    /// written to its socket); past it, it gets `resync` and continues from the latest. One
+    /// that falls that far behind again within `--stuck-timeout` is closed (1008, too slow).
+    #[arg(long, env = "ODDSBUS_MAX_LAG_BYTES", default_value_t = 16 << 20,
+          value_parser = clap::value_parser!(u64).range(64 << 10..=16 << 30))]
+    pub max_lag_bytes: u64,
+
     /// Makes this node a cluster member, sharing its cache and logs through the Redis at this
     /// URL: `redis://[user:password@]HOST[:PORT][/DB]`. Unset, the node runs alone with
     /// everything in memory.

@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::config::Config;
 use crate::protocol::Frame;
 
 /// How much history a topic keeps.
@@ -22,6 +23,21 @@ pub struct HistoryLimits {
     pub ttl: Duration,
     /// Most frame bytes kept (`--history-bytes`).
     pub bytes: usize,
+    /// Most bytes of the topic's messages a subscriber may be behind; past it, it gets
+    /// `resync` and continues from the latest (`--max-lag-bytes`).
+    pub lag_bytes: u64,
+}
+
+impl HistoryLimits {
+    /// What the flags say.
+    pub fn from_config(config: &Config) -> HistoryLimits {
+        HistoryLimits {
+            size: config.history_size,
+            ttl: config.history_ttl,
+            bytes: config.history_bytes,
+            lag_bytes: config.max_lag_bytes,
+        }
+    }
 }
 
 /// One published message, as the topic's channel carries it.
@@ -34,6 +50,9 @@ pub struct Published {
     pub prev: u64,
     /// The encoded message, `offset` included.
     pub frame: Frame,
+    /// Bytes of the topic's messages published up to and including this one: how far
+    /// behind a reader of it is, is the topic's total less this.
+    pub end: u64,
 }
 
 impl Published {
@@ -45,6 +64,7 @@ impl Published {
             offset,
             prev: offset,
             frame: Frame::from(""),
+            end: 0,
         }
     }
 
@@ -62,6 +82,8 @@ pub struct History {
     top: u64,
     entries: VecDeque<(Instant, Published)>,
     bytes: usize,
+    /// Bytes of every message appended since the start.
+    total: u64,
 }
 
 /// What the history can give a client that has seen everything up to an offset.
@@ -86,7 +108,13 @@ impl History {
             top: 0,
             entries: VecDeque::new(),
             bytes: 0,
+            total: 0,
         }
+    }
+
+    /// Bytes of every message appended since the start.
+    pub fn total_bytes(&self) -> u64 {
+        self.total
     }
 
     /// The latest offset (0 before the first message).
@@ -114,10 +142,13 @@ impl History {
         if offset <= self.top {
             return None;
         }
+        let frame = encode(offset);
+        self.total += frame.len() as u64;
         let published = Published {
             offset,
             prev: self.top,
-            frame: encode(offset),
+            frame,
+            end: self.total,
         };
         self.top = offset;
         self.bytes += published.frame.len();
@@ -198,6 +229,7 @@ mod tests {
             size,
             ttl: Duration::from_secs(60),
             bytes: 1 << 20,
+            lag_bytes: 1 << 20,
         })
     }
 
@@ -266,6 +298,7 @@ mod tests {
             size: 100,
             ttl: Duration::from_secs(60),
             bytes: 10,
+            lag_bytes: 1 << 20,
         });
         for _ in 0..4 {
             small.append(start, |_| Frame::from("abcd"));

@@ -10,6 +10,7 @@
 //! is one connection's side of it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,10 @@ struct Shared {
     /// One channel and log per topic, indexed by [`Topic::index`]. A blocking mutex: held
     /// to append and send, or to read the log and subscribe, never across `.await`.
     topics: [Mutex<TopicLog>; Topic::ALL.len()],
+    /// Bytes published per topic, as its history counts them, readable without its lock.
+    published_bytes: [AtomicU64; Topic::ALL.len()],
+    /// How far behind its topic a subscriber may fall, in bytes.
+    lag_bytes: u64,
     /// Guarded by a blocking mutex: it is held for a map update only, never across `.await`.
     registry: Mutex<Registry>,
 }
@@ -88,11 +93,12 @@ impl Default for ConnectionManager {
 }
 
 /// The history each topic keeps when none is configured: `--history-size`,
-/// `--history-ttl` and `--history-bytes` at their defaults.
+/// `--history-ttl`, `--history-bytes` and `--max-lag-bytes` at their defaults.
 pub const DEFAULT_HISTORY: HistoryLimits = HistoryLimits {
     size: 10_000,
     ttl: Duration::from_secs(300),
     bytes: 64 << 20,
+    lag_bytes: 16 << 20,
 };
 
 impl ConnectionManager {
@@ -122,6 +128,8 @@ impl ConnectionManager {
                     })
                 }),
                 registry: Mutex::new(Registry::default()),
+                published_bytes: Default::default(),
+                lag_bytes: history.lag_bytes,
             }),
         }
     }
@@ -155,8 +163,24 @@ impl ConnectionManager {
             .inc();
         let mut log = self.log(topic);
         let published = log.history.append(Instant::now(), encode);
+        self.count_bytes(topic, &log);
         let offset = published.offset;
         (offset, log.sender.send(published).unwrap_or(0))
+    }
+
+    fn count_bytes(&self, topic: Topic, log: &TopicLog) {
+        let total = log.history.total_bytes();
+        self.shared.published_bytes[topic.index()].store(total, Ordering::Relaxed);
+    }
+
+    /// Bytes published on `topic` so far (see [`Published::end`]).
+    pub fn published_bytes(&self, topic: Topic) -> u64 {
+        self.shared.published_bytes[topic.index()].load(Ordering::Relaxed)
+    }
+
+    /// How far behind its topic a subscriber may fall, in bytes (`--max-lag-bytes`).
+    pub fn lag_bytes(&self) -> u64 {
+        self.shared.lag_bytes
     }
 
     /// Publishes on `topic`, at `offset` of the cluster's shared log, the message `encode`
@@ -172,6 +196,7 @@ impl ConnectionManager {
         let Some(published) = log.history.append_at(Instant::now(), offset, encode) else {
             return 0;
         };
+        self.count_bytes(topic, &log);
         let metrics = &self.shared.metrics;
         metrics
             .messages_published

@@ -55,6 +55,9 @@ pub struct Metrics {
     pub history_age_seconds: Family<Label, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Messages dropped for slow clients, as told by `resync`.
     pub resync_missed: Counter,
+    /// Subscribers that fell more than `--max-lag-bytes` behind, by `action`: `resync`, or
+    /// `close` when it happened again within `--stuck-timeout`.
+    pub lag_limit: Family<Label, Counter>,
     /// Changes queued for the dispatcher when it last looked.
     pub dispatcher_queue_depth: Gauge,
     /// Changes the dispatcher took per publication round.
@@ -108,6 +111,7 @@ impl Metrics {
             history_messages: Family::default(),
             history_age_seconds: Family::default(),
             resync_missed: Counter::default(),
+            lag_limit: Family::default(),
             dispatcher_queue_depth: Gauge::default(),
             dispatcher_batch_size: Histogram::new(exponential_buckets(1.0, 4.0, 8)),
             ingest_requests: Family::default(),
@@ -193,6 +197,11 @@ impl Metrics {
             "resync_missed",
             "Messages dropped for slow clients",
             metrics.resync_missed.clone(),
+        );
+        r.register(
+            "lag_limit",
+            "Subscribers that fell more than --max-lag-bytes behind, by action (resync, close)",
+            metrics.lag_limit.clone(),
         );
         r.register(
             "dispatcher_queue_depth",

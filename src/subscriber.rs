@@ -5,7 +5,9 @@
 //! Messages arrive in offset order; one at or below the last given is a duplicate and is
 //! skipped, one past the next expected shows a gap (the connection fell behind its channel),
 //! which is filled from the topic's history, or, if the history has moved on, announced with
-//! `resync`. A slow reader thus catches up instead of losing, as long as the history holds.
+//! `resync`. A slow reader thus catches up instead of losing, as long as the history holds
+//! and it is no more than `--max-lag-bytes` behind: further behind, it skips to the latest
+//! message and gets `resync` ([`Delivery::Lagged`]), so what it holds stays bounded.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -31,6 +33,14 @@ pub enum Delivery {
         /// How many (0 when it cannot be told).
         missed: u64,
     },
+    /// The connection was more than `--max-lag-bytes` behind `topic`: it skipped `missed`
+    /// messages to the latest, and owes the client a `resync`.
+    Lagged {
+        /// The topic.
+        topic: Topic,
+        /// How many messages it skipped.
+        missed: u64,
+    },
 }
 
 /// What joining a topic gave: the reply's position for it, and whether `since` recovered.
@@ -48,6 +58,16 @@ enum Queued {
     Resync(Topic, u64),
     /// The topic's log started over after this offset: what follows it is new.
     Restart(Topic, u64),
+}
+
+impl Queued {
+    fn topic(&self) -> Topic {
+        match self {
+            Queued::Message(topic, _) | Queued::Resync(topic, _) | Queued::Restart(topic, _) => {
+                *topic
+            }
+        }
+    }
 }
 
 /// One connection's subscriptions. Dropping it leaves the registry.
@@ -113,6 +133,16 @@ impl Subscriber {
             // Held: everything after what it was given is in its receiver already.
             Some(s) if held => (given.max(s.offset), Some(Ok(0))),
             Some(s) => match log.history.since(s.offset, Instant::now()) {
+                // A replay further behind than a subscriber may fall is not taken: it would
+                // be skipped at once.
+                Since::Recovered(replay)
+                    if replay.first().is_some_and(|p| {
+                        log.history.total_bytes() - p.end + p.frame.len() as u64
+                            > manager.lag_bytes()
+                    }) =>
+                {
+                    (top, Some(Err(("too_old", replay.len() as u64))))
+                }
                 Since::Recovered(replay) => {
                     let replayed = replay.len();
                     let replay = replay.into_iter().map(|p| Queued::Message(topic, p));
@@ -173,9 +203,7 @@ impl Subscriber {
             return;
         }
         self.receivers[topic.index()] = None;
-        self.queued.retain(|queued| match queued {
-            Queued::Message(t, _) | Queued::Resync(t, _) | Queued::Restart(t, _) => *t != topic,
-        });
+        self.queued.retain(|queued| queued.topic() != topic);
         let old = self.topics;
         self.topics.remove(topic);
         self.manager.record(self.id, old, self.topics);
@@ -276,17 +304,37 @@ impl Subscriber {
         while let Some(queued) = self.queued.pop_front() {
             match queued {
                 Queued::Message(topic, published) => {
-                    let last = &mut self.last[topic.index()];
-                    if published.offset > *last {
-                        *last = published.offset;
-                        return Some(Delivery::Frame(published.frame));
+                    if published.offset <= self.last[topic.index()] {
+                        continue;
                     }
+                    let behind = self.manager.published_bytes(topic) - published.end;
+                    if behind > self.manager.lag_bytes() {
+                        return Some(self.skip_to_latest(topic));
+                    }
+                    self.last[topic.index()] = published.offset;
+                    return Some(Delivery::Frame(published.frame));
                 }
                 Queued::Resync(topic, missed) => return Some(Delivery::Resync { topic, missed }),
                 Queued::Restart(topic, offset) => self.last[topic.index()] = offset,
             }
         }
         None
+    }
+}
+
+impl Subscriber {
+    /// Drops what is queued and held for `topic` and continues from its latest message.
+    fn skip_to_latest(&mut self, topic: Topic) -> Delivery {
+        let manager = self.manager.clone();
+        let log = manager.log(topic);
+        let top = log.history.top();
+        // A new receiver starts after `top`: read under the same lock, so they join exactly.
+        self.receivers[topic.index()] = Some(log.sender.subscribe());
+        drop(log);
+        self.queued.retain(|queued| queued.topic() != topic);
+        let missed = top.saturating_sub(self.last[topic.index()]);
+        self.last[topic.index()] = top;
+        Delivery::Lagged { topic, missed }
     }
 }
 
@@ -385,6 +433,7 @@ mod tests {
             size: 2,
             ttl: Duration::from_secs(60),
             bytes: 1 << 20,
+            lag_bytes: 1 << 20,
         };
         let manager = ConnectionManager::with_metrics(Arc::new(Metrics::new()), limits);
         publish(&manager, 5);
@@ -439,6 +488,7 @@ mod tests {
             size: 10,
             ttl: Duration::from_secs(60),
             bytes: 1 << 20,
+            lag_bytes: 1 << 20,
         };
         let manager = ConnectionManager::with_metrics(Arc::new(Metrics::new()), limits);
         let mut slow = manager.register();
@@ -452,5 +502,45 @@ mod tests {
             }
         );
         assert_eq!(frame(slow.recv().await.into()), "6");
+    }
+
+    #[tokio::test]
+    async fn a_reader_further_behind_than_its_lag_bytes_skips_to_the_latest() {
+        let limits = HistoryLimits {
+            lag_bytes: 100,
+            ..crate::manager::DEFAULT_HISTORY
+        };
+        let manager = ConnectionManager::with_metrics(Arc::new(Metrics::new()), limits);
+        let mut slow = manager.register();
+        slow.join(ODDS, None);
+        // 30 frames of 10 bytes: the first is 290 bytes behind the latest.
+        for _ in 0..30 {
+            manager.publish(ODDS, |_| Frame::from("0123456789"));
+        }
+        assert_eq!(
+            slow.recv().await,
+            Delivery::Lagged {
+                topic: ODDS,
+                missed: 30
+            }
+        );
+        assert_eq!(slow.try_recv(), None, "what it held is dropped");
+        manager.publish(ODDS, |offset| Frame::from(offset.to_string()));
+        assert_eq!(frame(slow.try_recv()), "31");
+
+        // A recovery whose replay is further behind than that is not taken.
+        let since = Position {
+            epoch: manager.epoch(),
+            offset: 1,
+        };
+        let mut back = manager.register();
+        assert!(!back.join(ODDS, Some(&since)).recovered);
+        assert_eq!(
+            back.try_recv(),
+            Some(Delivery::Resync {
+                topic: ODDS,
+                missed: 30
+            })
+        );
     }
 }

@@ -74,8 +74,12 @@ async fn a_change_on_one_node_reaches_every_node_with_the_same_offsets_and_reads
     );
 
     // A refresh (same odds, read later) reaches every cache too, and announces nothing.
+    // Later than the first (to the millisecond a time is written with), not in the future.
+    let at = oddsbus::Timestamp::now()
+        .plus(Duration::from_millis(10))
+        .to_string();
     let later = json!({"source": "betpawa", "snapshots": [
-        {"event_id": 1, "captured_at": "2030-01-01T00:00:00.000Z", "markets": common::snapshot(1, 1.5)["markets"]}
+        {"event_id": 1, "captured_at": at, "markets": common::snapshot(1, 1.5)["markets"]}
     ]});
     let (status, reply) = a.ingest(&later).await;
     assert_eq!(
@@ -83,7 +87,9 @@ async fn a_change_on_one_node_reaches_every_node_with_the_same_offsets_and_reads
         (200, json!({"accepted": 1, "changed": 0, "stale": 0}))
     );
     eventually("the refresh reaches b", || async {
-        read_odds(&b, 1).await.1["betpawa"]["captured_at"] == "2030-01-01T00:00:00.000Z"
+        read_odds(&b, 1).await.1["betpawa"]["captured_at"]
+            == read_odds(&a, 1).await.1["betpawa"]["captured_at"]
+            && read_odds(&a, 1).await.1["betpawa"]["captured_at"] == at.as_str()
     })
     .await;
     assert_eq!(read_odds(&a, 1).await, read_odds(&b, 1).await);

@@ -267,7 +267,8 @@ async fn read_behind(slow: &mut common::WsClient, published: u64) -> (u64, u64) 
 async fn a_client_that_falls_behind_catches_up_from_the_history() {
     use oddsbus::TOPIC_CAPACITY;
 
-    let server = TestServer::start().await;
+    // 56 MiB published: within what a subscriber may lag here.
+    let server = TestServer::with(|c| c.max_lag_bytes = 64 << 20).await;
     let (mut slow, _) = server.ws_acked("?topics=odds_updates").await;
     // Large frames fill the socket buffers quickly, so the connection task blocks on its
     // write and the topic channel overflows behind it.
@@ -296,6 +297,39 @@ async fn a_client_that_falls_behind_the_history_gets_resync_with_the_missed_coun
     assert!(missed > 0, "the client never fell behind the history");
     assert_eq!(received + missed, published);
     assert_eq!(slow.until_pong().await, Vec::<Value>::new());
+}
+
+/// A client more than `--max-lag-bytes` behind skips to the latest message and is told how
+/// many it missed; one that falls that far behind again within `--stuck-timeout` reads slower
+/// than the topic is published, and is closed with 1008.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_further_behind_than_its_lag_bytes_is_resynced_then_closed() {
+    use oddsbus::TOPIC_CAPACITY;
+
+    let server = TestServer::with(|c| c.max_lag_bytes = 1 << 20).await;
+    let (mut slow, _) = server.ws_acked("?topics=odds_updates").await;
+    // 14 MiB while the client reads nothing: far more than the sockets hold.
+    server.publish_bulky(TOPIC_CAPACITY as u64);
+    loop {
+        let message = slow.recv().await;
+        if message["type"] == "resync" {
+            assert!(message["missed"].as_u64().unwrap() > 0, "{message}");
+            break;
+        }
+    }
+    // It stops reading again: the next time it is that far behind, it is closed (if it was
+    // not already, for falling behind twice in the first burst).
+    server.publish_bulky(TOPIC_CAPACITY as u64);
+    assert_eq!(slow.recv_close().await, Some(CloseCode::Policy));
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains(r#"oddsbus_lag_limit_total{action="resync"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"oddsbus_lag_limit_total{action="close"} 1"#),
+        "{metrics}"
+    );
 }
 
 /// 200 concurrent clients each receive the same update; stats count them and return to 0.

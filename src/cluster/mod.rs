@@ -130,11 +130,7 @@ impl Cluster {
                 client,
                 commands,
                 append: Script::new(include_str!("append.lua")),
-                history: HistoryLimits {
-                    size: config.history_size,
-                    ttl: config.history_ttl,
-                    bytes: config.history_bytes,
-                },
+                history: HistoryLimits::from_config(config),
                 event_ttl: config.event_ttl,
                 sources: config.sources().into_iter().map(String::from).collect(),
                 applied: watch::channel(None).0,

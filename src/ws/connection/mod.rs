@@ -101,6 +101,7 @@ pub async fn serve(
             refused: 0,
             subscription,
             epoch: broker.manager.epoch(),
+            lagged_at: None,
         };
         let reason = connection.run(&broker, greeting).await;
         drop(connection); // leaves the registry before the count below is read
@@ -141,6 +142,8 @@ struct Connection {
     subscription: Subscription,
     /// The topics' epoch, for the positions of replies.
     epoch: std::sync::Arc<str>,
+    /// When it last fell more than `--max-lag-bytes` behind.
+    lagged_at: Option<Instant>,
 }
 
 impl Connection {
@@ -339,11 +342,23 @@ impl Connection {
         while let Some(delivery) = next {
             let frame = match delivery {
                 Delivery::Frame(frame) => frame,
-                Delivery::Resync { topic, missed } => {
-                    tracing::info!(event = "ws.resync", topic = topic.name(), missed);
-                    self.metrics.resyncs.inc();
-                    self.metrics.resync_missed.inc_by(missed);
-                    encode(&ServerMessage::Resync { topic, missed })
+                Delivery::Resync { topic, missed } => self.resync(topic, missed),
+                Delivery::Lagged { topic, missed } => {
+                    // A reader that falls too far behind again within the stuck timeout
+                    // reads slower than the topic is published: resyncing it again would
+                    // only repeat, so it is closed.
+                    let now = Instant::now();
+                    let again = self
+                        .lagged_at
+                        .replace(now)
+                        .is_some_and(|at| now.duration_since(at) < self.stuck_timeout);
+                    let action = if again { "close" } else { "resync" };
+                    let lag = label("action", action);
+                    self.metrics.lag_limit.get_or_create(&lag).inc();
+                    if again {
+                        return Err(EndReason::TooSlow);
+                    }
+                    self.resync(topic, missed)
                 }
             };
             self.feed(frame).await?;
@@ -353,6 +368,14 @@ impl Connection {
                 .flatten();
         }
         Ok(())
+    }
+
+    /// The `resync` telling the client it will not get `missed` messages of `topic`.
+    fn resync(&self, topic: Topic, missed: u64) -> Frame {
+        tracing::info!(event = "ws.resync", topic = topic.name(), missed);
+        self.metrics.resyncs.inc();
+        self.metrics.resync_missed.inc_by(missed);
+        encode(&ServerMessage::Resync { topic, missed })
     }
 
     /// Writes everything the topic receivers hold right now.
