@@ -2,7 +2,10 @@
 //! so the board needs no web server and no build step (`web/` holds its files).
 
 use warp::filters::BoxedFilter;
-use warp::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use warp::http::header::{
+    HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY,
+    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
@@ -55,17 +58,26 @@ pub fn routes(sources: &[&str]) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// What the board may load and do: its own scripts, styles and images, connections to its
+/// own origin only (the WebSocket and the reads), and no framing by another site (a page
+/// that frames it could trick a person into clicking "Scrape now").
+const BOARD_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; \
+     base-uri 'none'; form-action 'none'";
+
 fn asset(body: String, content_type: &'static str) -> Response {
     let mut response = body.into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        content_type.parse().expect("a valid header value"),
-    );
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     // Always revalidate: a new binary may serve a new page.
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert(
-        CACHE_CONTROL,
-        "no-cache".parse().expect("a valid header value"),
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(BOARD_POLICY),
     );
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    // The board's address may carry `#token=`; no other site learns the page's address.
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     response
 }

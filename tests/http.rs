@@ -461,3 +461,21 @@ async fn the_event_list_pages_on_request() {
         );
     }
 }
+
+/// The board loads only its own scripts, styles and images, talks only to its own origin,
+/// and no other site may frame it or learn its address (which may carry `#token=`).
+#[tokio::test]
+async fn the_board_is_served_with_security_headers() {
+    let server = TestServer::start().await;
+    for (path, kind) in [("/", "text/html"), ("/app.js", "text/javascript")] {
+        let response = server.get_ok(path, kind).await;
+        let headers = response.headers();
+        let policy = headers["content-security-policy"].to_str().unwrap();
+        for rule in ["default-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"] {
+            assert!(policy.contains(rule), "{path}: {policy}");
+        }
+        assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(headers["referrer-policy"], "no-referrer", "{path}");
+    }
+}
