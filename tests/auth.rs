@@ -5,6 +5,7 @@ mod common;
 use common::{signed, snapshot, token, SseClient, TestServer, SECRET};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
 async fn secured() -> TestServer {
@@ -258,4 +259,42 @@ async fn requests_from_other_sites_pages_are_refused() {
     assert_eq!(handshake_status(&server, "/api/ws", &ws).await, 403);
     let ws = [("origin", own.as_str())];
     assert_eq!(handshake_status(&server, "/api/ws", &ws).await, 101);
+}
+
+/// A connection lasts as long as its token: at its `exp` (plus the 5 s leeway) it is closed
+/// with 1008, and the reason says why.
+#[tokio::test]
+async fn a_connection_is_closed_when_its_token_expires() {
+    let server = secured().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Expired 4 s ago: still within the leeway, for about a second more.
+    let short = token(json!({"exp": now - 4}), SECRET);
+    let (mut client, _) = server.ws_acked(&format!("?token={short}")).await;
+    let long = token(json!({}), SECRET);
+    let (mut other, _) = server.ws_acked(&format!("?token={long}")).await;
+    assert_eq!(client.recv_close().await, Some(CloseCode::Policy));
+    other.ping_pong().await;
+    let closed = r#"oddsbus_connections_closed_total{reason="token_expired"} 1"#;
+    common::eventually("counted by its reason", || async {
+        server.metrics().await.contains(closed)
+    })
+    .await;
+}
+
+/// The members' list names the nodes' addresses: with tokens on, it needs one.
+#[tokio::test]
+async fn the_cluster_members_need_a_token() {
+    let server = secured().await;
+    assert_eq!(server.get("/api/cluster").await.0, 401);
+    let response = server
+        .http
+        .get(server.url("/api/cluster"))
+        .bearer_auth(token(json!({}), SECRET))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
 }

@@ -471,7 +471,11 @@ async fn the_board_is_served_with_security_headers() {
         let response = server.get_ok(path, kind).await;
         let headers = response.headers();
         let policy = headers["content-security-policy"].to_str().unwrap();
-        for rule in ["default-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"] {
+        for rule in [
+            "default-src 'self'",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
             assert!(policy.contains(rule), "{path}: {policy}");
         }
         assert_eq!(headers["x-frame-options"], "DENY", "{path}");

@@ -25,6 +25,9 @@ use crate::protocol::{parse_topics, HttpError, HttpErrorCode, TopicSet};
 /// What a valid token allows.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Claims {
+    /// When it expires, in seconds since the Unix epoch (`None` when tokens are off).
+    #[serde(default)]
+    pub exp: Option<u64>,
     /// Who the token is for.
     #[serde(default)]
     pub sub: Option<String>,
@@ -39,7 +42,21 @@ pub struct Claims {
     pub scrape: bool,
 }
 
+/// How long past its `exp` a token is still taken: clocks differ a little.
+pub const LEEWAY_SECS: u64 = 5;
+
 impl Claims {
+    /// How long the token stays valid from now (its `exp` plus [`LEEWAY_SECS`]); `None` when
+    /// tokens are off. A connection admitted with it is closed then.
+    pub fn valid_for(&self) -> Option<std::time::Duration> {
+        let exp = self.exp?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let end = std::time::Duration::from_secs(exp.saturating_add(LEEWAY_SECS));
+        Some(end.saturating_sub(now))
+    }
+
     /// The topics these claims allow (unknown names in the claim allow nothing).
     pub fn allowed_topics(&self) -> TopicSet {
         match &self.topics {
@@ -70,7 +87,7 @@ impl Auth {
     pub fn from_config(config: &Config) -> Auth {
         hs256::install();
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
         Auth {
             key: config
@@ -92,6 +109,7 @@ impl Auth {
     ) -> Result<Claims, HttpError> {
         let Some(key) = &self.key else {
             return Ok(Claims {
+                exp: None,
                 sub: None,
                 topics: None,
                 ingest: true,

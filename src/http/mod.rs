@@ -14,6 +14,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use warp::http::header::{HeaderValue, CONTENT_TYPE};
+use warp::http::HeaderMap;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
@@ -108,7 +109,8 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
     let cluster = warp::path!("api" / "cluster")
         .and(warp::get())
         .and(with_broker)
-        .map(|broker: Broker| cluster(&broker));
+        .and(warp::header::headers_cloned())
+        .map(|broker: Broker, headers: HeaderMap| cluster(&broker, &headers));
 
     let board = web::routes(&broker.config.sources());
 
@@ -160,8 +162,12 @@ fn health(broker: &Broker) -> Response {
     }
 }
 
-/// `GET /api/cluster`: this node and the live members; on a single node, only itself.
-fn cluster(broker: &Broker) -> Response {
+/// `GET /api/cluster`: this node and the live members; on a single node, only itself. It
+/// names the nodes' addresses, so with tokens on it needs one (any valid token).
+fn cluster(broker: &Broker, headers: &HeaderMap) -> Response {
+    if let Err(error) = broker.auth.claims(headers, None) {
+        return error.into_response();
+    }
     #[derive(serde::Serialize)]
     struct ClusterReply {
         node: Option<Arc<str>>,

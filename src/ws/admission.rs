@@ -85,7 +85,16 @@ fn admit(
         async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    connection::serve(broker, upgraded, subscription, greeting, claims.sub).await
+                    let expires = claims.valid_for();
+                    connection::serve(
+                        broker,
+                        upgraded,
+                        subscription,
+                        greeting,
+                        claims.sub,
+                        expires,
+                    )
+                    .await
                 }
                 Err(error) => tracing::debug!(event = "ws.upgrade_failed", %error),
             }

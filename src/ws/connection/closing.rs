@@ -30,6 +30,8 @@ pub enum EndReason {
     RateLimited,
     /// The client sent nothing, not even a pong, for the heartbeat timeout.
     HeartbeatTimeout,
+    /// The token the connection was admitted with expired.
+    TokenExpired,
 }
 
 impl EndReason {
@@ -42,6 +44,7 @@ impl EndReason {
             EndReason::TooSlow => "too_slow",
             EndReason::RateLimited => "rate_limited",
             EndReason::HeartbeatTimeout => "heartbeat_timeout",
+            EndReason::TokenExpired => "token_expired",
         }
     }
 }
@@ -57,6 +60,10 @@ impl Connection {
             )),
             EndReason::RateLimited => Some((CloseCode::Policy, "message rate limit exceeded")),
             EndReason::ServerShutdown => Some((CloseCode::Away, "server shutting down")),
+            EndReason::TokenExpired => Some((
+                CloseCode::Policy,
+                "token_expired: reconnect with a new token",
+            )),
             // Gone, dead or already answered: there is nobody to tell.
             EndReason::ClientClosed | EndReason::SocketError | EndReason::HeartbeatTimeout => None,
         };

@@ -62,6 +62,7 @@ pub async fn serve(
     subscription: Subscription,
     greeting: Greeting,
     sub: Option<String>,
+    expires: Option<Duration>,
 ) {
     let max_frame = broker.config.max_frame_bytes;
     let config = WebSocketConfig::default()
@@ -102,6 +103,7 @@ pub async fn serve(
             subscription,
             epoch: broker.manager.epoch(),
             lagged_at: None,
+            expires: expires.map(|left| tokio::time::Instant::now() + left),
         };
         let reason = connection.run(&broker, greeting).await;
         drop(connection); // leaves the registry before the count below is read
@@ -144,6 +146,8 @@ struct Connection {
     epoch: std::sync::Arc<str>,
     /// When it last fell more than `--max-lag-bytes` behind.
     lagged_at: Option<Instant>,
+    /// When its token expires (plus the leeway): it is closed then.
+    expires: Option<tokio::time::Instant>,
 }
 
 impl Connection {
@@ -156,6 +160,9 @@ impl Connection {
         let period = beats.max(Duration::from_millis(1));
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // With tokens off it never expires: the branch below is disabled.
+        let expiry = tokio::time::sleep_until(self.expires.unwrap_or_else(far_future));
+        tokio::pin!(expiry);
 
         loop {
             let step = tokio::select! {
@@ -169,6 +176,7 @@ impl Connection {
                 _ = heartbeat.tick(), if !beats.is_zero() => {
                     self.on_heartbeat(broker.config.heartbeat_timeout).await
                 }
+                () = &mut expiry, if self.expires.is_some() => Err(EndReason::TokenExpired),
             };
             let outcome = match step {
                 Ok(()) => self.flush().await,
@@ -414,6 +422,11 @@ impl Connection {
         let flushed = tokio::time::timeout(self.stuck_timeout, self.socket.flush()).await;
         progress(flushed)
     }
+}
+
+/// A time no token reaches: a year from now.
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(365 * 86_400)
 }
 
 /// A write that timed out made no progress: the client is stuck.
