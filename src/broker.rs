@@ -17,6 +17,7 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::dispatcher::{self, BusReceiver, BusSender};
 use crate::history::HistoryLimits;
+use crate::idempotency::Recent;
 use crate::manager::ConnectionManager;
 use crate::metrics::Metrics;
 use crate::prices::PriceHistory;
@@ -142,6 +143,7 @@ impl Broker {
             None => Writer::Local {
                 cache: cache.clone(),
                 bus: bus.clone(),
+                recent: Arc::new(parking_lot::Mutex::new(Recent::new(config.history_ttl))),
             },
         };
         let scrape = ScrapeCoordinator::new(

@@ -32,6 +32,7 @@
 //! | `ws/` | `GET /api/ws`: `admission.rs` (handshake, limits, auth), `connection/` (the task; `closing.rs`: how it ends), `commands.rs` (client messages as a pure function) |
 //! | `scrape/` | scrape runs: the [`OddsSource`] trait, the coordinator, the simulated market and its fixtures |
 //! | `writer.rs` | where ingests and scrape runs write: the cache, or a cluster's log |
+//! | `idempotency.rs` | `Idempotency-Key`: what keyed ingests stored, so a retry applies nothing twice |
 //! | `cluster/` | scale-out on Redis (`--redis`): the append script, the log follower, heartbeats and health, scrape leases |
 //! | `prices/` | how the odds moved: the price history behind `/api/events/{id}/history` and `/api/moves` |
 //! | `auth.rs` | optional tokens (HS256 JWT) and allowed origins |
@@ -68,6 +69,8 @@ mod dispatcher;
 mod history;
 #[cfg(feature = "server")]
 mod http;
+#[cfg(feature = "server")]
+mod idempotency;
 #[cfg(feature = "server")]
 mod manager;
 #[cfg(feature = "server")]

@@ -483,3 +483,55 @@ async fn the_board_is_served_with_security_headers() {
         assert_eq!(headers["referrer-policy"], "no-referrer", "{path}");
     }
 }
+
+/// A retry with the same `Idempotency-Key` (its reply lost, say) is answered what the first
+/// ingest stored, marked `Idempotent-Replayed`, and applies nothing; a key is per source.
+#[tokio::test]
+async fn a_retry_with_the_same_idempotency_key_applies_nothing() {
+    let server = TestServer::start().await;
+    let (mut client, _) = server.ws_acked("?topics=odds_updates").await;
+    let post = |key: &'static str, source: &'static str, price: f64| {
+        let body = json!({"source": source, "snapshots": [snapshot(1, price)]});
+        server
+            .http
+            .post(server.url("/api/odds"))
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+    };
+    let first = post("run-42", "betpawa", 2.0).await.unwrap();
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first, json!({"accepted": 1, "changed": 1, "stale": 0}));
+    assert_eq!(client.recv().await["data"]["event_ids"], json!([1]));
+
+    let again = post("run-42", "betpawa", 9.0).await.unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    let odds = server.get("/api/events/1/odds").await.1;
+    assert_eq!(odds["betpawa"]["markets"][0]["outcomes"][0]["odds"], 2.0);
+    assert_eq!(
+        client.until_pong().await,
+        Vec::<Value>::new(),
+        "nothing announced"
+    );
+
+    let other = post("run-42", "sportybet", 2.0).await.unwrap();
+    assert!(
+        other.headers().get("idempotent-replayed").is_none(),
+        "per source"
+    );
+    let bad = server
+        .http
+        .post(server.url("/api/odds"))
+        .header("idempotency-key", "has space")
+        .body(json!({"source": "betpawa", "snapshots": []}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(
+        bad.json::<Value>().await.unwrap()["error"]["code"],
+        "invalid_header"
+    );
+}

@@ -5,21 +5,33 @@
 -- so a follower can tell that it missed some.
 --
 -- KEYS: meta hash, log stream, then the source's state hash (odds) or the scrape lease
---       (progress), the events' details hash, and when each snapshot and details were last
---       written (a sorted set, for the state's age bound)
+--       (progress), the events' details hash, when each snapshot and details were last
+--       written (a sorted set, for the state's age bound), and the ingest's idempotency key
 -- ARGV: kind (odds|progress), deadline (Unix ms), epoch if none, the log's max entries and
---       max age (ms), the state's max age (ms), then, for odds, the source and the snapshots, each `EVENT MS M0 M1 TAIL` or, for an
---       event's details, `e EVENT JSON`
+--       max age (ms), the state's max age (ms), how long the idempotency key is kept (ms;
+--       empty: no key), then, for odds, the source and the snapshots, each
+--       `EVENT MS M0 M1 TAIL` or, for an event's details, `e EVENT JSON`
 --       (MS: captured_at in ms since the year 0; TAIL: the snapshot's JSON after its id;
 --       M0..M1: where its markets lie in TAIL, from 0), or, for progress, the step's JSON,
 --       its mark (open: a run's first step, close: its last, orphan: the last, written for a
 --       run whose lease expired, or nothing) and its run id.
 local meta, log, state, lease, events, touched = KEYS[1], KEYS[2], KEYS[3], KEYS[3], KEYS[4], KEYS[5]
+local idempotency, kept_for = KEYS[6], ARGV[7]
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
--- A caller that gave up (and answered 503) must never see its request applied later.
+-- A caller that gave up (and answered 503) must never see its request applied later. The
+-- deadline leaves room for the work this call carries, so a script that starts finishes
+-- before the caller gives up.
 if now > tonumber(ARGV[2]) then
-  return redis.error_reply('EXPIRED the request reached Redis after its deadline')
+  return redis.error_reply('EXPIRED the request reached Redis too late to finish in time')
+end
+-- A repeat of an ingest answers what the first one did, and applies nothing.
+if kept_for ~= '' then
+  local first = redis.call('GET', idempotency)
+  if first then
+    local accepted, stale, changed = string.match(first, '^(%d+) (%d+) (%d+)$')
+    return {redis.call('HGET', meta, 'epoch') or '', '', tonumber(accepted), tonumber(stale), tonumber(changed), 1}
+  end
 end
 local held_meta = redis.call('HMGET', meta, 'epoch', 'top', 'sid', 'last')
 local epoch = held_meta[1]
@@ -34,9 +46,9 @@ local accepted, stale, changed = 0, 0, 0
 if ARGV[1] == 'progress' then
   -- The open run is kept in `meta` from its first step to its last, so that a run whose
   -- node died (its lease, KEYS[3], expired) can be ended `failed` by one other node.
-  local mark, run = ARGV[8], ARGV[9]
+  local mark, run = ARGV[9], ARGV[10]
   if mark == 'orphan' and (redis.call('HGET', meta, 'run') ~= run or redis.call('EXISTS', lease) == 1) then
-    return {epoch, '', 0, 0, 0}
+    return {epoch, '', 0, 0, 0, 0}
   end
   if mark == 'open' then
     redis.call('HSET', meta, 'run', run)
@@ -44,7 +56,7 @@ if ARGV[1] == 'progress' then
     redis.call('HDEL', meta, 'run')
   end
   changed = 1
-  fields = {'k', 'progress', 'j', ARGV[7]}
+  fields = {'k', 'progress', 'j', ARGV[8]}
 else
   local sid = tonumber(held_meta[3] or '0')
   local lines = {}
@@ -72,11 +84,11 @@ else
     end
     local value = this .. ' ' .. ms .. ' ' .. m0 .. ' ' .. m1 .. ' ' .. tail
     redis.call('HSET', state, id, value)
-    redis.call('ZADD', touched, now, ARGV[7] .. ' ' .. id, now, '* ' .. id)
+    redis.call('ZADD', touched, now, ARGV[8] .. ' ' .. id, now, '* ' .. id)
     lines[#lines + 1] = kind .. ' ' .. id .. ' ' .. value
     accepted = accepted + 1
   end
-  for i = 8, #ARGV do
+  for i = 9, #ARGV do
     local item = ARGV[i]
     if string.sub(item, 1, 2) == 'e ' then
       -- An event's details, `e EVENT JSON`: the latest given win; logged for the followers.
@@ -104,7 +116,7 @@ else
     redis.call('ZREM', touched, member)
   end
   if #lines > 0 then
-    fields = {'k', 'odds', 's', ARGV[7], 'd', table.concat(lines, '\n')}
+    fields = {'k', 'odds', 's', ARGV[8], 'd', table.concat(lines, '\n')}
   end
 end
 
@@ -124,4 +136,7 @@ if fields then
     redis.call('XDEL', log, oldest[1])
   end
 end
-return {epoch, entry, accepted, stale, changed}
+if kept_for ~= '' then
+  redis.call('SET', idempotency, accepted .. ' ' .. stale .. ' ' .. changed, 'PX', kept_for)
+end
+return {epoch, entry, accepted, stale, changed, 0}

@@ -4,15 +4,15 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use warp::http::HeaderMap;
+use warp::http::{HeaderMap, HeaderValue};
 use warp::reply::Response;
 use warp::Reply;
 
 use crate::broker::Broker;
-use crate::ingest;
 use crate::metrics::label;
 use crate::protocol::{HttpError, HttpErrorCode, IngestReply, Timestamp};
 use crate::reply;
+use crate::{idempotency, ingest};
 
 /// Handles one ingest request and counts it by status.
 pub async fn handle<S, B>(
@@ -26,7 +26,13 @@ where
     B: Buf,
 {
     let reply = match accept(&broker, &headers, length, body).await {
-        Ok(stored) => reply::ok(&stored),
+        Ok((stored, false)) => reply::ok(&stored),
+        Ok((stored, true)) => {
+            let mut reply = reply::ok(&stored);
+            let replayed = HeaderValue::from_static("true");
+            reply.headers_mut().insert("idempotent-replayed", replayed);
+            reply
+        }
         Err(refused) => {
             tracing::info!(event = "ingest.refused", code = refused.code.as_str(), reason = %refused.message);
             refused.into_response()
@@ -43,7 +49,7 @@ async fn accept<S, B>(
     headers: &HeaderMap,
     length: Option<u64>,
     body: S,
-) -> Result<IngestReply, HttpError>
+) -> Result<(IngestReply, bool), HttpError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
@@ -56,6 +62,10 @@ where
             "the token does not allow ingest (claim `ingest`)",
         ));
     }
+    let key = match headers.get("idempotency-key") {
+        Some(key) => Some(idempotency::check(key.as_bytes())?),
+        None => None,
+    };
     let _slot = broker.slots.ingests.try_acquire().map_err(|_| {
         HttpError::new(
             HttpErrorCode::TooManyIngests,
@@ -76,19 +86,24 @@ where
         broker.metrics.captured_at_clamped.inc_by(clamped);
         tracing::debug!(event = "ingest.clamped", source = batch.source, clamped);
     }
-    let stored = broker.writer.put(&batch.source, batch.snapshots).await?;
+    let stored = broker
+        .writer
+        .put(&batch.source, batch.snapshots, key)
+        .await?;
     tracing::info!(
         event = "ingest.accepted",
         source = batch.source,
         accepted = stored.accepted,
         changed = stored.changed,
         stale = stored.stale,
+        replayed = stored.replayed,
     );
-    Ok(IngestReply {
+    let reply = IngestReply {
         accepted: stored.accepted,
         changed: stored.changed,
         stale: stored.stale,
-    })
+    };
+    Ok((reply, stored.replayed))
 }
 
 /// Reads a whole request body, refusing it with 413 as soon as it is known to exceed `limit`

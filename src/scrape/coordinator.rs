@@ -306,7 +306,7 @@ impl Shared {
         let mut reported = Instant::now();
         while let Some(fetched) = fetches.next().await {
             let snapshots = fetched?;
-            let stored = self.writer.put(platform_name, snapshots).await;
+            let stored = self.writer.put(platform_name, snapshots, None).await;
             let stored = stored.map_err(|e| SourceError(e.message))?;
             tally.scraped += stored.accepted as u64;
             platform.scraped += stored.accepted as u64;
