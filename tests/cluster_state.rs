@@ -105,6 +105,36 @@ async fn event_details_reach_every_node_and_a_late_one() {
     );
 }
 
+/// Details follow the same rules as on a single node: a request that names an event twice
+/// keeps the first one's details when the second has none, and a stale snapshot's details
+/// are not applied, on any node, nor for a node that joins later.
+#[tokio::test]
+async fn details_come_only_with_applied_snapshots_as_on_a_single_node() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    let named = json!({"name": "Inter v Milan"});
+    let mut first = common::snapshot(4, 2.0);
+    first["event"] = named.clone();
+    first["captured_at"] = json!("2026-12-01T10:00:00Z");
+    let mut second = common::snapshot(4, 2.5);
+    second["captured_at"] = json!("2026-12-01T10:01:00Z");
+    let body = json!({"source": "bet9ja", "snapshots": [first, second]});
+    assert_eq!(a.ingest(&body).await.0, 200);
+    assert_eq!(a.get("/api/events/4/odds").await.1["event"], named);
+
+    let mut stale = common::snapshot(4, 3.0);
+    stale["event"] = json!({"name": "Stale v Name"});
+    stale["captured_at"] = json!("2026-12-01T09:00:00Z");
+    let (_, reply) = a
+        .ingest(&json!({"source": "bet9ja", "snapshots": [stale]}))
+        .await;
+    assert_eq!(reply["stale"], 1, "{reply}");
+    let late = node(&redis).await;
+    for server in [&a, &late] {
+        assert_eq!(server.get("/api/events/4/odds").await.1["event"], named);
+    }
+}
+
 /// Redis forgets what nobody updated for `--event-ttl`, as every node's cache does, so its
 /// memory is bounded too: a node joining later does not load it.
 #[tokio::test]

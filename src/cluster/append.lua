@@ -60,6 +60,8 @@ if ARGV[1] == 'progress' then
 else
   local sid = tonumber(held_meta[3] or '0')
   local lines = {}
+  -- Whether the snapshot before an event's details was applied: a stale one's are not.
+  local applied = false
   -- One snapshot: a change (`c`, a new snapshot id), a refresh (`r`, the same odds read
   -- again: the id kept) or stale (older than the one held: nothing).
   local function snapshot(item)
@@ -71,6 +73,7 @@ else
       local hid, hms, h0, h1, hat = string.match(held, '^(%d+) (%d+) (%d+) (%d+) ()')
       if tonumber(ms) < tonumber(hms) then
         stale = stale + 1
+        applied = false
         return
       end
       if string.sub(held, hat + h0, hat + h1 - 1) == string.sub(tail, m0 + 1, m1) then
@@ -87,14 +90,18 @@ else
     redis.call('ZADD', touched, now, ARGV[8] .. ' ' .. id, now, '* ' .. id)
     lines[#lines + 1] = kind .. ' ' .. id .. ' ' .. value
     accepted = accepted + 1
+    applied = true
   end
   for i = 9, #ARGV do
     local item = ARGV[i]
     if string.sub(item, 1, 2) == 'e ' then
-      -- An event's details, `e EVENT JSON`: the latest given win; logged for the followers.
-      local id, json = string.match(item, '^e (%d+) (.*)$')
-      redis.call('HSET', events, id, json)
-      lines[#lines + 1] = item
+      -- An event's details, `e EVENT JSON`, right after its snapshot: the latest given with
+      -- an applied snapshot win; logged for the followers.
+      if applied then
+        local id, json = string.match(item, '^e (%d+) (.*)$')
+        redis.call('HSET', events, id, json)
+        lines[#lines + 1] = item
+      end
     else
       snapshot(item)
     end

@@ -334,8 +334,9 @@ fn unavailable(reason: String) -> HttpError {
 }
 
 /// The snapshots with each event once (a log entry names each event once): the later one
-/// unless it is older, as a single node's cache keeps them. Returns them, how many replaced
-/// an earlier one (accepted, as on a single node) and how many were older (stale).
+/// unless it is older, as a single node's cache keeps them, with the earlier one's details
+/// if it has none. Returns them, how many replaced an earlier one (accepted, as on a single
+/// node) and how many were older (stale).
 fn distinct(snapshots: Vec<(u64, Snapshot)>) -> (Vec<(u64, Snapshot)>, usize, usize) {
     let mut at: HashMap<u64, usize> = HashMap::with_capacity(snapshots.len());
     let mut kept: Vec<(u64, Snapshot)> = Vec::with_capacity(snapshots.len());
@@ -344,7 +345,9 @@ fn distinct(snapshots: Vec<(u64, Snapshot)>) -> (Vec<(u64, Snapshot)>, usize, us
         match at.get(&event_id) {
             Some(&index) if snapshot.captured_at >= kept[index].1.captured_at => {
                 replaced += 1;
-                kept[index].1 = snapshot;
+                let earlier = std::mem::replace(&mut kept[index].1, snapshot);
+                let later = &mut kept[index].1;
+                later.event = later.event.take().or(earlier.event);
             }
             Some(_) => older += 1,
             None => {
