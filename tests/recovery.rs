@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 #[tokio::test]
 async fn topic_messages_carry_offsets_and_replies_carry_positions() {
     let server = TestServer::start().await;
+    let (mut watcher, _) = server.ws_acked("?topics=odds_updates").await;
     server.ingest_ok("betpawa", &[1], 2.0).await;
+    watcher.recv_ids(&[1]).await; // published before the client below connects
     let (mut client, ack) = server.ws_acked("").await;
     let (epoch, offset) = position(&ack, "odds_updates");
     assert!(epoch
