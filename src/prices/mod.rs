@@ -43,6 +43,11 @@ pub const MAX_SERIES_PER_SOURCE: usize = 2_048;
 /// How long one computation of `/api/moves` answers for its window.
 pub const MOVES_FRESH: Duration = Duration::from_secs(1);
 
+/// How long the recorder lets changes gather after it is woken: a busy broker then wakes its
+/// thread a few times a second, not once per ingest, which cost the batch-1 fan-out
+/// (BENCHMARKS.md, "Bounded by bytes").
+const GATHER: Duration = Duration::from_millis(20);
+
 /// Most moves `/api/moves` returns.
 pub const MAX_MOVES: usize = 500;
 
@@ -222,6 +227,8 @@ impl PriceHistory {
             .name("price-history".into())
             .spawn(move || {
                 while woken.blocking_recv().is_some() {
+                    // Let a burst gather: one wake-up per burst, not per ingest.
+                    std::thread::sleep(GATHER);
                     history.drain();
                 }
             })
