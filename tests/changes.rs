@@ -131,14 +131,7 @@ async fn subscribe_adds_odds_changes_to_a_default_connection() {
 async fn a_snapshot_larger_than_a_frame_comes_as_its_id() {
     let server = TestServer::with(|c| c.max_frame_bytes = 4096).await;
     let (mut client, _) = server.ws_acked("?topics=odds_changes").await;
-    let outcomes: Vec<Value> = (0..100)
-        .map(|i| json!({"name": format!("outcome {i}"), "odds": 2.0}))
-        .collect();
-    let mut big = snapshot(2, 2.0);
-    big["markets"][0]["outcomes"] = json!(outcomes);
-    let mut other = big["markets"][0].clone();
-    other["market_id"] = json!("other");
-    big["markets"].as_array_mut().unwrap().push(other);
+    let big = common::wide_snapshot(2, 2, 100); // about 6 KB
     let body = json!({"source": "betpawa", "snapshots": [snapshot(1, 2.0), big, snapshot(3, 2.0)]});
     assert_eq!(server.ingest(&body).await.0, 200);
 

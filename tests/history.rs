@@ -157,14 +157,7 @@ async fn the_biggest_moves_of_the_last_minutes_come_first() {
 #[tokio::test]
 async fn an_events_history_holds_its_sources_latest_outcomes_only() {
     let server = TestServer::start().await;
-    let outcomes: Vec<Value> = (0..100)
-        .map(|i| json!({"name": format!("o{i}"), "odds": 2.0}))
-        .collect();
-    let markets: Vec<Value> = (0..30)
-        .map(|m| json!({"market_id": format!("m{m}"), "name": "M", "outcomes": outcomes}))
-        .collect();
-    let mut big = common::snapshot(9, 2.0);
-    big["markets"] = json!(markets);
+    let big = common::wide_snapshot(9, 30, 100);
     let body = json!({"source": "sportybet", "snapshots": [big]});
     assert_eq!(server.ingest(&body).await.0, 200);
     server.ingest_ok("betpawa", &[9], 2.0).await;
@@ -202,16 +195,9 @@ async fn the_history_forgets_what_the_cache_drops_and_keeps_within_its_bytes() {
 
     let budget = 1 << 20;
     let server = TestServer::with(|c| c.price_history_bytes = budget).await;
-    let outcomes: Vec<Value> = (0..100)
-        .map(|i| json!({"name": format!("outcome {i}"), "odds": 2.0}))
-        .collect();
-    let markets: Vec<Value> = (0..20)
-        .map(|m| json!({"market_id": format!("market {m}"), "name": "M", "outcomes": outcomes}))
-        .collect();
     // 2,000 outcomes an event, about 600 KB of history: the budget holds one.
     for event_id in 1..=10 {
-        let mut snapshot = common::snapshot(event_id, 2.0);
-        snapshot["markets"] = json!(markets);
+        let snapshot = common::wide_snapshot(event_id, 20, 100);
         let body = json!({"source": "betpawa", "snapshots": [snapshot]});
         assert_eq!(server.ingest(&body).await.0, 200);
     }

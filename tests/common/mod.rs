@@ -349,6 +349,18 @@ pub fn snapshot(event_id: u64, price: f64) -> Value {
     })
 }
 
+/// A snapshot of `event_id` in the ingest shape with `markets` markets (`market 0`, ...) of
+/// `outcomes` outcomes each (`outcome 0`, ...), all at 2.0: a large one, for bounds.
+pub fn wide_snapshot(event_id: u64, markets: usize, outcomes: usize) -> Value {
+    let outcomes: Vec<Value> = (0..outcomes)
+        .map(|i| json!({"name": format!("outcome {i}"), "odds": 2.0}))
+        .collect();
+    let markets: Vec<Value> = (0..markets)
+        .map(|m| json!({"market_id": format!("market {m}"), "name": "M", "outcomes": outcomes}))
+        .collect();
+    json!({"event_id": event_id, "markets": markets})
+}
+
 /// A WebSocket client speaking JSON text frames.
 pub struct WsClient {
     pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
