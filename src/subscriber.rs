@@ -307,7 +307,10 @@ impl Subscriber {
                     if published.offset <= self.last[topic.index()] {
                         continue;
                     }
-                    let behind = self.manager.published_bytes(topic) - published.end;
+                    let behind = self
+                        .manager
+                        .published_bytes(topic)
+                        .saturating_sub(published.end);
                     if behind > self.manager.lag_bytes() {
                         return Some(self.skip_to_latest(topic));
                     }
