@@ -298,3 +298,43 @@ async fn the_cluster_members_need_a_token() {
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+/// A browser that cannot set headers offers its token as a subprotocol, so no URL carries
+/// it: `oddsbus.bearer` plus `oddsbus.token.JWT`, answered with `oddsbus.bearer`.
+#[tokio::test]
+async fn a_token_offered_as_a_subprotocol_admits_the_websocket() {
+    let server = secured().await;
+    let good = token(json!({"sub": "board"}), SECRET);
+    let offer = |token: &str| {
+        let mut request = format!("ws://{}/api/ws", server.addr)
+            .into_client_request()
+            .unwrap();
+        let protocols = format!("oddsbus.bearer, oddsbus.token.{token}");
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", protocols.parse().unwrap());
+        tokio_tungstenite::connect_async(request)
+    };
+    let (_, response) = offer(&good).await.unwrap();
+    assert_eq!(response.status(), 101);
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "oddsbus.bearer"
+    );
+    let forged = token(json!({}), "another-secret");
+    match offer(&forged).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), 401),
+        other => panic!("expected 401, got {other:?}"),
+    }
+    let token_only = format!("oddsbus.token.{good}");
+    assert_eq!(
+        handshake_status(
+            &server,
+            "/api/ws",
+            &[("sec-websocket-protocol", &token_only)]
+        )
+        .await,
+        401,
+        "the token counts only with oddsbus.bearer offered"
+    );
+}

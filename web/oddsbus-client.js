@@ -93,8 +93,10 @@ export class OddsbusClient extends EventTarget {
     const query = new URLSearchParams({ topics: topics.join(",") });
     const since = Object.entries(this.#since(topics));
     if (since.length) query.set("since", since.map(([t, p]) => `${t}:${p.epoch}:${p.offset}`).join(","));
-    if (this.token()) query.set("token", this.token());
-    const socket = new WebSocket(`${this.url}?${query}`);
+    // The token rides in the subprotocols, not the URL, so no access log records it.
+    const token = this.token();
+    const protocols = token ? ["oddsbus.bearer", `oddsbus.token.${token}`] : [];
+    const socket = new WebSocket(`${this.url}?${query}`, protocols);
     this.socket = socket;
     let opened = false;
     socket.onopen = () => { opened = true; };

@@ -128,7 +128,8 @@ impl Auth {
     }
 
     /// The claims of a request browsers make with no way to set headers (a WebSocket, an
-    /// EventSource): its origin checked, its token in `?token=` or a bearer header.
+    /// EventSource): its origin checked, its token in `?token=`, in the WebSocket
+    /// subprotocols (see [`subprotocol_token`]) or a bearer header.
     pub fn admit(
         &self,
         headers: &HeaderMap,
@@ -138,7 +139,8 @@ impl Auth {
         let token = query
             .iter()
             .find(|(k, _)| k == "token")
-            .map(|(_, v)| v.as_str());
+            .map(|(_, v)| v.as_str())
+            .or_else(|| subprotocol_token(headers));
         self.claims(headers, token)
     }
 
@@ -173,6 +175,26 @@ fn is_same_host(origin: &str, host: &str) -> bool {
     origin
         .split_once("://")
         .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+}
+
+/// The subprotocol a WebSocket client offers to say it sends its token in the next one.
+pub const BEARER_PROTOCOL: &str = "oddsbus.bearer";
+
+/// A browser cannot set headers on a WebSocket, but it can offer subprotocols: a client that
+/// offers `oddsbus.bearer` and `oddsbus.token.JWT` sends its token where no URL (and so no
+/// proxy's access log) carries it. The server answers with `oddsbus.bearer`.
+pub fn subprotocol_token(headers: &HeaderMap) -> Option<&str> {
+    let offered = || {
+        let values = headers.get_all(header::SEC_WEBSOCKET_PROTOCOL).into_iter();
+        values
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+    };
+    if !offered().any(|p| p == BEARER_PROTOCOL) {
+        return None;
+    }
+    offered().find_map(|p| p.strip_prefix("oddsbus.token."))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

@@ -11,6 +11,7 @@ use warp::Reply;
 
 use super::commands::Subscription;
 use super::connection::{self, Greeting};
+use crate::auth::{subprotocol_token, BEARER_PROTOCOL};
 use crate::broker::Broker;
 use crate::metrics::label;
 use crate::protocol::{parse_topics, since_from_query, HttpError, HttpErrorCode, TopicSet};
@@ -102,7 +103,10 @@ fn admit(
         }
     };
     broker.connections.spawn_on(task, &broker.fanout);
-    Ok(switching_protocols(key))
+    Ok(switching_protocols(
+        key,
+        subprotocol_token(headers).is_some(),
+    ))
 }
 
 /// The connection's first subscription from `?topics=` (known and unknown names; `None`
@@ -151,10 +155,15 @@ fn initial_subscription(
 }
 
 /// The `101 Switching Protocols` reply for the client's key.
-fn switching_protocols(key: &HeaderValue) -> Response {
+/// The 101 reply; it selects `oddsbus.bearer` when the client offered its token that way.
+fn switching_protocols(key: &HeaderValue, bearer: bool) -> Response {
     let mut response = warp::reply().into_response();
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
+    if bearer {
+        let protocol = HeaderValue::from_static(BEARER_PROTOCOL);
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
