@@ -135,6 +135,35 @@ async fn details_come_only_with_applied_snapshots_as_on_a_single_node() {
     }
 }
 
+/// Redis holds no more than a node does: at most `--max-events` events in its state, the
+/// events written longest ago leaving first, and at most `--history-bytes` of log.
+#[tokio::test]
+async fn redis_keeps_the_events_and_log_bytes_a_node_would() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let small = TestServer::with(move |c| {
+        c.redis = Some(url);
+        c.max_events = 5;
+        c.history_bytes = 4096;
+    })
+    .await;
+    for event_id in 0..20 {
+        small.ingest_ok("betpawa", &[event_id], 2.0).await;
+    }
+    small.ingest_ok("sportybet", &[19], 2.0).await;
+    assert_eq!(redis.integer("HLEN oddsbus:state:betpawa"), 5);
+    assert_eq!(redis.integer("ZCARD oddsbus:recent"), 5);
+    assert_eq!(
+        redis.integer("HEXISTS oddsbus:state:betpawa 19"),
+        1,
+        "the latest stay"
+    );
+    let entries = redis.integer("XLEN oddsbus:log");
+    let bytes = redis.integer("HGET oddsbus:meta bytes");
+    assert!(entries < 21, "{entries} entries");
+    assert!(bytes <= 4096 + 1024, "{bytes} bytes in the log");
+}
+
 /// Redis forgets what nobody updated for `--event-ttl`, as every node's cache does, so its
 /// memory is bounded too: a node joining later does not load it.
 #[tokio::test]

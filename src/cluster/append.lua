@@ -6,23 +6,31 @@
 --
 -- KEYS: meta hash, log stream, then the source's state hash (odds) or the scrape lease
 --       (progress), the events' details hash, when each snapshot and details were last
---       written (a sorted set, for the state's age bound), and the ingest's idempotency key
--- ARGV: kind (odds|progress), deadline (Unix ms), epoch if none, the log's max entries and
---       max age (ms), the state's max age (ms), how long the idempotency key is kept (ms;
---       empty: no key), then, for odds, the source and the snapshots, each
+--       written (a sorted set, for the state's age bound), the ingest's idempotency key, and
+--       when each event was last written (a sorted set, for the state's count bound)
+-- ARGV: kind (odds|progress), deadline (Unix ms), epoch if none, the log's max entries, max
+--       age (ms) and max bytes, the state's max age (ms) and max events, the sources
+--       (comma-separated), how long the idempotency key is kept (ms; empty: no key), then,
+--       for odds, the source and the snapshots, each
 --       `EVENT MS M0 M1 TAIL` or, for an event's details, `e EVENT JSON`
 --       (MS: captured_at in ms since the year 0; TAIL: the snapshot's JSON after its id;
 --       M0..M1: where its markets lie in TAIL, from 0), or, for progress, the step's JSON,
 --       its mark (open: a run's first step, close: its last, orphan: the last, written for a
 --       run whose lease expired, or nothing) and its run id.
 local meta, log, state, lease, events, touched = KEYS[1], KEYS[2], KEYS[3], KEYS[3], KEYS[4], KEYS[5]
-local idempotency, kept_for = KEYS[6], ARGV[7]
+local idempotency, recent = KEYS[6], KEYS[7]
+local kind, deadline, new_epoch = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local log_entries, log_age, log_bytes = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local state_age, max_events, sources = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
+local kept_for = ARGV[10]
+-- Where the kind's own arguments start.
+local rest = 11
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 -- A caller that gave up (and answered 503) must never see its request applied later. The
 -- deadline leaves room for the work this call carries, so a script that starts finishes
 -- before the caller gives up.
-if now > tonumber(ARGV[2]) then
+if now > deadline then
   return redis.error_reply('EXPIRED the request reached Redis too late to finish in time')
 end
 -- A repeat of an ingest answers what the first one did, and applies nothing.
@@ -36,17 +44,17 @@ end
 local held_meta = redis.call('HMGET', meta, 'epoch', 'top', 'sid', 'last')
 local epoch = held_meta[1]
 if not epoch then
-  epoch = ARGV[3]
+  epoch = new_epoch
   redis.call('HSET', meta, 'epoch', epoch)
 end
 local top = tonumber(held_meta[2] or '0')
 local fields = nil
 local accepted, stale, changed = 0, 0, 0
 
-if ARGV[1] == 'progress' then
+if kind == 'progress' then
   -- The open run is kept in `meta` from its first step to its last, so that a run whose
   -- node died (its lease, KEYS[3], expired) can be ended `failed` by one other node.
-  local mark, run = ARGV[9], ARGV[10]
+  local mark, run = ARGV[rest + 1], ARGV[rest + 2]
   if mark == 'orphan' and (redis.call('HGET', meta, 'run') ~= run or redis.call('EXISTS', lease) == 1) then
     return {epoch, '', 0, 0, 0, 0}
   end
@@ -56,7 +64,7 @@ if ARGV[1] == 'progress' then
     redis.call('HDEL', meta, 'run')
   end
   changed = 1
-  fields = {'k', 'progress', 'j', ARGV[8]}
+  fields = {'k', 'progress', 'j', ARGV[rest]}
 else
   local sid = tonumber(held_meta[3] or '0')
   local lines = {}
@@ -87,12 +95,13 @@ else
     end
     local value = this .. ' ' .. ms .. ' ' .. m0 .. ' ' .. m1 .. ' ' .. tail
     redis.call('HSET', state, id, value)
-    redis.call('ZADD', touched, now, ARGV[8] .. ' ' .. id, now, '* ' .. id)
+    redis.call('ZADD', touched, now, ARGV[rest] .. ' ' .. id, now, '* ' .. id)
+    redis.call('ZADD', recent, now, id)
     lines[#lines + 1] = kind .. ' ' .. id .. ' ' .. value
     accepted = accepted + 1
     applied = true
   end
-  for i = 9, #ARGV do
+  for i = rest + 1, #ARGV do
     local item = ARGV[i]
     if string.sub(item, 1, 2) == 'e ' then
       -- An event's details, `e EVENT JSON`, right after its snapshot: the latest given with
@@ -112,7 +121,7 @@ else
   -- The state's bound, as each node's cache has it (--event-ttl): a few snapshots (`SOURCE
   -- EVENT`) and details (`* EVENT`) not updated for that long leave per append.
   local prefix = string.match(state, '^(.*:)')
-  local stale_before = now - tonumber(ARGV[6])
+  local stale_before = now - state_age
   for _, member in ipairs(redis.call('ZRANGEBYSCORE', touched, '-inf', stale_before, 'LIMIT', 0, 32)) do
     local source, id = string.match(member, '^(%S+) (%d+)$')
     if source == '*' then
@@ -122,25 +131,54 @@ else
     end
     redis.call('ZREM', touched, member)
   end
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', recent, '-inf', stale_before, 'LIMIT', 0, 32)) do
+    redis.call('ZREM', recent, id)
+  end
+  -- The count bound, as each node's cache has it (--max-events): the events written
+  -- longest ago leave, every source's snapshot and the details, a few per append.
+  local excess = redis.call('ZCARD', recent) - max_events
+  if excess > 0 then
+    for _, id in ipairs(redis.call('ZRANGE', recent, 0, math.min(excess, 64) - 1)) do
+      for source in string.gmatch(sources, '[^,]+') do
+        redis.call('HDEL', prefix .. source, id)
+        redis.call('ZREM', touched, source .. ' ' .. id)
+      end
+      redis.call('HDEL', events, id)
+      redis.call('ZREM', touched, '* ' .. id)
+      redis.call('ZREM', recent, id)
+    end
+  end
   if #lines > 0 then
-    fields = {'k', 'odds', 's', ARGV[8], 'd', table.concat(lines, '\n')}
+    fields = {'k', 'odds', 's', ARGV[rest], 'd', table.concat(lines, '\n')}
   end
 end
 
 local entry = ''
 if fields then
   top = top + changed
-  entry = redis.call('XADD', log, 'MAXLEN', '~', ARGV[4], string.format('%d-*', top),
-    'p', held_meta[4] or '0-0', 't', now, unpack(fields))
+  local size = 0
+  for _, field in ipairs(fields) do
+    size = size + #field
+  end
+  entry = redis.call('XADD', log, string.format('%d-*', top),
+    'p', held_meta[4] or '0-0', 't', now, 'b', size, unpack(fields))
+  local held = redis.call('HINCRBY', meta, 'bytes', size)
   redis.call('HSET', meta, 'top', string.format('%d', top), 'last', entry)
-  -- The age bound: at most a few of the oldest entries per append, so no call takes long.
-  local cutoff = now - tonumber(ARGV[5])
-  for _ = 1, 8 do
+  -- The bounds of the log (entries, age, bytes): a few of the oldest entries leave per
+  -- append, so no call takes long and the log converges to its bounds.
+  local cutoff = now - log_age
+  for _ = 1, 16 do
     local oldest = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)[1]
-    if not oldest or oldest[1] == entry or tonumber(oldest[2][4]) >= cutoff then
+    if not oldest or oldest[1] == entry then
+      break
+    end
+    local over = redis.call('XLEN', log) > log_entries or held > log_bytes
+      or tonumber(oldest[2][4]) < cutoff
+    if not over then
       break
     end
     redis.call('XDEL', log, oldest[1])
+    held = redis.call('HINCRBY', meta, 'bytes', -(tonumber(oldest[2][6]) or 0))
   end
 end
 if kept_for ~= '' then

@@ -12,13 +12,17 @@
 //! epoch, and a client recovers with `since` on any node.
 //!
 //! Redis holds, under `oddsbus:`:
-//! - `meta`: a hash with the `epoch`, the log's `top` offset, the `last` entry id and the
-//!   snapshot-id counter `sid`;
-//! - `log`: a stream, bounded by `--history-size` and `--history-ttl` (`log.rs`);
+//! - `meta`: a hash with the `epoch`, the log's `top` offset, the `last` entry id, the
+//!   snapshot-id counter `sid` and the log's `bytes`;
+//! - `log`: a stream, bounded by `--history-size`, `--history-ttl` and `--history-bytes`
+//!   (`log.rs`);
 //! - `state:SOURCE`: a hash per source, event id to its latest snapshot;
 //! - `events`: event id to the latest details given for it;
 //! - `touched`: when each snapshot and details were last written, so that the state forgets
 //!   what nobody updated for `--event-ttl`, as each node's cache does;
+//! - `recent`: when each event was last written, so that the state keeps at most
+//!   `--max-events` events, as each node's cache does;
+//! - `idempotency:SOURCE:KEY`: what an ingest with an `Idempotency-Key` stored;
 //! - `nodes`: a stream of members' heartbeats (`members.rs`), which is also how each node
 //!   checks that what it writes comes back through what it reads;
 //! - `scrape:lease` and `scrape:period`: who runs the scrape run, and who started the
@@ -55,6 +59,7 @@ const NODES: &str = "oddsbus:nodes";
 const LEASE: &str = "oddsbus:scrape:lease";
 const EVENTS: &str = "oddsbus:events";
 const TOUCHED: &str = "oddsbus:touched";
+const RECENT: &str = "oddsbus:recent";
 const PERIOD: &str = "oddsbus:scrape:period";
 
 fn state_key(source: &str) -> String {
@@ -103,6 +108,8 @@ struct Shared {
     history: HistoryLimits,
     /// How long the state keeps a snapshot nobody updates (`--event-ttl`).
     event_ttl: Duration,
+    /// How many events the state keeps (`--max-events`).
+    max_events: usize,
     sources: Vec<String>,
     /// The last log entry this node's cache applied.
     applied: watch::Sender<Option<EntryId>>,
@@ -148,6 +155,7 @@ impl Cluster {
                 append: Script::new(include_str!("append.lua")),
                 history: HistoryLimits::from_config(config),
                 event_ttl: config.event_ttl,
+                max_events: config.max_events,
                 sources: config.sources().into_iter().map(String::from).collect(),
                 applied: watch::channel(None).0,
                 seen: parking_lot::Mutex::default(),
@@ -199,7 +207,8 @@ impl Cluster {
             .key(state_key(source))
             .key(EVENTS)
             .key(TOUCHED)
-            .key(idempotency_key(source, key));
+            .key(idempotency_key(source, key))
+            .key(RECENT);
         let kept_for = key.map(|_| self.shared.history.ttl);
         self.arguments(&mut call, "odds", script_cost(items.len(), bytes), kept_for);
         call.arg(source);
@@ -231,7 +240,8 @@ impl Cluster {
             .key(LEASE)
             .key(EVENTS)
             .key(TOUCHED)
-            .key(idempotency_key("", None));
+            .key(idempotency_key("", None))
+            .key(RECENT);
         self.arguments(&mut call, "progress", script_cost(1, json.len()), None);
         call.arg(json).arg(mark).arg(progress.run_id.to_string());
         let stored = self.appended("step", call).await?;
@@ -255,12 +265,16 @@ impl Cluster {
         let epoch = uuid::Uuid::new_v4().simple().to_string();
         let history = self.shared.history;
         let kept_for = kept_for.map_or(String::new(), |ttl| ttl.as_millis().to_string());
+        let shared = &self.shared;
         call.arg(kind)
             .arg(deadline)
             .arg(&epoch[..12])
             .arg(history.size)
             .arg(history.ttl.as_millis() as u64)
-            .arg(self.shared.event_ttl.as_millis() as u64)
+            .arg(history.bytes)
+            .arg(shared.event_ttl.as_millis() as u64)
+            .arg(shared.max_events)
+            .arg(shared.sources.join(","))
             .arg(kept_for);
     }
 

@@ -44,6 +44,31 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The integer reply to an inline command (`HLEN oddsbus:state:betpawa`): how tests look
+    /// at what Redis itself holds.
+    pub fn integer(&self, command: &str) -> i64 {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("redis answers");
+        stream
+            .write_all(format!("{command}\r\n").as_bytes())
+            .expect("a command");
+        let mut line = || {
+            let mut reply = Vec::new();
+            let mut byte = [0u8; 1];
+            while !reply.ends_with(b"\r\n") {
+                stream.read_exact(&mut byte).expect("a reply");
+                reply.push(byte[0]);
+            }
+            String::from_utf8_lossy(&reply).trim().to_owned()
+        };
+        // An integer (`:N`), or a number sent as a bulk string (`$LEN`, then the text).
+        let first = line();
+        let text = match first.strip_prefix('$') {
+            Some(_) => line(),
+            None => first.trim_start_matches(':').to_owned(),
+        };
+        text.parse().unwrap_or_else(|_| panic!("{command}: {text}"))
+    }
+
     /// Freezes it (SIGSTOP): it holds its connections and answers nothing.
     pub fn freeze(&self) {
         self.signal("-STOP");
