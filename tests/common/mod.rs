@@ -381,11 +381,16 @@ impl WsClient {
     }
 
     /// The next message's text, which must arrive within [`WAIT`].
+    /// The server's heartbeat pings (every 20 s by default, so in any test a busy machine
+    /// makes long) are answered by tungstenite and skipped.
     pub async fn recv_text(&mut self) -> String {
-        match tokio::time::timeout(WAIT, self.stream.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => text.to_string(),
-            Ok(other) => panic!("expected a text frame, got {other:?}"),
-            Err(_) => panic!("no message within {WAIT:?}"),
+        loop {
+            match tokio::time::timeout(WAIT, self.stream.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) => return text.to_string(),
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(other) => panic!("expected a text frame, got {other:?}"),
+                Err(_) => panic!("no message within {WAIT:?}"),
+            }
         }
     }
 
