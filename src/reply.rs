@@ -84,7 +84,8 @@ impl Reply for HttpError {
             HttpErrorCode::TooManyConnections
             | HttpErrorCode::TooManyIngests
             | HttpErrorCode::TooManyStreams
-            | HttpErrorCode::BackplaneUnavailable => {
+            | HttpErrorCode::BackplaneUnavailable
+            | HttpErrorCode::OutcomeUnknown => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             HttpErrorCode::TooManyScrapes => {

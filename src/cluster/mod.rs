@@ -296,14 +296,23 @@ impl Cluster {
         metrics.redis_requests.get_or_create(&label("op", op)).inc();
         let reply = match reply {
             Ok(Ok(reply)) => reply,
-            Ok(Err(error)) => return Err(self.failed(op, error.to_string())),
-            Err(_) => return Err(self.failed(op, format!("no answer within {APPEND_TIMEOUT:?}"))),
+            // Refused by the script (past its deadline) or by the connection: not applied.
+            Ok(Err(error)) if error.code() == Some("EXPIRED") || error.is_connection_refusal() => {
+                return Err(self.failed(op, unavailable(error.to_string())));
+            }
+            // Sent, and no answer: the script may have run (a Redis starved of CPU can
+            // overrun the deadline's estimate), so the client is told it cannot be known.
+            Ok(Err(error)) => return Err(self.failed(op, unknown(error.to_string()))),
+            Err(_) => {
+                let reason = format!("no answer within {APPEND_TIMEOUT:?}");
+                return Err(self.failed(op, unknown(reason)));
+            }
         };
         metrics
             .redis_append_seconds
             .observe(started.elapsed().as_secs_f64());
         let (entry, stored) = append_reply(&reply)
-            .ok_or_else(|| self.failed(op, format!("unexpected reply {reply:?}")))?;
+            .ok_or_else(|| self.failed(op, unknown(format!("unexpected reply {reply:?}"))))?;
         if let Some(entry) = entry {
             let mut applied = self.shared.applied.subscribe();
             let wait = applied.wait_for(|applied| applied.is_some_and(|a| a >= entry));
@@ -316,14 +325,15 @@ impl Cluster {
         Ok(stored)
     }
 
-    fn failed(&self, op: &'static str, reason: String) -> HttpError {
+    /// Counts and logs an append that failed with `error`.
+    fn failed(&self, op: &'static str, error: HttpError) -> HttpError {
         self.shared
             .metrics
             .redis_errors
             .get_or_create(&label("op", op))
             .inc();
-        tracing::warn!(event = "cluster.append_failed", op, %reason);
-        unavailable(reason)
+        tracing::warn!(event = "cluster.append_failed", op, code = error.code.as_str(), reason = %error.message);
+        error
     }
 
     /// `Err` with the reason when this node cannot be trusted to deliver: its own heartbeat
@@ -340,6 +350,18 @@ impl Cluster {
     }
 }
 
+/// An append sent to Redis whose answer never came, or made no sense: it may have run.
+fn unknown(reason: String) -> HttpError {
+    HttpError::new(
+        HttpErrorCode::OutcomeUnknown,
+        format!(
+            "the cluster's Redis did not answer ({reason}); the write may or may not be \
+             applied: retry with the same Idempotency-Key"
+        ),
+    )
+}
+
+/// An append Redis refused, or that never reached it: nothing was applied.
 fn unavailable(reason: String) -> HttpError {
     HttpError::new(
         HttpErrorCode::BackplaneUnavailable,

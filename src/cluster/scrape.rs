@@ -103,8 +103,8 @@ impl Cluster {
         self.count(op);
         match tokio::time::timeout(super::APPEND_TIMEOUT, call.invoke_async(&mut commands)).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(self.failed(op, error.to_string())),
-            Err(_) => Err(self.failed(op, "no answer in time".into())),
+            Ok(Err(error)) => Err(self.failed(op, super::unavailable(error.to_string()))),
+            Err(_) => Err(self.failed(op, super::unavailable("no answer in time".into()))),
         }
     }
 

@@ -54,6 +54,9 @@ pub enum HttpErrorCode {
     TooManyScrapes,
     /// A cluster member cannot reach Redis in time: nothing was applied (503).
     BackplaneUnavailable,
+    /// A cluster member sent a write to Redis and gave up waiting for the answer: it may or
+    /// may not be applied; a retry with the same `Idempotency-Key` is safe (503).
+    OutcomeUnknown,
     /// The request's headers or body took longer than `--request-timeout` (408).
     RequestTimeout,
     /// A bug (500).
@@ -75,9 +78,8 @@ impl HttpErrorCode {
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
-            TooManyConnections | TooManyIngests | TooManyStreams | BackplaneUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            TooManyConnections | TooManyIngests | TooManyStreams | BackplaneUnavailable
+            | OutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
             TooManyScrapes => StatusCode::TOO_MANY_REQUESTS,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -110,6 +112,7 @@ impl HttpErrorCode {
             TooManyStreams => "too_many_streams",
             TooManyScrapes => "too_many_scrapes",
             BackplaneUnavailable => "backplane_unavailable",
+            OutcomeUnknown => "outcome_unknown",
             RequestTimeout => "request_timeout",
             Internal => "internal",
         }
