@@ -34,8 +34,14 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    Server::new(config).run(listener, shutdown_signal()).await;
-    ExitCode::SUCCESS
+    match Server::new(config).run(listener, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        // A configuration the cluster refuses: as a bad flag is, with 2.
+        Err(why) => {
+            eprintln!("oddsbus: {why}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM. The handlers are installed here, before the server

@@ -127,12 +127,13 @@ impl Server {
         &self.broker
     }
 
-    /// Serves on `listener` until `shutdown` completes, then shuts down in order.
+    /// Serves on `listener` until `shutdown` completes, then shuts down in order; `Err` if it
+    /// may not serve at all (a cluster member whose limits are not the cluster's).
     pub fn run(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> BoxFuture<'static, ()> {
+    ) -> BoxFuture<'static, Result<(), String>> {
         self.start(listener, Box::pin(shutdown))
     }
 
@@ -143,11 +144,15 @@ impl Server {
         self,
         listener: TcpListener,
         shutdown: BoxFuture<'static, ()>,
-    ) -> BoxFuture<'static, ()> {
+    ) -> BoxFuture<'static, Result<(), String>> {
         Box::pin(self.serve(listener, shutdown))
     }
 
-    async fn serve(self, listener: TcpListener, mut shutdown: BoxFuture<'static, ()>) {
+    async fn serve(
+        self,
+        listener: TcpListener,
+        mut shutdown: BoxFuture<'static, ()>,
+    ) -> Result<(), String> {
         let Server {
             broker,
             queue,
@@ -170,15 +175,17 @@ impl Server {
         let follow_stop = CancellationToken::new();
         if let Some(cluster) = &broker.cluster {
             let joined = join_cluster(&broker, cluster, &listener, follow_stop.clone());
-            tokio::select! {
-                () = joined => {}
-                () = &mut shutdown => {
-                    broker.shutdown.cancel();
-                    follow_stop.cancel();
-                    let grace = Duration::from_secs(broker.config.shutdown_grace_secs);
-                    wait_for(&broker.producers, grace, "producers").await;
-                    return;
-                }
+            // Ok(true): joined, serve; Ok(false): shut down before joining.
+            let outcome = tokio::select! {
+                joined = joined => joined.map(|()| true),
+                () = &mut shutdown => Ok(false),
+            };
+            if outcome != Ok(true) {
+                broker.shutdown.cancel();
+                follow_stop.cancel();
+                let grace = Duration::from_secs(broker.config.shutdown_grace_secs);
+                wait_for(&broker.producers, grace, "producers").await;
+                return outcome.map(|_| ());
             }
         }
         broker.producers.spawn(housekeeping(broker.clone()));
@@ -261,29 +268,32 @@ impl Server {
         broker.ws_close.cancel();
         wait_for(&broker.connections, grace, "websockets").await;
         tracing::info!(event = "server.stopped");
+        Ok(())
     }
 }
 
 /// Starts a cluster member's tasks (the log follower, heartbeats, the watch for runs whose
-/// node died) and completes once it has joined the log: serving an empty cache as if it were
-/// the cluster's would mislead every client.
+/// node died) and completes once it has joined the log (serving an empty cache as if it were
+/// the cluster's would mislead every client), or with why it may not.
 async fn join_cluster(
     broker: &Broker,
     cluster: &Cluster,
     listener: &TcpListener,
     follow_stop: CancellationToken,
-) {
+) -> Result<(), String> {
     if let Ok(addr) = listener.local_addr() {
         cluster.listening_on(addr.to_string());
     }
     let (cache, bus) = (broker.cache.clone(), broker.bus.clone());
     let tasks = &broker.producers;
     tasks.spawn(cluster::follow(cluster.clone(), cache, bus, follow_stop));
+    tracing::info!(event = "cluster.joining", node = %cluster.node());
+    // A node the cluster refuses is never listed among its members.
+    cluster.joined().await?;
     let (manager, stop) = (broker.manager.clone(), broker.shutdown.clone());
     tasks.spawn(cluster::heartbeat(cluster.clone(), manager, stop.clone()));
     tasks.spawn(cluster::watch_runs(cluster.clone(), stop));
-    tracing::info!(event = "cluster.joining", node = %cluster.node());
-    cluster.joined().await;
+    Ok(())
 }
 
 /// Every so often: drops events without an update for the TTL as they expire (writes

@@ -164,6 +164,80 @@ async fn redis_keeps_the_events_and_log_bytes_a_node_would() {
     assert!(bytes <= 4096 + 1024, "{bytes} bytes in the log");
 }
 
+/// The limits that trim the shared log and state are the first node's: a node started with
+/// another one refuses to join (exit 2, naming the flag) and changes nothing; the first node
+/// carries on.
+#[tokio::test]
+async fn a_node_with_other_limits_refuses_to_join() {
+    let redis = RedisServer::start();
+    let first = node(&redis).await;
+    first.ingest_ok("betpawa", &[1], 2.0).await;
+    let (entries, limits) = (
+        redis.integer("XLEN oddsbus:log"),
+        redis.integer("HSTRLEN oddsbus:meta limits"),
+    );
+    for (flag, value) in [("--history-size", "10"), ("--max-events", "5")] {
+        let args = [
+            "--listen",
+            "127.0.0.1:0",
+            "--redis",
+            &redis.url(),
+            flag,
+            value,
+        ]
+        .map(String::from);
+        let output = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_oddsbus"))
+                .args(args)
+                .env("ODDSBUS_LOG", "off")
+                .output()
+        });
+        let output = tokio::time::timeout(WAIT, output)
+            .await
+            .expect("the node exits at once")
+            .unwrap()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{flag} is {value} on this node")),
+            "{stderr}"
+        );
+    }
+    assert_eq!(
+        redis.integer("XLEN oddsbus:log"),
+        entries,
+        "nothing written"
+    );
+    assert_eq!(redis.integer("HSTRLEN oddsbus:meta limits"), limits);
+    first.ingest_ok("betpawa", &[2], 2.0).await;
+    eventually("the first node serves", || async {
+        first.get("/healthz").await.0 == 200
+    })
+    .await;
+}
+
+/// A node that meets limits other than its own in Redis (one that joined after Redis lost
+/// them, with other flags, set them first) writes nothing: 503, and the state is untouched.
+#[tokio::test]
+async fn a_write_under_limits_not_the_clusters_is_refused_whole() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    a.ingest_ok("betpawa", &[1], 2.0).await;
+    let other = r#"HSET oddsbus:meta limits "--history-size=10 --history-ttl=300""#;
+    assert_eq!(redis.integer(other), 0, "the field was there");
+    let (status, reply) = a
+        .ingest(&json!({"source": "betpawa", "snapshots": [common::snapshot(2, 2.0)]}))
+        .await;
+    assert_eq!(status, 503, "{reply}");
+    assert_eq!(reply["error"]["code"], "backplane_unavailable", "{reply}");
+    assert!(reply["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("--history-size=10"));
+    assert_eq!(redis.integer("HLEN oddsbus:state:betpawa"), 1);
+}
+
 /// Redis forgets what nobody updated for `--event-ttl`, as every node's cache does, so its
 /// memory is bounded too: a node joining later does not load it.
 #[tokio::test]

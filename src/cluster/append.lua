@@ -10,7 +10,8 @@
 --       when each event was last written (a sorted set, for the state's count bound)
 -- ARGV: kind (odds|progress), deadline (Unix ms), epoch if none, the log's max entries, max
 --       age (ms) and max bytes, the state's max age (ms) and max events, the sources
---       (comma-separated), how long the idempotency key is kept (ms; empty: no key), then,
+--       (comma-separated), how long the idempotency key is kept (ms; empty: no key), the
+--       limits those came from as the node's flags (`--history-size=N ...`), then,
 --       for odds, the source and the snapshots, each
 --       `EVENT MS M0 M1 TAIL` or, for an event's details, `e EVENT JSON`
 --       (MS: captured_at in ms since the year 0; TAIL: the snapshot's JSON after its id;
@@ -22,9 +23,9 @@ local idempotency, recent = KEYS[6], KEYS[7]
 local kind, deadline, new_epoch = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local log_entries, log_age, log_bytes = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local state_age, max_events, sources = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
-local kept_for = ARGV[10]
+local kept_for, limits = ARGV[10], ARGV[11]
 -- Where the kind's own arguments start.
-local rest = 11
+local rest = 12
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 -- A caller that gave up (and answered 503) must never see its request applied later. The
@@ -32,6 +33,14 @@ local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 -- before the caller gives up.
 if now > deadline then
   return redis.error_reply('EXPIRED the request reached Redis too late to finish in time')
+end
+-- The limits trim what every member reads: the first node's stand, and a node with others
+-- (one that joined after Redis lost them, before the others came back) writes nothing.
+local held_limits = redis.call('HGET', meta, 'limits')
+if not held_limits then
+  redis.call('HSET', meta, 'limits', limits)
+elseif held_limits ~= limits then
+  return redis.error_reply('LIMITS this node has ' .. limits .. ', the cluster ' .. held_limits)
 end
 -- A repeat of an ingest answers what the first one did, and applies nothing.
 if kept_for ~= '' then

@@ -49,7 +49,11 @@ pub async fn follow(cluster: Cluster, cache: OddsCache, bus: BusSender, stop: Ca
             result = follower.connect_and_follow() => result,
             () = stop.cancelled() => return,
         };
-        if let Err(error) = result {
+        if let Err(Stop::Refused(why)) = result {
+            follower.cluster.refuse(why);
+            return;
+        }
+        if let Err(Stop::Redis(error)) = result {
             let metrics = &follower.cluster.shared.metrics;
             metrics
                 .redis_errors
@@ -62,6 +66,19 @@ pub async fn follow(cluster: Cluster, cache: OddsCache, bus: BusSender, stop: Ca
             () = stop.cancelled() => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Why following stopped: Redis failed (it is retried), or this node may not follow.
+enum Stop {
+    Redis(redis::RedisError),
+    /// Its limits differ from the cluster's: the reason.
+    Refused(String),
+}
+
+impl From<redis::RedisError> for Stop {
+    fn from(error: redis::RedisError) -> Stop {
+        Stop::Redis(error)
     }
 }
 
@@ -78,7 +95,7 @@ struct Follower {
 }
 
 impl Follower {
-    async fn connect_and_follow(&mut self) -> RedisResult<()> {
+    async fn connect_and_follow(&mut self) -> Result<(), Stop> {
         let settings = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(BLOCK + SLACK));
@@ -95,7 +112,7 @@ impl Follower {
     }
 
     /// One blocking read of the log and the heartbeats, and what it found applied.
-    async fn read(&mut self, connection: &mut MultiplexedConnection) -> RedisResult<()> {
+    async fn read(&mut self, connection: &mut MultiplexedConnection) -> Result<(), Stop> {
         let mut pipe = redis::pipe();
         pipe.cmd("HMGET").arg(META).arg("epoch").arg("top");
         pipe.cmd("XREAD")
@@ -122,7 +139,7 @@ impl Follower {
                     self.nodes = stream_id.id;
                 } else if !self.apply(&stream_id) {
                     tracing::warn!(event = "cluster.fell_behind", last = %self.last, "entries left the log before this node read them; reloading");
-                    return self.reload(connection).await;
+                    return Ok(self.reload(connection).await?);
                 }
             }
         }
@@ -166,22 +183,34 @@ impl Follower {
         self.cluster.shared.applied.send_replace(Some(id));
     }
 
-    /// Joins the log: its epoch (set if Redis has none), the history it holds (published
-    /// again here, so clients recover on this node too), then the whole state.
-    async fn join(&mut self, connection: &mut MultiplexedConnection) -> RedisResult<()> {
+    /// Joins the log: its epoch and limits (set if Redis has none; refused if they are not
+    /// this node's), the history it holds (published again here, so clients recover on this
+    /// node too), then the whole state.
+    async fn join(&mut self, connection: &mut MultiplexedConnection) -> Result<(), Stop> {
         let candidate = uuid::Uuid::new_v4().simple().to_string();
+        let limits = &self.cluster.shared.limits;
         self.count("join");
-        let (_, (epoch, last)): (Value, (String, Option<String>)) = redis::pipe()
-            .cmd("HSETNX")
-            .arg(META)
-            .arg("epoch")
-            .arg(&candidate[..12])
-            .cmd("HMGET")
-            .arg(META)
-            .arg("epoch")
-            .arg("last")
-            .query_async(connection)
-            .await?;
+        let (_, _, (epoch, last, held)): (Value, Value, (String, Option<String>, String)) =
+            redis::pipe()
+                .atomic()
+                .cmd("HSETNX")
+                .arg(META)
+                .arg("epoch")
+                .arg(&candidate[..12])
+                .cmd("HSETNX")
+                .arg(META)
+                .arg("limits")
+                .arg(limits)
+                .cmd("HMGET")
+                .arg(META)
+                .arg("epoch")
+                .arg("last")
+                .arg("limits")
+                .query_async(connection)
+                .await?;
+        if let Some(why) = super::differing_limit(limits, &held) {
+            return Err(Stop::Refused(why));
+        }
         let last: EntryId = last.and_then(|l| l.parse().ok()).unwrap_or_default();
         if self.epoch.is_some() {
             self.cache.clear();

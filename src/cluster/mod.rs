@@ -13,7 +13,8 @@
 //!
 //! Redis holds, under `oddsbus:`:
 //! - `meta`: a hash with the `epoch`, the log's `top` offset, the `last` entry id, the
-//!   snapshot-id counter `sid` and the log's `bytes`;
+//!   snapshot-id counter `sid`, the log's `bytes`, and the `limits` every member shares
+//!   ([`shared_limits`]);
 //! - `log`: a stream, bounded by `--history-size`, `--history-ttl` and `--history-bytes`
 //!   (`log.rs`);
 //! - `state:SOURCE`: a hash per source, event id to its latest snapshot;
@@ -90,6 +91,49 @@ fn idempotency_key(source: &str, key: Option<&str>) -> String {
     }
 }
 
+/// The flags that bound what Redis holds for every member, as `--flag=value ...`: each
+/// node trims the one log and state by them, so they are the first node's, kept in `meta`;
+/// a node started with others refuses to join ([`differing_limit`]) and, should it meet
+/// them later (Redis lost them), the append script refuses its writes.
+fn shared_limits(config: &Config) -> String {
+    format!(
+        "--history-size={} --history-ttl={} --history-bytes={} --event-ttl={} --max-events={}",
+        config.history_size,
+        config.history_ttl.as_secs_f64(),
+        config.history_bytes,
+        config.event_ttl.as_secs_f64(),
+        config.max_events,
+    )
+}
+
+/// Why a node whose limits are `ours` cannot join a cluster whose limits are `held`: the
+/// first flag that differs, or `None` when they agree.
+fn differing_limit(ours: &str, held: &str) -> Option<String> {
+    if ours == held {
+        return None;
+    }
+    let value = |limits: &'_ str, flag: &str| {
+        let found = limits.split(' ').find_map(|pair| pair.strip_prefix(flag));
+        found
+            .and_then(|rest| rest.strip_prefix('='))
+            .map(str::to_owned)
+    };
+    let differs = ours.split(' ').find_map(|pair| {
+        let (flag, mine) = pair.split_once('=')?;
+        let theirs = value(held, flag).unwrap_or_else(|| "unset".into());
+        (theirs != mine).then(|| {
+            format!(
+                "{flag} is {mine} on this node but {theirs} in the cluster (set by the first \
+                 node to join); start every node with the same {flag}"
+            )
+        })
+    });
+    Some(
+        differs
+            .unwrap_or_else(|| format!("the cluster's limits are `{held}`, this node's `{ours}`")),
+    )
+}
+
 /// A cluster member's handle on Redis. Cheap to clone.
 #[derive(Clone)]
 pub struct Cluster {
@@ -106,6 +150,11 @@ struct Shared {
     commands: RedisConnection,
     append: Script,
     history: HistoryLimits,
+    /// What the limits are, as [`shared_limits`] writes them.
+    limits: String,
+    /// Why this node may not be a member (its limits differ from the cluster's), once the
+    /// follower found it.
+    refused: watch::Sender<Option<String>>,
     /// How long the state keeps a snapshot nobody updates (`--event-ttl`).
     event_ttl: Duration,
     /// How many events the state keeps (`--max-events`).
@@ -154,6 +203,8 @@ impl Cluster {
                 commands,
                 append: Script::new(include_str!("append.lua")),
                 history: HistoryLimits::from_config(config),
+                limits: shared_limits(config),
+                refused: watch::channel(None).0,
                 event_ttl: config.event_ttl,
                 max_events: config.max_events,
                 sources: config.sources().into_iter().map(String::from).collect(),
@@ -175,11 +226,24 @@ impl Cluster {
         *self.shared.address.lock() = address;
     }
 
-    /// Completes once the follower has joined the log (loaded the state) for the first time.
-    pub async fn joined(&self) {
+    /// Completes once the follower has joined the log (loaded the state) for the first time,
+    /// or with why it may not (its limits differ from the cluster's).
+    pub async fn joined(&self) -> Result<(), String> {
         let mut applied = self.shared.applied.subscribe();
-        // The sender lives as long as `self`.
-        let _ = applied.wait_for(Option::is_some).await;
+        let mut refused = self.shared.refused.subscribe();
+        // The senders live as long as `self`.
+        tokio::select! {
+            _ = applied.wait_for(Option::is_some) => Ok(()),
+            why = refused.wait_for(Option::is_some) => {
+                Err(why.map_or_else(|_| "refused".into(), |why| why.clone().unwrap_or_default()))
+            }
+        }
+    }
+
+    /// Stops this node from being taken for a member: `why` in its health from now on.
+    fn refuse(&self, why: String) {
+        tracing::error!(event = "cluster.limits_differ", reason = %why);
+        self.shared.refused.send_replace(Some(why));
     }
 
     /// Appends an ingest of `source`. Returns once this node's cache has applied it (so its
@@ -275,7 +339,8 @@ impl Cluster {
             .arg(shared.event_ttl.as_millis() as u64)
             .arg(shared.max_events)
             .arg(shared.sources.join(","))
-            .arg(kept_for);
+            .arg(kept_for)
+            .arg(&shared.limits);
     }
 
     /// Runs an append within [`APPEND_TIMEOUT`], then waits (within what is left of it) for
@@ -296,8 +361,12 @@ impl Cluster {
         metrics.redis_requests.get_or_create(&label("op", op)).inc();
         let reply = match reply {
             Ok(Ok(reply)) => reply,
-            // Refused by the script (past its deadline) or by the connection: not applied.
-            Ok(Err(error)) if error.code() == Some("EXPIRED") || error.is_connection_refusal() => {
+            // Refused by the script (past its deadline, or this node's limits are not the
+            // cluster's) or by the connection: not applied.
+            Ok(Err(error))
+                if matches!(error.code(), Some("EXPIRED" | "LIMITS"))
+                    || error.is_connection_refusal() =>
+            {
                 return Err(self.failed(op, unavailable(error.to_string())));
             }
             // Sent, and no answer: the script may have run (a Redis starved of CPU can
@@ -336,9 +405,13 @@ impl Cluster {
         error
     }
 
-    /// `Err` with the reason when this node cannot be trusted to deliver: its own heartbeat
-    /// has not come back through its log follower within 1.5 s (`DEGRADED_AFTER`).
+    /// `Err` with the reason when this node cannot be trusted to deliver: its limits are not
+    /// the cluster's, or its own heartbeat has not come back through its log follower within
+    /// 1.5 s (`DEGRADED_AFTER`).
     pub fn health(&self) -> Result<(), String> {
+        if let Some(why) = &*self.shared.refused.borrow() {
+            return Err(why.clone());
+        }
         match *self.shared.seen.lock() {
             Some(seen) if seen.elapsed() < members::DEGRADED_AFTER => Ok(()),
             Some(seen) => Err(format!(

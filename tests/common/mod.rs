@@ -70,7 +70,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub broker: Broker,
     shutdown: Option<oneshot::Sender<()>>,
-    handle: Option<JoinHandle<()>>,
+    handle: Option<JoinHandle<Result<(), String>>>,
     pub http: reqwest::Client,
 }
 
@@ -232,7 +232,8 @@ impl TestServer {
             tokio::time::timeout(WAIT, handle)
                 .await
                 .expect("server did not shut down in time")
-                .unwrap();
+                .unwrap()
+                .expect("the server refused to start");
         }
     }
 }
