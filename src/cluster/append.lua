@@ -114,10 +114,11 @@ else
     local item = ARGV[i]
     if string.sub(item, 1, 2) == 'e ' then
       -- An event's details, `e EVENT JSON`, right after its snapshot: the latest given with
-      -- an applied snapshot win; logged for the followers.
+      -- an applied snapshot win, kept as `SOURCE JSON` (whose they are decides whose
+      -- kickoff is trusted); logged for the followers.
       if applied then
         local id, json = string.match(item, '^e (%d+) (.*)$')
-        redis.call('HSET', events, id, json)
+        redis.call('HSET', events, id, ARGV[rest] .. ' ' .. json)
         lines[#lines + 1] = item
       end
     else

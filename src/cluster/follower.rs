@@ -9,6 +9,7 @@
 //! its cache is cleared first) and reloads when it finds that entries it had not read left
 //! the log (it fell behind); either way its subscribers get `resync`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,10 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::log::{self, Body, Entry, EntryId};
 use super::{state_key, Cluster, EVENTS, LOG, META, NODES};
-use crate::cache::{Logged, OddsCache};
+use crate::cache::{Details, Logged, OddsCache};
 use crate::dispatcher::{BusEvent, BusSender};
 use crate::metrics::label;
-use crate::protocol::HOME_SOURCE;
 
 /// How long one blocking read waits for new entries. The connection's response timeout is
 /// longer by [`SLACK`], so a read only times out when Redis stopped answering (the redis
@@ -345,19 +345,21 @@ impl Follower {
         let mut cursor = 0u64;
         loop {
             let (next, pairs) = self.scan(connection, EVENTS, cursor).await?;
-            let details =
-                pairs
-                    .iter()
-                    .filter_map(|(event_id, json)| match log::details_value(json) {
-                        Ok(details) => Some((*event_id, details)),
-                        Err(error) => {
-                            tracing::error!(event = "cluster.bad_state", event_id, %error);
-                            None
-                        }
-                    });
-            // The state keeps the latest details given, not who gave them: loaded as the
-            // home bookmaker's.
-            self.cache.set_details(HOME_SOURCE, details.collect());
+            let mut by_source: HashMap<&str, Vec<(u64, Arc<Details>)>> = HashMap::new();
+            for (event_id, value) in &pairs {
+                match log::held_details(value) {
+                    Ok((source, details)) => {
+                        by_source
+                            .entry(source)
+                            .or_default()
+                            .push((*event_id, details));
+                    }
+                    Err(error) => tracing::error!(event = "cluster.bad_state", event_id, %error),
+                }
+            }
+            for (source, details) in by_source {
+                self.cache.set_details(source, details);
+            }
             cursor = next;
             if cursor == 0 {
                 break;

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::cache::{Details, Encoded, Logged, StoredSnapshot};
-use crate::protocol::{ScrapeProgress, Timestamp};
+use crate::protocol::{ScrapeProgress, Timestamp, HOME_SOURCE};
 
 /// Milliseconds from 0000-01-01 to 1970-01-01: MS is never negative.
 const YEAR_ZERO_MS: i64 = 62_167_219_200_000;
@@ -152,7 +152,19 @@ pub fn details_item(event_id: u64, details: &Details) -> Vec<u8> {
     [format!("e {event_id} ").as_bytes(), &details.json].concat()
 }
 
-/// Reads details as the `events` hash and the log keep them: their JSON.
+/// Reads details as the `events` hash keeps them: `SOURCE JSON`, whose they are and what
+/// (the home bookmaker's when no source is written, as before sources were kept).
+pub fn held_details(value: &[u8]) -> Result<(&str, Arc<Details>), String> {
+    if value.first() == Some(&b'{') {
+        return Ok((HOME_SOURCE, details_value(value)?));
+    }
+    let space = value.iter().position(|&b| b == b' ');
+    let (source, json) = value.split_at(space.ok_or("event details without a source")?);
+    let source = std::str::from_utf8(source).map_err(|_| "a source that is not UTF-8")?;
+    Ok((source, details_value(&json[1..])?))
+}
+
+/// Reads details as the log carries them: their JSON.
 pub fn details_value(json: &[u8]) -> Result<Arc<Details>, String> {
     #[derive(Deserialize)]
     struct Kickoff {
@@ -210,6 +222,19 @@ mod tests {
             }],
             event: None,
         }
+    }
+
+    #[test]
+    fn held_details_say_whose_they_are() {
+        let json = br#"{"kickoff":"2026-12-01T10:00:00Z"}"#;
+        let value = [b"bet9ja ".as_slice(), json].concat();
+        let (source, details) = held_details(&value).unwrap();
+        assert_eq!(source, "bet9ja");
+        assert_eq!(details.json.as_ref(), json);
+        assert!(details.kickoff.is_some());
+        // As written before sources were kept.
+        assert_eq!(held_details(json).unwrap().0, HOME_SOURCE);
+        assert!(held_details(b"bet9ja").is_err());
     }
 
     #[test]

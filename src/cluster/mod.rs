@@ -18,7 +18,7 @@
 //! - `log`: a stream, bounded by `--history-size`, `--history-ttl` and `--history-bytes`
 //!   (`log.rs`);
 //! - `state:SOURCE`: a hash per source, event id to its latest snapshot;
-//! - `events`: event id to the latest details given for it;
+//! - `events`: event id to the latest details given for it, with whose they are;
 //! - `touched`: when each snapshot and details were last written, so that the state forgets
 //!   what nobody updated for `--event-ttl`, as each node's cache does;
 //! - `recent`: when each event was last written, so that the state keeps at most
