@@ -27,8 +27,9 @@ const $ = (selector) => document.querySelector(selector);
 
 // ---- access token ------------------------------------------------------------------------
 // A broker started with --auth-secret needs a token: from the page's address (/#token=...,
-// which never reaches a server log) or typed in; kept for this tab only. It goes in `?token=`
-// where a header cannot (WebSocket, EventSource) and as a bearer on reads.
+// which never reaches a server log) or typed in; kept for this tab only. It goes as a bearer
+// on reads and the scrape stream, and as a subprotocol on the WebSocket (the client module):
+// never in a URL.
 
 const TOKEN_KEY = "oddsbus-token";
 const fromAddress = new URLSearchParams(location.hash.slice(1)).get("token");
@@ -37,8 +38,7 @@ if (fromAddress) {
   history.replaceState(null, "", location.pathname + location.search);
 }
 const token = () => sessionStorage.getItem(TOKEN_KEY) ?? "";
-const withToken = (url) => (token() ? `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token())}` : url);
-const read = (url) => fetch(url, token() ? { headers: { authorization: `Bearer ${token()}` } } : {});
+const read = (url, signal) => fetch(url, { signal, headers: token() ? { authorization: `Bearer ${token()}` } : {} });
 
 const bus = new OddsbusClient({ topics: TOPICS, token });
 
@@ -266,28 +266,55 @@ function showProgress(progress) {
   $("#run-status").dataset.phase = done ? progress.phase : "running";
 }
 
-$("#scrape").addEventListener("click", () => {
+// The stream is read with fetch rather than EventSource, which cannot send the token as a
+// header (in the URL, proxies would log it) and reconnects by itself (starting another run).
+$("#scrape").addEventListener("click", async () => {
   if (state.scrape) return;
   const button = $("#scrape");
   button.disabled = true;
-  const stream = new EventSource(withToken("/api/scrape/stream"));
-  state.scrape = stream;
-  const finish = () => {
-    stream.close(); // EventSource would otherwise reconnect, starting another run
+  state.scrape = new AbortController();
+  try {
+    const response = await read("/api/scrape/stream", state.scrape.signal);
+    if (!response.ok) {
+      const reply = await response.json().catch(() => null);
+      log(reply?.error?.message ?? `the scrape stream was refused (${response.status})`);
+      return;
+    }
+    for await (const data of serverEvents(response.body)) {
+      const progress = JSON.parse(data);
+      showProgress(progress);
+      if (progress.phase === "completed" || (progress.phase === "failed" && !progress.platform)) break;
+    }
+  } catch (error) {
+    log(`the scrape stream was cut: ${error.message}`);
+  } finally {
+    state.scrape.abort();
     state.scrape = null;
     button.disabled = false;
-  };
-  stream.onmessage = (event) => {
-    const progress = JSON.parse(event.data);
-    showProgress(progress);
-    if (progress.phase === "completed" || (progress.phase === "failed" && !progress.platform)) finish();
-  };
-  stream.onerror = () => {
-    if (!state.scrape) return;
-    log("the scrape stream was refused or cut: with --auth-secret, starting a run needs a token with the scrape claim");
-    finish();
-  };
+  }
 });
+
+/** The `data` of each event in a Server-Sent Events body (comments and other fields skipped). */
+async function* serverEvents(body) {
+  const lines = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffered = "";
+  let data = [];
+  for (;;) {
+    const { value, done } = await lines.read();
+    if (done) return;
+    buffered += value;
+    const complete = buffered.split(/\r?\n/);
+    buffered = complete.pop();
+    for (const line of complete) {
+      if (line === "") {
+        if (data.length) yield data.join("\n");
+        data = [];
+      } else if (line.startsWith("data:")) {
+        data.push(line.slice(line.startsWith("data: ") ? 6 : 5));
+      }
+    }
+  }
+}
 
 $("#token").value = token();
 $("#token-form").addEventListener("submit", (event) => {

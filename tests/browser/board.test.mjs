@@ -148,6 +148,10 @@ test("the board with access control", async (t) => {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   const pageErrors = [];
   page.on("pageerror", (error) => pageErrors.push(error.message));
+  // What a proxy's access log would record: no request may carry the token in its address.
+  const addresses = [];
+  page.on("request", (request) => addresses.push(request.url()));
+  page.on("websocket", (socket) => addresses.push(socket.url()));
   const board = jwt({ sub: "board", scrape: true }, secret);
   try {
     await ingest(base, "betpawa", 601, 2.05, jwt({ sub: "scraper", ingest: true }, secret));
@@ -162,6 +166,10 @@ test("the board with access control", async (t) => {
     await t.test("Scrape now starts a run with the token's scrape claim", async () => {
       await page.click("#scrape");
       await page.waitForSelector('#run-status[data-phase="completed"]', { timeout: 30000 });
+      assert.ok(addresses.some((address) => address.includes("/api/scrape/stream")));
+      assert.ok(addresses.some((address) => address.includes("/api/ws")));
+      const leaked = addresses.filter((address) => address.includes(board) || address.includes("token="));
+      assert.deepEqual(leaked, [], "no token in any address the page requested");
     });
 
     await t.test("without a token the page says why, and a typed token connects it", async () => {
