@@ -10,6 +10,7 @@
 //! message and gets `resync` ([`Delivery::Lagged`]), so what it holds stays bounded.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -44,8 +45,11 @@ pub enum Delivery {
 }
 
 /// What joining a topic gave: the reply's position for it, and whether `since` recovered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Joined {
+    /// The epoch `position` is in, read with it: a client told the new offset after a
+    /// restart must be told the new epoch too.
+    pub epoch: Arc<str>,
     /// Every message after this offset is delivered, none at or before it.
     pub position: u64,
     /// Whether the requested `since` was honoured.
@@ -121,15 +125,15 @@ impl Subscriber {
     pub fn join(&mut self, topic: Topic, since: Option<&Position>) -> Joined {
         let manager = self.manager.clone();
         let mut log = manager.log(topic);
+        // A restart changes it while holding every topic's log, this one's too.
+        let epoch = manager.epoch();
         let top = log.history.top();
         let held = self.topics.contains(topic);
         let given = self.last[topic.index()];
         let current = if held { given } else { top };
         let (position, recovery) = match since {
             None => (current, None),
-            Some(s) if s.epoch != manager.epoch() || s.offset > top => {
-                (current, Some(Err(("epoch", 0))))
-            }
+            Some(s) if s.epoch != epoch || s.offset > top => (current, Some(Err(("epoch", 0)))),
             // Held: everything after what it was given is in its receiver already.
             Some(s) if held => (given.max(s.offset), Some(Ok(0))),
             Some(s) => match log.history.since(s.offset, Instant::now()) {
@@ -168,6 +172,7 @@ impl Subscriber {
             None => false,
         };
         Joined {
+            epoch,
             position,
             recovered,
         }
@@ -416,6 +421,7 @@ mod tests {
         assert_eq!(
             joined,
             Joined {
+                epoch: manager.epoch(),
                 position: 1,
                 recovered: true
             }
@@ -448,6 +454,7 @@ mod tests {
         assert_eq!(
             a.join(ODDS, Some(&stale)),
             Joined {
+                epoch: manager.epoch(),
                 position: 5,
                 recovered: false
             }

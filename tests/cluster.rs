@@ -250,6 +250,19 @@ async fn redis_restarted_empty_means_a_new_epoch_resync_and_caches_that_converge
         "every node in the new epoch"
     );
     assert_eq!(read_odds(&a, 5).await, read_odds(&b, 5).await);
+
+    // The connection from the old epoch is told positions in the new one, and they recover.
+    client
+        .send_json(json!({"type": "subscribe", "topics": ["odds_updates"]}))
+        .await;
+    let subscribed = client.recv_type("subscribed").await;
+    let (epoch, offset) = position(&subscribed, "odds_updates");
+    assert_eq!(epoch, new_epoch, "{subscribed}");
+    a.ingest_ok("betpawa", &[6], 2.0).await;
+    let since = format!("?topics=odds_updates&since=odds_updates:{epoch}:{offset}");
+    let (mut again, ack) = b.ws_acked(&since).await;
+    assert_eq!(ack["recovered"], json!(["odds_updates"]), "{ack}");
+    again.recv_ids(&[6]).await;
 }
 
 #[tokio::test]

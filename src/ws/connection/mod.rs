@@ -101,7 +101,6 @@ pub async fn serve(
             ),
             refused: 0,
             subscription,
-            epoch: broker.manager.epoch(),
             lagged_at: None,
             expires: expires.map(|left| tokio::time::Instant::now() + left),
         };
@@ -142,8 +141,6 @@ struct Connection {
     refused: u32,
     /// What the client is subscribed to and may subscribe to; `subscriber` follows it.
     subscription: Subscription,
-    /// The topics' epoch, for the positions of replies.
-    epoch: std::sync::Arc<str>,
     /// When it last fell more than `--max-lag-bytes` behind.
     lagged_at: Option<Instant>,
     /// When its token expires (plus the leeway): it is closed then.
@@ -234,11 +231,10 @@ impl Connection {
         let mut recovered = TopicSet::default();
         for (topic, since) in topics {
             let joined = self.subscriber.join(topic, since.as_ref());
-            let epoch = self.epoch.clone();
             positions.insert(
                 topic,
                 Position {
-                    epoch,
+                    epoch: joined.epoch,
                     offset: joined.position,
                 },
             );
