@@ -13,16 +13,14 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Auth;
 use crate::bucket::TokenBucket;
 use crate::cache::{CacheLimits, OddsCache};
-use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::dispatcher::{self, BusReceiver, BusSender};
+use crate::engine::Engine;
 use crate::history::HistoryLimits;
-use crate::idempotency::Recent;
 use crate::manager::ConnectionManager;
 use crate::metrics::Metrics;
 use crate::prices::PriceHistory;
 use crate::scrape::{OddsSource, ScrapeCoordinator, ScrapeSettings};
-use crate::writer::Writer;
 
 /// Handle to the broker's shared parts, cloned into every route and connection task.
 #[derive(Clone, Debug)]
@@ -31,10 +29,9 @@ pub struct Broker {
     pub config: Arc<Config>,
     /// The odds store: what reads are served from.
     pub cache: OddsCache,
-    /// Where ingests and scrape runs write: the cache, or the cluster's log.
-    pub writer: Writer,
-    /// This node's handle on the cluster, when it is a member (`--redis`).
-    pub cluster: Option<Cluster>,
+    /// Where ingests and scrape runs write, and what says whether the node may serve: its
+    /// own cache, or the cluster's log in Redis (`--redis`).
+    pub engine: Engine,
     /// How the odds moved, for the charts and the biggest moves.
     pub prices: PriceHistory,
     /// Topic channels and the connection registry.
@@ -130,25 +127,13 @@ impl Broker {
             batch_size: usize::from(config.scrape_batch_size),
             concurrency: usize::from(config.scrape_concurrency),
         };
-        let cluster =
-            config
-                .redis
-                .as_deref()
-                .map(|url| match Cluster::new(&config, url, metrics.clone()) {
-                    Ok(cluster) => cluster,
-                    Err(error) => panic!("{error}"),
-                });
-        let writer = match &cluster {
-            Some(cluster) => Writer::Cluster(cluster.clone()),
-            None => Writer::Local {
-                cache: cache.clone(),
-                bus: bus.clone(),
-                recent: Arc::new(parking_lot::Mutex::new(Recent::new(config.history_ttl))),
-            },
+        let engine = match Engine::new(&config, &cache, &bus, metrics.clone()) {
+            Ok(engine) => engine,
+            Err(error) => panic!("{error}"),
         };
         let scrape = ScrapeCoordinator::new(
             source,
-            writer.clone(),
+            engine.clone(),
             settings,
             shutdown.clone(),
             producers.clone(),
@@ -161,8 +146,7 @@ impl Broker {
             auth: Arc::new(Auth::from_config(&config)),
             config: Arc::new(config),
             cache,
-            writer,
-            cluster,
+            engine,
             prices,
             manager,
             metrics,

@@ -31,9 +31,7 @@
 //! | `reply.rs` | JSON replies and errors, for HTTP routes and the WebSocket handshake alike |
 //! | `ws/` | `GET /api/ws`: `admission.rs` (handshake, limits, auth), `connection/` (the task; `closing.rs`: how it ends), `commands.rs` (client messages as a pure function) |
 //! | `scrape/` | scrape runs: the [`OddsSource`] trait, the coordinator, the simulated market and its fixtures |
-//! | `writer.rs` | where ingests and scrape runs write: the cache, or a cluster's log |
-//! | `idempotency.rs` | `Idempotency-Key`: what keyed ingests stored, so a retry applies nothing twice |
-//! | `cluster/` | scale-out on Redis (`--redis`): the append script, the log follower, heartbeats and health, scrape leases |
+//! | `engine/` | the [`Engine`]: where ingests and scrape steps are written, the scrape lease, health and members; `local.rs` a single node's (its cache, and `idempotency.rs` for `Idempotency-Key`), `redis/` a cluster member's (`--redis`: the append script, the log follower, heartbeats, scrape leases) |
 //! | `prices/` | how the odds moved: the price history behind `/api/events/{id}/history` and `/api/moves` |
 //! | `auth.rs` | optional tokens (HS256 JWT) and allowed origins |
 //! | `bucket.rs` | the token bucket behind the dispatcher's pacing and the client message rate |
@@ -62,15 +60,13 @@ mod broker;
 #[cfg(feature = "server")]
 mod bucket;
 #[cfg(feature = "server")]
-mod cluster;
-#[cfg(feature = "server")]
 mod dispatcher;
+#[cfg(feature = "server")]
+mod engine;
 #[cfg(feature = "server")]
 mod history;
 #[cfg(feature = "server")]
 mod http;
-#[cfg(feature = "server")]
-mod idempotency;
 #[cfg(feature = "server")]
 mod manager;
 #[cfg(feature = "server")]
@@ -87,8 +83,6 @@ mod server;
 mod subscriber;
 #[cfg(feature = "server")]
 mod web;
-#[cfg(feature = "server")]
-mod writer;
 #[cfg(feature = "server")]
 mod ws;
 
@@ -108,12 +102,12 @@ pub use protocol::{
 #[cfg(feature = "server")]
 pub use broker::Broker;
 #[cfg(feature = "server")]
-pub use cluster::{Cluster, Member};
-#[cfg(feature = "server")]
 pub use dispatcher::{
     bus_channel, create_cache_update_bridge, run_dispatcher, BusEvent, BusReceiver, BusSender,
     Coalescing,
 };
+#[cfg(feature = "server")]
+pub use engine::{Cluster, Engine, Member, Node, Stored};
 #[cfg(feature = "server")]
 pub use history::{HistoryLimits, Published};
 #[cfg(feature = "server")]
@@ -124,5 +118,3 @@ pub use scrape::{OddsSource, ScrapeCoordinator, SimulatedSettings, SimulatedSour
 pub use server::Server;
 #[cfg(feature = "server")]
 pub use subscriber::{Delivery, Joined, Subscriber};
-#[cfg(feature = "server")]
-pub use writer::{Stored, Writer};

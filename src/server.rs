@@ -38,9 +38,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
-use crate::cluster::{self, Cluster};
 use crate::config::{Config, SourceKind};
 use crate::dispatcher::{self, BusReceiver, Coalescing};
+use crate::engine::Node;
 use crate::http;
 use crate::metrics::label;
 use crate::protocol::Topic;
@@ -173,20 +173,26 @@ impl Server {
         }
         // Stopped once in-flight HTTP requests are done: an ingest waits for its entry.
         let follow_stop = CancellationToken::new();
-        if let Some(cluster) = &broker.cluster {
-            let joined = join_cluster(&broker, cluster, &listener, follow_stop.clone());
-            // Ok(true): joined, serve; Ok(false): shut down before joining.
-            let outcome = tokio::select! {
-                joined = joined => joined.map(|()| true),
-                () = &mut shutdown => Ok(false),
-            };
-            if outcome != Ok(true) {
-                broker.shutdown.cancel();
-                follow_stop.cancel();
-                let grace = Duration::from_secs(broker.config.shutdown_grace_secs);
-                wait_for(&broker.producers, grace, "producers").await;
-                return outcome.map(|_| ());
-            }
+        let node = Node {
+            address: listener.local_addr().ok().map(|addr| addr.to_string()),
+            cache: &broker.cache,
+            bus: &broker.bus,
+            manager: &broker.manager,
+            tasks: &broker.producers,
+            shutdown: &broker.shutdown,
+            follow_stop: &follow_stop,
+        };
+        // Ok(true): the node may serve; Ok(false): shut down before it could.
+        let outcome = tokio::select! {
+            started = broker.engine.start(node) => started.map(|()| true),
+            () = &mut shutdown => Ok(false),
+        };
+        if outcome != Ok(true) {
+            broker.shutdown.cancel();
+            follow_stop.cancel();
+            let grace = Duration::from_secs(broker.config.shutdown_grace_secs);
+            wait_for(&broker.producers, grace, "producers").await;
+            return outcome.map(|_| ());
         }
         broker.producers.spawn(housekeeping(broker.clone()));
         if !broker.config.scrape_interval.is_zero() {
@@ -270,30 +276,6 @@ impl Server {
         tracing::info!(event = "server.stopped");
         Ok(())
     }
-}
-
-/// Starts a cluster member's tasks (the log follower, heartbeats, the watch for runs whose
-/// node died) and completes once it has joined the log (serving an empty cache as if it were
-/// the cluster's would mislead every client), or with why it may not.
-async fn join_cluster(
-    broker: &Broker,
-    cluster: &Cluster,
-    listener: &TcpListener,
-    follow_stop: CancellationToken,
-) -> Result<(), String> {
-    if let Ok(addr) = listener.local_addr() {
-        cluster.listening_on(addr.to_string());
-    }
-    let (cache, bus) = (broker.cache.clone(), broker.bus.clone());
-    let tasks = &broker.producers;
-    tasks.spawn(cluster::follow(cluster.clone(), cache, bus, follow_stop));
-    tracing::info!(event = "cluster.joining", node = %cluster.node());
-    // A node the cluster refuses is never listed among its members.
-    cluster.joined().await?;
-    let (manager, stop) = (broker.manager.clone(), broker.shutdown.clone());
-    tasks.spawn(cluster::heartbeat(cluster.clone(), manager, stop.clone()));
-    tasks.spawn(cluster::watch_runs(cluster.clone(), stop));
-    Ok(())
 }
 
 /// Every so often: drops events without an update for the TTL as they expire (writes

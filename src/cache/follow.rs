@@ -1,6 +1,6 @@
-//! How a cluster member's cache follows the cluster's shared log (`crate::cluster`): the
-//! snapshots arrive with their ids already assigned by Redis, so every node stores the same
-//! snapshot under the same id and reads agree everywhere. Applying is idempotent, because a
+//! How a cluster member's cache follows the cluster's shared log (`crate::engine`'s Redis
+//! engine): the snapshots arrive with their ids already assigned by Redis, so every node
+//! stores the same snapshot under the same id and reads agree everywhere. Applying is idempotent, because a
 //! node that loads the whole state and then follows the log sees some snapshots twice.
 
 use std::sync::Arc;
@@ -69,7 +69,7 @@ impl OddsCache {
             entry.touched = touched;
             events.promote(&event_id);
             stored += 1;
-            // A log entry names each event once (`crate::cluster` sends distinct ids).
+            // A log entry names each event once (the Redis engine sends distinct ids).
             if let Some(offset) = offset {
                 ids.push(event_id);
                 snapshots.push(json);

@@ -146,8 +146,8 @@ impl Encoded {
         }
     }
 
-    /// An encoding as a cluster's shared log carries it (see `crate::cluster`): `None` if
-    /// `markets` does not lie within `tail`.
+    /// An encoding as a cluster's shared log carries it (see `crate::engine`'s Redis
+    /// engine): `None` if `markets` does not lie within `tail`.
     #[cfg(feature = "server")]
     pub fn from_parts(
         captured_at: Timestamp,

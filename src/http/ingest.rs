@@ -1,6 +1,6 @@
 //! `POST /api/odds`: check the caller may ingest (origin, token), take one of the ingest
 //! slots, read the body within its size and time limits, decode it whole (`crate::ingest`),
-//! then store it in one write (`crate::writer`: the cache, or the cluster's log).
+//! then store it in one write (`crate::engine`: the cache, or the cluster's log).
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -9,10 +9,11 @@ use warp::reply::Response;
 use warp::Reply;
 
 use crate::broker::Broker;
+use crate::engine::check_idempotency_key;
+use crate::ingest;
 use crate::metrics::label;
 use crate::protocol::{HttpError, HttpErrorCode, IngestReply, Timestamp};
 use crate::reply;
-use crate::{idempotency, ingest};
 
 /// Handles one ingest request and counts it by status.
 pub async fn handle<S, B>(
@@ -63,7 +64,7 @@ where
         ));
     }
     let key = match headers.get("idempotency-key") {
-        Some(key) => Some(idempotency::check(key.as_bytes())?),
+        Some(key) => Some(check_idempotency_key(key.as_bytes())?),
         None => None,
     };
     let _slot = broker.slots.ingests.try_acquire().map_err(|_| {
@@ -87,23 +88,19 @@ where
         tracing::debug!(event = "ingest.clamped", source = batch.source, clamped);
     }
     let stored = broker
-        .writer
+        .engine
         .put(&batch.source, batch.snapshots, key)
         .await?;
+    let counts = stored.counts;
     tracing::info!(
         event = "ingest.accepted",
         source = batch.source,
-        accepted = stored.accepted,
-        changed = stored.changed,
-        stale = stored.stale,
+        accepted = counts.accepted,
+        changed = counts.changed,
+        stale = counts.stale,
         replayed = stored.replayed,
     );
-    let reply = IngestReply {
-        accepted: stored.accepted,
-        changed: stored.changed,
-        stale: stored.stale,
-    };
-    Ok((reply, stored.replayed))
+    Ok((counts, stored.replayed))
 }
 
 /// Reads a whole request body, refusing it with 413 as soon as it is known to exceed `limit`

@@ -20,7 +20,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use crate::broker::Broker;
-use crate::cluster::{Cluster, Member};
+use crate::engine::Member;
 use crate::protocol::{Health, HttpError, HttpErrorCode};
 use crate::{reply, web, ws};
 
@@ -146,7 +146,7 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
 /// `GET /healthz`: `ok`, or 503 `degraded` when a cluster member's delivery path through
 /// Redis is broken (reads still serve its cache, WebSockets stay open).
 fn health(broker: &Broker) -> Response {
-    let degraded = broker.cluster.as_ref().and_then(|c| c.health().err());
+    let degraded = broker.engine.health().err();
     match degraded {
         None => reply::ok(&Health {
             status: "ok",
@@ -175,13 +175,9 @@ fn cluster(broker: &Broker, headers: &HeaderMap) -> Response {
         members: Vec<Member>,
     }
     let reply = ClusterReply {
-        node: broker.cluster.as_ref().map(|c| c.node().clone()),
+        node: broker.engine.node(),
         epoch: broker.manager.epoch(),
-        members: broker
-            .cluster
-            .as_ref()
-            .map(Cluster::members)
-            .unwrap_or_default(),
+        members: broker.engine.members(),
     };
     reply::ok(&reply)
 }

@@ -13,9 +13,9 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::{OddsSource, ScrapeSettings, SourceError};
+use crate::engine::Engine;
 use crate::metrics::{label, Metrics};
 use crate::protocol::{HttpError, ScrapePhase, ScrapeProgress};
-use crate::writer::Writer;
 
 /// Runs scrape runs, one at a time. Cheap to clone.
 #[derive(Clone)]
@@ -26,7 +26,7 @@ pub struct ScrapeCoordinator {
 struct Shared {
     source: Arc<dyn OddsSource>,
     /// Where batches and steps go.
-    writer: Writer,
+    engine: Engine,
     settings: ScrapeSettings,
     /// Cancelled on shutdown: the running run stops and reports `failed`.
     stop: CancellationToken,
@@ -58,10 +58,10 @@ impl std::fmt::Debug for ScrapeCoordinator {
 }
 
 impl ScrapeCoordinator {
-    /// A coordinator storing batches and publishing steps through `writer`.
+    /// A coordinator storing batches and publishing steps through `engine`.
     pub fn new(
         source: Arc<dyn OddsSource>,
-        writer: Writer,
+        engine: Engine,
         settings: ScrapeSettings,
         stop: CancellationToken,
         tasks: TaskTracker,
@@ -70,7 +70,7 @@ impl ScrapeCoordinator {
         ScrapeCoordinator {
             shared: Arc::new(Shared {
                 source,
-                writer,
+                engine,
                 settings,
                 stop,
                 tasks,
@@ -94,13 +94,9 @@ impl ScrapeCoordinator {
             return Ok(run);
         }
         let id = Uuid::new_v4();
-        let lease = match &self.shared.writer {
-            Writer::Cluster(cluster) => match cluster.claim_run(id).await? {
-                Some(elsewhere) => return Ok(elsewhere),
-                None => Some(cluster.clone()),
-            },
-            Writer::Local { .. } => None,
-        };
+        if let Some(elsewhere) = self.shared.engine.claim_run(id).await? {
+            return Ok(elsewhere);
+        }
         let mut current = self.shared.current.lock();
         if let Some(run) = current.as_ref() {
             return Ok(run.id); // started here meanwhile (a local node: no lease was taken)
@@ -112,22 +108,15 @@ impl ScrapeCoordinator {
             total: 0,
         });
         self.shared.running.send_replace(Some(id));
+        let done = CancellationToken::new();
         let tasks = &self.shared.tasks;
-        if let Some(cluster) = lease {
-            let done = CancellationToken::new();
-            tasks.spawn(run_guarded(
-                self.shared.clone(),
-                id,
-                done.clone().drop_guard(),
-            ));
-            tasks.spawn(async move { cluster.keep_lease(id, done).await });
-        } else {
-            tasks.spawn(run_guarded(
-                self.shared.clone(),
-                id,
-                CancellationToken::new().drop_guard(),
-            ));
-        }
+        tasks.spawn(run_guarded(
+            self.shared.clone(),
+            id,
+            done.clone().drop_guard(),
+        ));
+        let engine = self.shared.engine.clone();
+        tasks.spawn(async move { engine.keep_lease(id, done).await });
         Ok(id)
     }
 
@@ -153,10 +142,8 @@ pub async fn run_periodic(
             _ = ticker.tick() => {}
             () = stop.cancelled() => return,
         }
-        if let Writer::Cluster(cluster) = &coordinator.shared.writer {
-            if !cluster.claim_period(interval).await {
-                continue;
-            }
+        if !coordinator.shared.engine.claim_period(interval).await {
+            continue;
         }
         let run = match coordinator.start().await {
             Ok(run) => run,
@@ -306,10 +293,10 @@ impl Shared {
         let mut reported = Instant::now();
         while let Some(fetched) = fetches.next().await {
             let snapshots = fetched?;
-            let stored = self.writer.put(platform_name, snapshots, None).await;
+            let stored = self.engine.put(platform_name, snapshots, None).await;
             let stored = stored.map_err(|e| SourceError(e.message))?;
-            tally.scraped += stored.accepted as u64;
-            platform.scraped += stored.accepted as u64;
+            tally.scraped += stored.counts.accepted as u64;
+            platform.scraped += stored.counts.accepted as u64;
             if reported.elapsed() >= PROGRESS_EVERY && platform.scraped < platform.total {
                 reported = Instant::now();
                 let message = format!(
@@ -386,7 +373,7 @@ impl Shared {
                 }
             }
         }
-        if let Err(error) = self.writer.step(progress).await {
+        if let Err(error) = self.engine.step(progress).await {
             tracing::warn!(event = "scrape.step_lost", %error);
         }
     }

@@ -6,8 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::protocol::{HttpError, HttpErrorCode};
-use crate::writer::Stored;
+use crate::protocol::{HttpError, HttpErrorCode, IngestReply};
 
 /// Longest key, in characters: a UUID is 36.
 pub const MAX_KEY_CHARS: usize = 128;
@@ -31,7 +30,7 @@ pub fn check(key: &[u8]) -> Result<&str, HttpError> {
 #[derive(Debug)]
 pub struct Recent {
     ttl: Duration,
-    stored: HashMap<String, Stored>,
+    stored: HashMap<String, IngestReply>,
     order: VecDeque<(Instant, String)>,
 }
 
@@ -46,13 +45,13 @@ impl Recent {
     }
 
     /// What the ingest keyed `key` stored, if one was made within the TTL.
-    pub fn get(&mut self, key: &str, now: Instant) -> Option<Stored> {
+    pub fn get(&mut self, key: &str, now: Instant) -> Option<IngestReply> {
         self.forget_old(now);
         self.stored.get(key).copied()
     }
 
     /// Remembers what the ingest keyed `key` stored.
-    pub fn insert(&mut self, key: &str, stored: Stored, now: Instant) {
+    pub fn insert(&mut self, key: &str, stored: IngestReply, now: Instant) {
         if self.stored.insert(key.to_owned(), stored).is_none() {
             self.order.push_back((now, key.to_owned()));
         }
@@ -86,11 +85,10 @@ mod tests {
         }
         let start = Instant::now();
         let mut recent = Recent::new(Duration::from_secs(60));
-        let stored = Stored {
+        let stored = IngestReply {
             accepted: 2,
             changed: 1,
             stale: 0,
-            replayed: false,
         };
         recent.insert("a", stored, start);
         assert_eq!(

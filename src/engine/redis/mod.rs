@@ -43,16 +43,18 @@ use redis::aio::{ConnectionManager as RedisConnection, ConnectionManagerConfig};
 use redis::{Client, Script, Value};
 use tokio::sync::watch;
 
-pub use self::follower::follow;
+use self::follower::follow;
 use self::log::EntryId;
-pub use self::members::{heartbeat, Member};
-pub use self::scrape::watch_runs;
+use self::members::heartbeat;
+pub use self::members::Member;
+use self::scrape::watch_runs;
+use super::{Node, Stored};
 use crate::cache::{Encoded, Snapshot};
 use crate::config::Config;
 use crate::history::HistoryLimits;
 use crate::metrics::{label, Metrics};
+use crate::protocol::IngestReply;
 use crate::protocol::{HttpError, HttpErrorCode, ScrapePhase, ScrapeProgress};
-use crate::writer::Stored;
 
 const META: &str = "oddsbus:meta";
 const LOG: &str = "oddsbus:log";
@@ -222,13 +224,33 @@ impl Cluster {
     }
 
     /// Records the address the node listens on, for the other members.
-    pub fn listening_on(&self, address: String) {
+    fn listening_on(&self, address: String) {
         *self.shared.address.lock() = address;
+    }
+
+    /// Starts the log follower and completes once it has joined, or with why it may not;
+    /// then starts the heartbeats and the watch for runs whose node died (a node the cluster
+    /// refuses is never listed among its members).
+    pub(super) async fn start(&self, node: Node<'_>) -> Result<(), String> {
+        if let Some(address) = node.address {
+            self.listening_on(address);
+        }
+        let (cache, bus, stop) = (node.cache.clone(), node.bus.clone(), node.follow_stop);
+        node.tasks
+            .spawn(follow(self.clone(), cache, bus, stop.clone()));
+        tracing::info!(event = "cluster.joining", node = %self.node());
+        self.joined().await?;
+        let manager = node.manager.clone();
+        node.tasks
+            .spawn(heartbeat(self.clone(), manager, node.shutdown.clone()));
+        node.tasks
+            .spawn(watch_runs(self.clone(), node.shutdown.clone()));
+        Ok(())
     }
 
     /// Completes once the follower has joined the log (loaded the state) for the first time,
     /// or with why it may not (its limits differ from the cluster's).
-    pub async fn joined(&self) -> Result<(), String> {
+    async fn joined(&self) -> Result<(), String> {
         let mut applied = self.shared.applied.subscribe();
         let mut refused = self.shared.refused.subscribe();
         // The senders live as long as `self`.
@@ -280,8 +302,8 @@ impl Cluster {
             call.arg(item.as_slice());
         }
         let mut stored = self.appended("ingest", call).await?;
-        stored.accepted += replaced;
-        stored.stale += older;
+        stored.counts.accepted += replaced;
+        stored.counts.stale += older;
         Ok(stored)
     }
 
@@ -309,7 +331,7 @@ impl Cluster {
         self.arguments(&mut call, "progress", script_cost(1, json.len()), None);
         call.arg(json).arg(mark).arg(progress.run_id.to_string());
         let stored = self.appended("step", call).await?;
-        Ok(stored.changed > 0)
+        Ok(stored.counts.changed > 0)
     }
 
     /// The arguments every append starts with: among them the deadline by which the script
@@ -489,9 +511,11 @@ fn append_reply(reply: &[Value]) -> Option<(Option<EntryId>, Stored)> {
         Some(entry.parse().ok()?)
     };
     let stored = Stored {
-        accepted: count(accepted)?,
-        changed: count(changed)?,
-        stale: count(stale)?,
+        counts: IngestReply {
+            accepted: count(accepted)?,
+            changed: count(changed)?,
+            stale: count(stale)?,
+        },
         replayed: count(replayed)? == 1,
     };
     Some((entry, stored))
