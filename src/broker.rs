@@ -16,11 +16,11 @@ use crate::cache::{CacheLimits, OddsCache};
 use crate::config::Config;
 use crate::dispatcher::{self, BusReceiver, BusSender};
 use crate::engine::Engine;
-use crate::history::HistoryLimits;
-use crate::manager::ConnectionManager;
 use crate::metrics::Metrics;
 use crate::prices::PriceHistory;
 use crate::scrape::{OddsSource, ScrapeCoordinator, ScrapeSettings};
+use crate::topics::ConnectionManager;
+use crate::topics::HistoryLimits;
 
 /// Handle to the broker's shared parts, cloned into every route and connection task.
 #[derive(Clone, Debug)]

@@ -28,10 +28,10 @@ use tokio_util::sync::CancellationToken;
 use crate::bucket::TokenBucket;
 use crate::cache::{Changes, OddsCache};
 use crate::config::Config;
-use crate::manager::ConnectionManager;
 use crate::protocol::{
     encode, encode_odds_change, Frame, OddsUpdate, ScrapeProgress, ServerMessage, Topic,
 };
+use crate::topics::ConnectionManager;
 
 /// Most event ids in one `odds_update`. An id takes at most 17 bytes of JSON (2^53 - 1 and a
 /// comma), so a frame stays under 64 KiB: clients whose libraries refuse larger frames
@@ -274,20 +274,7 @@ fn dispatch(
             }
             BusEvent::ScrapeProgress { progress, offset } => {
                 merged.publish(manager);
-                let encode = |offset| {
-                    encode(&ServerMessage::ScrapeProgress {
-                        data: &progress,
-                        offset,
-                    })
-                };
-                match offset {
-                    Some(offset) => {
-                        manager.publish_at(Topic::ScrapeProgress, offset, encode);
-                    }
-                    None => {
-                        manager.publish(Topic::ScrapeProgress, encode);
-                    }
-                }
+                manager.publish_step(progress, offset);
             }
         }
     }

@@ -16,8 +16,8 @@
 //! | 2 | `ingest.rs` | the body is decoded and checked whole, before any of it is applied |
 //! | 3 | `cache/` | the [`OddsCache`] encodes each snapshot once (`snapshot.rs`), stores the batch under one lock, then calls its update callbacks with the changed ids and their JSON |
 //! | 4 | `dispatcher.rs` | the cache-update bridge (a callback that only queues) feeds the dispatcher task, which merges, encodes once (`odds_update`; `odds_change` joins the stored JSON) and publishes |
-//! | 5 | `manager.rs`, `history.rs` | the [`ConnectionManager`] gives the message its topic's next offset, keeps it in the topic's history and hands it to every subscriber through the topic's `broadcast` channel |
-//! | 6 | `subscriber.rs` | each connection's [`Subscriber`] takes it in offset order, filling any gap from the history |
+//! | 5 | `topics/` (`mod.rs`, `history.rs`) | the [`ConnectionManager`] gives the message its topic's next offset, keeps it in the topic's history and hands it to every subscriber through the topic's `broadcast` channel |
+//! | 6 | `topics/subscriber.rs` | each connection's [`Subscriber`] takes it in offset order, filling any gap from the history |
 //! | 7 | `ws/connection/mod.rs` | each connection's task drains its receivers and writes the shared bytes to its socket |
 //!
 //! Around that path:
@@ -64,11 +64,7 @@ mod dispatcher;
 #[cfg(feature = "server")]
 mod engine;
 #[cfg(feature = "server")]
-mod history;
-#[cfg(feature = "server")]
 mod http;
-#[cfg(feature = "server")]
-mod manager;
 #[cfg(feature = "server")]
 mod metrics;
 #[cfg(feature = "server")]
@@ -80,7 +76,7 @@ mod scrape;
 #[cfg(feature = "server")]
 mod server;
 #[cfg(feature = "server")]
-mod subscriber;
+mod topics;
 #[cfg(feature = "server")]
 mod web;
 #[cfg(feature = "server")]
@@ -109,12 +105,11 @@ pub use dispatcher::{
 #[cfg(feature = "server")]
 pub use engine::{Cluster, Engine, Member, Node, Stored};
 #[cfg(feature = "server")]
-pub use history::{HistoryLimits, Published};
-#[cfg(feature = "server")]
-pub use manager::{ConnectionManager, Stats, TOPIC_CAPACITY};
-#[cfg(feature = "server")]
 pub use scrape::{OddsSource, ScrapeCoordinator, SimulatedSettings, SimulatedSource, SourceError};
 #[cfg(feature = "server")]
 pub use server::Server;
 #[cfg(feature = "server")]
-pub use subscriber::{Delivery, Joined, Subscriber};
+pub use topics::{
+    ConnectionManager, Delivery, HistoryLimits, Joined, Published, Stats, Subscriber,
+    TOPIC_CAPACITY,
+};

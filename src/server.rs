@@ -168,7 +168,7 @@ impl Server {
         ));
 
         // Runs as long as the cache feeds it.
-        if let Err(error) = broker.prices.follow(&broker.cache) {
+        if let Err(error) = broker.prices.start_recording(&broker.cache) {
             tracing::error!(event = "prices.not_started", %error, "no price history is kept");
         }
         // Stopped once in-flight HTTP requests are done: an ingest waits for its entry.

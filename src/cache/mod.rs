@@ -18,7 +18,7 @@
 
 mod details;
 #[cfg(feature = "server")]
-mod follow;
+mod logged;
 mod read;
 mod snapshot;
 #[cfg(test)]
@@ -36,7 +36,7 @@ use parking_lot::RwLock;
 
 pub use self::details::{Details, EventDetails};
 #[cfg(feature = "server")]
-pub use self::follow::Logged;
+pub use self::logged::Logged;
 pub use self::read::{EventOdds, EventSummary, Tag};
 pub use self::snapshot::Encoded;
 pub use self::snapshot::{intern, Market, Outcome, Snapshot, StoredSnapshot};

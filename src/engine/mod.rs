@@ -22,9 +22,9 @@ pub use self::redis::{Cluster, Member};
 use crate::cache::{OddsCache, Snapshot};
 use crate::config::Config;
 use crate::dispatcher::BusSender;
-use crate::manager::ConnectionManager;
 use crate::metrics::Metrics;
 use crate::protocol::{HttpError, IngestReply, ScrapeProgress};
+use crate::topics::ConnectionManager;
 
 /// What a put stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

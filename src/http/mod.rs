@@ -84,7 +84,7 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
         .and(warp::query::<Vec<(String, String)>>())
         .then(
             |broker: Broker, headers, query: Vec<(String, String)>| async move {
-                let followed = scrape::follow(&broker, &headers, &query).await;
+                let followed = scrape::stream(&broker, &headers, &query).await;
                 followed.unwrap_or_else(|e| e.into_response())
             },
         );

@@ -12,10 +12,10 @@
 //! (`--max-scrapes-per-minute`). On shutdown the run stops and reports `failed`, which ends
 //! every stream with the reason; a client going away does not stop the run.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::{stream, Stream, StreamExt};
-use serde::Deserialize;
 use sync_wrapper::SyncStream;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
@@ -25,12 +25,11 @@ use warp::sse::Event;
 use warp::Reply;
 
 use crate::broker::Broker;
-use crate::history::Published;
 use crate::protocol::{HttpError, HttpErrorCode, ScrapeProgress, Topic};
 
 /// The SSE reply that follows (or starts) a run, 204 when a resumed run is over, or why it
 /// cannot.
-pub async fn follow(
+pub async fn stream(
     broker: &Broker,
     headers: &HeaderMap,
     query: &[(String, String)],
@@ -79,17 +78,6 @@ pub async fn follow(
     Ok(warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response())
 }
 
-/// A scrape step as the topic carries it.
-#[derive(Deserialize)]
-struct Step {
-    data: ScrapeProgress,
-    offset: u64,
-}
-
-fn step(published: &Published) -> Option<Step> {
-    serde_json::from_str(published.frame.as_str()).ok()
-}
-
 /// The offset in `Last-Event-ID`, if any.
 fn last_event_id(headers: &HeaderMap) -> Option<u64> {
     headers
@@ -105,23 +93,21 @@ fn last_event_id(headers: &HeaderMap) -> Option<u64> {
 /// `scrape_progress` topic carries and that has not ended.
 fn open_run(broker: &Broker) -> Option<Uuid> {
     broker.scrape.running().or_else(|| {
-        let log = broker.manager.log(Topic::ScrapeProgress);
-        let last = step(log.history.get(log.history.top())?)?;
-        (!last.data.is_final()).then_some(last.data.run_id)
+        let (_, last) = broker.manager.scrape_step(None)?;
+        (!last.is_final()).then_some(last.run_id)
     })
 }
 
 /// The step a reconnecting stream saw last, if the history still holds it.
-fn resume_point(broker: &Broker, offset: u64) -> Option<(ScrapeProgress, u64)> {
-    let log = broker.manager.log(Topic::ScrapeProgress);
-    let step = step(log.history.get(offset)?)?;
-    Some((step.data, step.offset))
+fn resume_point(broker: &Broker, offset: u64) -> Option<(Arc<ScrapeProgress>, u64)> {
+    let (offset, step) = broker.manager.scrape_step(Some(offset))?;
+    Some((step, offset))
 }
 
 /// The steps of run `run` after offset `after`: those the topic's history holds, then live
 /// ones, up to and including its final step.
-fn steps(broker: &Broker, run: Uuid, after: u64) -> impl Stream<Item = (u64, ScrapeProgress)> {
-    let (held, receiver) = broker.manager.follow(Topic::ScrapeProgress, after);
+fn steps(broker: &Broker, run: Uuid, after: u64) -> impl Stream<Item = (u64, Arc<ScrapeProgress>)> {
+    let (held, receiver) = broker.manager.messages_after(Topic::ScrapeProgress, after);
     let live = stream::unfold(receiver, |mut receiver| async move {
         loop {
             match receiver.recv().await {
@@ -133,8 +119,8 @@ fn steps(broker: &Broker, run: Uuid, after: u64) -> impl Stream<Item = (u64, Scr
         }
     });
     let of_run = stream::iter(held).chain(live).filter_map(move |published| {
-        let step = step(&published).filter(|step| step.data.run_id == run);
-        std::future::ready(step.map(|step| (step.offset, step.data)))
+        let step = published.step.filter(|step| step.run_id == run);
+        std::future::ready(step.map(|step| (published.offset, step)))
     });
     // End right after the final step, without waiting for another message.
     stream::unfold((Box::pin(of_run), false), |(mut steps, ended)| async move {

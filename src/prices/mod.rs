@@ -203,7 +203,7 @@ impl PriceHistory {
 
     /// Registers the callbacks that queue every change and eviction of `cache` for the
     /// recorder, and starts the recorder's thread: it runs as long as the cache.
-    pub fn follow(&self, cache: &OddsCache) -> std::io::Result<()> {
+    pub fn start_recording(&self, cache: &OddsCache) -> std::io::Result<()> {
         // A wake-up, not the data: the data waits in the queue, at most one per event and
         // source. The channel closes when the cache, and with it the callbacks, is gone.
         let (wake, mut woken) = mpsc::channel::<()>(1);

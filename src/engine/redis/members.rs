@@ -13,8 +13,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::{Cluster, NODES};
-use crate::manager::ConnectionManager;
 use crate::metrics::label;
+use crate::topics::ConnectionManager;
 
 /// How often a node appends its heartbeat.
 const BEAT: Duration = Duration::from_millis(500);

@@ -51,10 +51,10 @@ use self::scrape::watch_runs;
 use super::{Node, Stored};
 use crate::cache::{Encoded, Snapshot};
 use crate::config::Config;
-use crate::history::HistoryLimits;
 use crate::metrics::{label, Metrics};
 use crate::protocol::IngestReply;
 use crate::protocol::{HttpError, HttpErrorCode, ScrapePhase, ScrapeProgress};
+use crate::topics::HistoryLimits;
 
 const META: &str = "oddsbus:meta";
 const LOG: &str = "oddsbus:log";

@@ -26,7 +26,7 @@ use crate::metrics::{label, Metrics};
 use crate::protocol::{
     encode, ErrorCode, Frame, Position, Positions, ServerMessage, SinceEntry, Topic, TopicSet,
 };
-use crate::subscriber::{Delivery, Subscriber};
+use crate::topics::{Delivery, Subscriber};
 
 /// Bytes the socket reads at a time. Client messages are small; tungstenite allocates this
 /// eagerly per connection (its 128 KiB default would dominate an idle connection's cost) and

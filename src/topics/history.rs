@@ -9,10 +9,11 @@
 //! older than `ttl`, and at most `bytes` of frames; past any bound the oldest entries go.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::protocol::Frame;
+use crate::protocol::{Frame, ScrapeProgress};
 
 /// How much history a topic keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +54,8 @@ pub struct Published {
     /// Bytes of the topic's messages published up to and including this one: how far
     /// behind a reader of it is, is the topic's total less this.
     pub end: u64,
+    /// On `scrape_progress`, the step the message carries, for the scrape stream.
+    pub step: Option<Arc<ScrapeProgress>>,
 }
 
 impl Published {
@@ -65,6 +68,7 @@ impl Published {
             prev: offset,
             frame: Frame::from(""),
             end: 0,
+            step: None,
         }
     }
 
@@ -139,6 +143,17 @@ impl History {
         offset: u64,
         encode: impl FnOnce(u64) -> Frame,
     ) -> Option<Published> {
+        self.append_step_at(now, offset, encode, None)
+    }
+
+    /// [`History::append_at`] for a message that carries a scrape step.
+    pub fn append_step_at(
+        &mut self,
+        now: Instant,
+        offset: u64,
+        encode: impl FnOnce(u64) -> Frame,
+        step: Option<Arc<ScrapeProgress>>,
+    ) -> Option<Published> {
         if offset <= self.top {
             return None;
         }
@@ -149,6 +164,7 @@ impl History {
             prev: self.top,
             frame,
             end: self.total,
+            step,
         };
         self.top = offset;
         self.bytes += published.frame.len();

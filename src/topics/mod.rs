@@ -19,10 +19,14 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::history::{History, HistoryLimits, Published};
+mod history;
+mod subscriber;
+
+use self::history::History;
+pub use self::history::{HistoryLimits, Published};
+pub use self::subscriber::{Delivery, Joined, Subscriber};
 use crate::metrics::{label, Metrics};
-use crate::protocol::{Frame, Topic, TopicSet};
-use crate::subscriber::Subscriber;
+use crate::protocol::{encode, Frame, ScrapeProgress, ServerMessage, Topic, TopicSet};
 
 /// Messages each topic channel keeps for its slowest subscriber. One that falls further
 /// behind catches up from the topic's history, or gets `resync` if even that has moved on.
@@ -64,11 +68,11 @@ struct Shared {
 
 /// One topic's channel and its log.
 #[derive(Debug)]
-pub struct TopicLog {
+struct TopicLog {
     /// Where live messages go.
-    pub sender: broadcast::Sender<Published>,
+    sender: broadcast::Sender<Published>,
     /// What was published, for those who missed it.
-    pub history: History,
+    history: History,
 }
 
 #[derive(Default)]
@@ -192,8 +196,34 @@ impl ConnectionManager {
         offset: u64,
         encode: impl FnOnce(u64) -> Frame,
     ) -> usize {
+        self.publish_carrying(topic, Some(offset), encode, None)
+    }
+
+    /// Publishes a scrape run's step on `scrape_progress`, at the next offset or, on a
+    /// cluster member, at its offset in the shared log.
+    pub fn publish_step(&self, progress: ScrapeProgress, offset: Option<u64>) {
+        let encode = |offset| {
+            encode(&ServerMessage::ScrapeProgress {
+                data: &progress,
+                offset,
+            })
+        };
+        let step = Some(Arc::new(progress.clone()));
+        self.publish_carrying(Topic::ScrapeProgress, offset, encode, step);
+    }
+
+    /// Publishes at `offset` (`None`: the next one) a message that may carry a scrape step.
+    fn publish_carrying(
+        &self,
+        topic: Topic,
+        offset: Option<u64>,
+        encode: impl FnOnce(u64) -> Frame,
+        step: Option<Arc<ScrapeProgress>>,
+    ) -> usize {
         let mut log = self.log(topic);
-        let Some(published) = log.history.append_at(Instant::now(), offset, encode) else {
+        let offset = offset.unwrap_or(log.history.top() + 1);
+        let now = Instant::now();
+        let Some(published) = log.history.append_step_at(now, offset, encode, step) else {
             return 0;
         };
         self.count_bytes(topic, &log);
@@ -203,6 +233,14 @@ impl ConnectionManager {
             .get_or_create(&label("topic", topic.name()))
             .inc();
         log.sender.send(published).unwrap_or(0)
+    }
+
+    /// The step of `scrape_progress` at `offset` (`None`: the latest) while its history
+    /// holds it, with its offset: where a scrape stream resumes, and whether a run is open.
+    pub fn scrape_step(&self, offset: Option<u64>) -> Option<(u64, Arc<ScrapeProgress>)> {
+        let log = self.log(Topic::ScrapeProgress);
+        let published = log.history.get(offset.unwrap_or(log.history.top()))?;
+        Some((published.offset, published.step.clone()?))
     }
 
     /// The broker's metrics.
@@ -218,7 +256,7 @@ impl ConnectionManager {
 
     /// What `topic`'s history holds after `after`, and a receiver for what comes next:
     /// together, every message after `after` still held, with no gap between the two.
-    pub fn follow(
+    pub fn messages_after(
         &self,
         topic: Topic,
         after: u64,
@@ -235,8 +273,9 @@ impl ConnectionManager {
         self.log(topic).history.extent(Instant::now())
     }
 
-    /// `topic`'s channel and log, locked.
-    pub fn log(&self, topic: Topic) -> MutexGuard<'_, TopicLog> {
+    /// `topic`'s channel and log, locked: publishing and joining under one lock is what
+    /// makes a position and the first message after it meet exactly.
+    fn log(&self, topic: Topic) -> MutexGuard<'_, TopicLog> {
         self.shared.topics[topic.index()].lock()
     }
 

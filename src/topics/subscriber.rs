@@ -17,10 +17,10 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::broadcast::Receiver;
 use uuid::Uuid;
 
-use crate::history::{Published, Since};
-use crate::manager::ConnectionManager;
+use super::history::{Published, Since};
 use crate::metrics::label;
 use crate::protocol::{Frame, Position, Topic, TopicSet};
+use crate::topics::ConnectionManager;
 
 /// What a subscriber hands its connection to write.
 #[derive(Debug, Clone, PartialEq)]
@@ -362,9 +362,9 @@ async fn recv_from(slot: &mut Option<Receiver<Published>>) -> Result<Published, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::HistoryLimits;
-    use crate::manager::TOPIC_CAPACITY;
     use crate::metrics::Metrics;
+    use crate::topics::HistoryLimits;
+    use crate::topics::TOPIC_CAPACITY;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -518,7 +518,7 @@ mod tests {
     async fn a_reader_further_behind_than_its_lag_bytes_skips_to_the_latest() {
         let limits = HistoryLimits {
             lag_bytes: 100,
-            ..crate::manager::DEFAULT_HISTORY
+            ..crate::topics::DEFAULT_HISTORY
         };
         let manager = ConnectionManager::with_metrics(Arc::new(Metrics::new()), limits);
         let mut slow = manager.register();
