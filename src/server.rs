@@ -166,116 +166,162 @@ impl Server {
             broker.config.max_frame_bytes,
             stop_dispatcher.clone(),
         ));
-
         // Runs as long as the cache feeds it.
         if let Err(error) = broker.prices.start_recording(&broker.cache) {
             tracing::error!(event = "prices.not_started", %error, "no price history is kept");
         }
         // Stopped once in-flight HTTP requests are done: an ingest waits for its entry.
         let follow_stop = CancellationToken::new();
-        let node = Node {
-            address: listener.local_addr().ok().map(|addr| addr.to_string()),
-            cache: &broker.cache,
-            bus: &broker.bus,
-            manager: &broker.manager,
-            tasks: &broker.producers,
-            shutdown: &broker.shutdown,
-            follow_stop: &follow_stop,
+        let started = tokio::select! {
+            started = start_engine(&broker, &listener, &follow_stop) => Some(started),
+            () = &mut shutdown => None,
         };
-        // Ok(true): the node may serve; Ok(false): shut down before it could.
-        let outcome = tokio::select! {
-            started = broker.engine.start(node) => started.map(|()| true),
-            () = &mut shutdown => Ok(false),
-        };
-        if outcome != Ok(true) {
-            broker.shutdown.cancel();
-            follow_stop.cancel();
-            let grace = Duration::from_secs(broker.config.shutdown_grace_secs);
-            wait_for(&broker.producers, grace, "producers").await;
-            return outcome.map(|_| ());
-        }
-        broker.producers.spawn(housekeeping(broker.clone()));
-        if !broker.config.scrape_interval.is_zero() {
-            broker.producers.spawn(scrape::run_periodic(
-                broker.scrape.clone(),
-                broker.config.scrape_interval,
-                broker.shutdown.clone(),
-            ));
-        }
-
-        let service = warp::service(http::routes(broker.clone()));
         let http_connections = GracefulShutdown::new();
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(event = "server.listening", %addr);
-        }
-        loop {
-            let (stream, _peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(error) => {
-                        accept_error(error).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            let Ok(slot) = broker.slots.http_connections.clone().try_acquire_owned() else {
-                // Dropping it closes it: better than file descriptors running out for all.
-                tracing::debug!(event = "http.refused", reason = "max_http_connections");
-                broker.metrics.http_connections_refused.inc();
-                continue;
-            };
-            tune(&stream, broker.config.send_buffer_bytes);
-            let service = TowerToHyperService::new(service.clone());
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(broker.config.request_timeout);
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            let connection = http_connections.watch(connection);
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(event = "http.connection_error", %error);
-                }
-                // An upgraded connection is a WebSocket now, counted by its own limit.
-                drop(slot);
-            });
-        }
-        drop(listener);
-        broker.shutdown.cancel();
-
-        let grace = Duration::from_secs(broker.config.shutdown_grace_secs);
-        tracing::info!(event = "server.shutdown", step = "draining http requests");
-        if tokio::time::timeout(grace, http_connections.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(event = "server.shutdown_timeout", step = "http");
-        }
-        follow_stop.cancel();
-        tracing::info!(event = "server.shutdown", step = "stopping producers");
-        wait_for(&broker.producers, grace, "producers").await;
-        tracing::info!(
-            event = "server.shutdown",
-            step = "publishing queued updates"
-        );
-        stop_dispatcher.cancel();
-        if let Err(error) = dispatcher.await {
-            tracing::error!(event = "dispatcher.failed", %error);
-        }
-        tracing::info!(
-            event = "server.shutdown",
-            step = "closing websockets",
-            active = broker.manager.active_count()
-        );
-        broker.ws_close.cancel();
-        wait_for(&broker.connections, grace, "websockets").await;
-        tracing::info!(event = "server.stopped");
-        Ok(())
+        let outcome = match started {
+            Some(Ok(())) => {
+                start_producers(&broker);
+                accept(&broker, listener, &http_connections, &mut shutdown).await;
+                Ok(())
+            }
+            // The engine may not serve, or shutdown came first: end before serving anything.
+            Some(Err(why)) => {
+                drop(listener);
+                Err(why)
+            }
+            None => {
+                drop(listener);
+                Ok(())
+            }
+        };
+        let steps = Steps {
+            http_connections,
+            follow_stop,
+            stop_dispatcher,
+            dispatcher,
+        };
+        shut_down(&broker, steps).await;
+        outcome
     }
+}
+
+/// Starts the engine's tasks; completes once the node may serve, or with why it may not.
+async fn start_engine(
+    broker: &Broker,
+    listener: &TcpListener,
+    follow_stop: &CancellationToken,
+) -> Result<(), String> {
+    let node = Node {
+        address: listener.local_addr().ok().map(|addr| addr.to_string()),
+        cache: &broker.cache,
+        bus: &broker.bus,
+        manager: &broker.manager,
+        tasks: &broker.producers,
+        shutdown: &broker.shutdown,
+        follow_stop,
+    };
+    broker.engine.start(node).await
+}
+
+/// The tasks of a serving node: housekeeping, and periodic scrape runs if asked for.
+fn start_producers(broker: &Broker) {
+    broker.producers.spawn(housekeeping(broker.clone()));
+    if !broker.config.scrape_interval.is_zero() {
+        broker.producers.spawn(scrape::run_periodic(
+            broker.scrape.clone(),
+            broker.config.scrape_interval,
+            broker.shutdown.clone(),
+        ));
+    }
+}
+
+/// Accepts connections until `shutdown` completes, each watched by `http_connections`.
+async fn accept(
+    broker: &Broker,
+    listener: TcpListener,
+    http_connections: &GracefulShutdown,
+    shutdown: &mut BoxFuture<'static, ()>,
+) {
+    let service = warp::service(http::routes(broker.clone()));
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(event = "server.listening", %addr);
+    }
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    accept_error(error).await;
+                    continue;
+                }
+            },
+            () = &mut *shutdown => return,
+        };
+        let Ok(slot) = broker.slots.http_connections.clone().try_acquire_owned() else {
+            // Dropping it closes it: better than file descriptors running out for all.
+            tracing::debug!(event = "http.refused", reason = "max_http_connections");
+            broker.metrics.http_connections_refused.inc();
+            continue;
+        };
+        tune(&stream, broker.config.send_buffer_bytes);
+        let service = TowerToHyperService::new(service.clone());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(broker.config.request_timeout);
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = http_connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(event = "http.connection_error", %error);
+            }
+            // An upgraded connection is a WebSocket now, counted by its own limit.
+            drop(slot);
+        });
+    }
+}
+
+/// What shutdown stops, beyond the broker's own tokens and trackers.
+struct Steps {
+    http_connections: GracefulShutdown,
+    follow_stop: CancellationToken,
+    stop_dispatcher: CancellationToken,
+    dispatcher: tokio::task::JoinHandle<()>,
+}
+
+/// The one way a server ends, in the steps of the module's doc, each bounded by the grace
+/// period; a node that never served goes through them too, with nothing to wait for.
+async fn shut_down(broker: &Broker, steps: Steps) {
+    broker.shutdown.cancel();
+    let grace = Duration::from_secs(broker.config.shutdown_grace_secs);
+    tracing::info!(event = "server.shutdown", step = "draining http requests");
+    if tokio::time::timeout(grace, steps.http_connections.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(event = "server.shutdown_timeout", step = "http");
+    }
+    steps.follow_stop.cancel();
+    tracing::info!(event = "server.shutdown", step = "stopping producers");
+    wait_for(&broker.producers, grace, "producers").await;
+    tracing::info!(
+        event = "server.shutdown",
+        step = "publishing queued updates"
+    );
+    steps.stop_dispatcher.cancel();
+    if let Err(error) = steps.dispatcher.await {
+        tracing::error!(event = "dispatcher.failed", %error);
+    }
+    tracing::info!(
+        event = "server.shutdown",
+        step = "closing websockets",
+        active = broker.manager.active_count()
+    );
+    broker.ws_close.cancel();
+    wait_for(&broker.connections, grace, "websockets").await;
+    tracing::info!(event = "server.stopped");
 }
 
 /// Every so often: drops events without an update for the TTL as they expire (writes
