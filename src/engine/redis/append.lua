@@ -76,7 +76,12 @@ if kind == 'progress' then
   fields = {'k', 'progress', 'j', ARGV[rest]}
 else
   local sid = tonumber(held_meta[3] or '0')
-  local lines = {}
+  -- The snapshots are applied in order, as a single node's cache applies a batch, but the
+  -- entry names each event once (its last applied snapshot, where it first appeared), and
+  -- counts it changed once, so that followers and the reply see what a single node would.
+  local lines, line_of, changed_here = {}, {}, {}
+  -- The latest applied details of each event, in order of first appearance.
+  local details, details_order = {}, {}
   -- Whether the snapshot before an event's details was applied: a stale one's are not.
   local applied = false
   -- One snapshot: a change (`c`, a new snapshot id), a refresh (`r`, the same odds read
@@ -99,14 +104,23 @@ else
     end
     if kind == 'c' then
       sid = sid + 1
-      changed = changed + 1
       this = string.format('%d', sid)
+      if not changed_here[id] then
+        changed_here[id] = true
+        changed = changed + 1
+      end
     end
     local value = this .. ' ' .. ms .. ' ' .. m0 .. ' ' .. m1 .. ' ' .. tail
     redis.call('HSET', state, id, value)
     redis.call('ZADD', touched, now, ARGV[rest] .. ' ' .. id, now, '* ' .. id)
     redis.call('ZADD', recent, now, id)
-    lines[#lines + 1] = kind .. ' ' .. id .. ' ' .. value
+    local line = (changed_here[id] and 'c' or 'r') .. ' ' .. id .. ' ' .. value
+    if line_of[id] then
+      lines[line_of[id]] = line
+    else
+      lines[#lines + 1] = line
+      line_of[id] = #lines
+    end
     accepted = accepted + 1
     applied = true
   end
@@ -119,11 +133,17 @@ else
       if applied then
         local id, json = string.match(item, '^e (%d+) (.*)$')
         redis.call('HSET', events, id, ARGV[rest] .. ' ' .. json)
-        lines[#lines + 1] = item
+        if not details[id] then
+          details_order[#details_order + 1] = id
+        end
+        details[id] = item
       end
     else
       snapshot(item)
     end
+  end
+  for _, id in ipairs(details_order) do
+    lines[#lines + 1] = details[id]
   end
   if changed > 0 then
     redis.call('HSET', meta, 'sid', string.format('%d', sid))

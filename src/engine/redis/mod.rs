@@ -277,7 +277,6 @@ impl Cluster {
         snapshots: Vec<(u64, Snapshot)>,
         key: Option<&str>,
     ) -> Result<Stored, HttpError> {
-        let (snapshots, replaced, older) = distinct(snapshots);
         let items: Vec<Vec<u8>> = snapshots
             .iter()
             .flat_map(|(event_id, snapshot)| {
@@ -301,10 +300,7 @@ impl Cluster {
         for item in &items {
             call.arg(item.as_slice());
         }
-        let mut stored = self.appended("ingest", call).await?;
-        stored.counts.accepted += replaced;
-        stored.counts.stale += older;
-        Ok(stored)
+        self.appended("ingest", call).await
     }
 
     /// Appends a scrape run's step; every node publishes it on `scrape_progress`.
@@ -462,32 +458,6 @@ fn unavailable(reason: String) -> HttpError {
         HttpErrorCode::BackplaneUnavailable,
         format!("the cluster's Redis is unavailable ({reason}); nothing was applied, retry later"),
     )
-}
-
-/// The snapshots with each event once (a log entry names each event once): the later one
-/// unless it is older, as a single node's cache keeps them, with the earlier one's details
-/// if it has none. Returns them, how many replaced an earlier one (accepted, as on a single
-/// node) and how many were older (stale).
-fn distinct(snapshots: Vec<(u64, Snapshot)>) -> (Vec<(u64, Snapshot)>, usize, usize) {
-    let mut at: HashMap<u64, usize> = HashMap::with_capacity(snapshots.len());
-    let mut kept: Vec<(u64, Snapshot)> = Vec::with_capacity(snapshots.len());
-    let (mut replaced, mut older) = (0, 0);
-    for (event_id, snapshot) in snapshots {
-        match at.get(&event_id) {
-            Some(&index) if snapshot.captured_at >= kept[index].1.captured_at => {
-                replaced += 1;
-                let earlier = std::mem::replace(&mut kept[index].1, snapshot);
-                let later = &mut kept[index].1;
-                later.event = later.event.take().or(earlier.event);
-            }
-            Some(_) => older += 1,
-            None => {
-                at.insert(event_id, kept.len());
-                kept.push((event_id, snapshot));
-            }
-        }
-    }
-    (kept, replaced, older)
 }
 
 /// Reads the script's reply `{epoch, entry, accepted, stale, changed}`.
