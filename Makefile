@@ -9,7 +9,7 @@ CHROMIUM ?= /usr/bin/chromium
 run:
 	$(CARGO) run --release --bin oddsbus -- $(ARGS)
 
-# Three nodes on 8001-8003 sharing a redis-server of their own (see README, "Scaling out").
+# Three nodes on 8001-8003 sharing a redis-server of their own (see docs/OPERATIONS.md, "Scaling out").
 cluster:
 	ARGS="$(ARGS)" scripts/cluster.sh
 

@@ -83,7 +83,7 @@ pub struct Config {
     pub coalesce_window_ms: u64,
 
     /// Secret for HS256 tokens, at least 32 bytes. When set, WebSocket connections, ingest
-    /// and starting scrape runs need a token (see README, "Access control"); unset, nobody
+    /// and starting scrape runs need a token (see docs/OPERATIONS.md, "Access control"); unset, nobody
     /// needs one.
     #[arg(long, env = "ODDSBUS_AUTH_SECRET", hide_env_values = true, value_parser = parse_secret)]
     pub auth_secret: Option<String>,

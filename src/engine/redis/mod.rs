@@ -38,7 +38,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-// Not our ConnectionManager (`crate::manager`): redis's self-reconnecting connection.
+// Not our ConnectionManager (`crate::topics`): redis's self-reconnecting connection.
 use redis::aio::{ConnectionManager as RedisConnection, ConnectionManagerConfig};
 use redis::{Client, Script, Value};
 use tokio::sync::watch;
