@@ -2,7 +2,8 @@
 # Cluster against single node on this machine, alternating ROUNDS times (default 3), fresh
 # processes each run. Single: one node. Cluster: a redis-server of its own and three nodes,
 # subscribers spread over the three, ingests on the first. Two runs each:
-#   T1: 1,000 subscribers, batch 50, unpaced, 20,000 events (deliveries/s)
+#   T1: 1,000 subscribers, batch 50, unpaced, 20,000 events (deliveries/s, and the messages
+#       per second the subscribers received: merging makes them fewer than the log entries)
 #   P:  100 subscribers, batch 1, paced 200 ingests/s for 10 s (latency p99)
 # Usage: scripts/cluster-bench.sh [BIN] [ROUNDS]
 set -euo pipefail
@@ -33,7 +34,7 @@ measure() {  # label, load flags...
   t1=$("$load" "$@" --clients 1000 --events 20000 --batch 50 --inflight 8 | tail -1)
   p=$("$load" "$@" --clients 100 --events 2000 --batch 1 --inflight 8 --rate 200 | tail -1)
   for pair in "T1:$t1" "P:$p"; do
-    echo "$label ${pair%%:*} $(echo "${pair#*:}" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["deliveries_per_sec"], r["latency_ms"]["p99"], r["lost"], r["duplicates"])')" | tee -a "$results"
+    echo "$label ${pair%%:*} $(echo "${pair#*:}" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["deliveries_per_sec"], r["latency_ms"]["p99"], r["lost"], r["duplicates"], r["frames_per_sec"])')" | tee -a "$results"
   done
 }
 
@@ -58,6 +59,7 @@ for target in ("T1", "P"):
         rate = statistics.median(float(r[2]) for r in got) / 1e6
         p99 = statistics.median(float(r[3]) for r in got)
         lost, dups = sum(int(r[4]) for r in got), sum(int(r[5]) for r in got)
-        print(f"{target} {setup}: {rate:.2f} M deliveries/s, p99 {p99:.2f} ms "
+        frames = statistics.median(float(r[6]) for r in got) / 1e3
+        print(f"{target} {setup}: {rate:.2f} M deliveries/s, {frames:.0f} k messages/s, p99 {p99:.2f} ms "
               f"(runs: {', '.join(r[2] for r in got)}; lost {lost}, duplicates {dups})")
 PY

@@ -52,8 +52,7 @@ use super::{Node, Stored};
 use crate::cache::{Encoded, Snapshot};
 use crate::config::Config;
 use crate::metrics::{label, Metrics};
-use crate::protocol::IngestReply;
-use crate::protocol::{HttpError, HttpErrorCode, ScrapePhase, ScrapeProgress};
+use crate::protocol::{HttpError, HttpErrorCode, IngestReply, ScrapePhase, ScrapeProgress};
 use crate::topics::HistoryLimits;
 
 const META: &str = "oddsbus:meta";
@@ -69,7 +68,7 @@ fn state_key(source: &str) -> String {
     format!("oddsbus:state:{source}")
 }
 
-/// How long an append may take before the caller gets 503 `backplane_unavailable`.
+/// How long an append may take before the caller gets 503 `outcome_unknown`.
 const APPEND_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// The append script must end within this much of [`APPEND_TIMEOUT`]: it refuses to start
