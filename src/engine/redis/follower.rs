@@ -19,9 +19,9 @@ use redis::{AsyncConnectionConfig, RedisResult, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::log::{self, Body, Entry, EntryId};
+use super::sink::Sink;
 use super::{state_key, Cluster, EVENTS, LOG, META, NODES};
-use crate::cache::{Details, Logged, OddsCache};
-use crate::dispatcher::{BusEvent, BusSender};
+use crate::cache::Details;
 use crate::metrics::label;
 
 /// How long one blocking read waits for new entries. The connection's response timeout is
@@ -34,11 +34,10 @@ const SLACK: Duration = Duration::from_millis(1000);
 const BATCH: usize = 512;
 
 /// Follows the log until `stop`, reconnecting with backoff whenever Redis fails.
-pub async fn follow(cluster: Cluster, cache: OddsCache, bus: BusSender, stop: CancellationToken) {
+pub async fn follow(cluster: Cluster, sink: Sink, stop: CancellationToken) {
     let mut follower = Follower {
         cluster,
-        cache,
-        bus,
+        sink,
         epoch: None,
         last: EntryId::default(),
         nodes: "$".to_owned(),
@@ -84,8 +83,8 @@ impl From<redis::RedisError> for Stop {
 
 struct Follower {
     cluster: Cluster,
-    cache: OddsCache,
-    bus: BusSender,
+    /// Where what it reads goes.
+    sink: Sink,
     /// The epoch followed; `None` before the first join.
     epoch: Option<Arc<str>>,
     /// The last entry applied.
@@ -165,14 +164,8 @@ impl Follower {
             return false;
         }
         match entry.body {
-            Body::Odds(source, logged, details) => {
-                self.cache.apply(&source, logged);
-                self.cache.set_details(&source, details);
-            }
-            Body::Progress(progress) => {
-                let offset = Some(entry.id.top);
-                let _ = self.bus.send(BusEvent::ScrapeProgress { progress, offset });
-            }
+            Body::Odds(source, logged, details) => self.sink.odds(&source, logged, details),
+            Body::Progress(progress) => self.sink.step(progress, entry.id.top),
         }
         self.advance(entry.id);
         true
@@ -213,7 +206,7 @@ impl Follower {
         }
         let last: EntryId = last.and_then(|l| l.parse().ok()).unwrap_or_default();
         if self.epoch.is_some() {
-            self.cache.clear();
+            self.sink.clear();
         }
         // Loaded before clients are told to refetch, so that they find all of it.
         self.load(connection).await?;
@@ -239,11 +232,7 @@ impl Follower {
                 .collect();
             if !restarted {
                 let top = entries.first().map_or(last.top, |entry| entry.prev.top);
-                let restart = BusEvent::Restart {
-                    epoch: epoch.clone(),
-                    top,
-                };
-                let _ = self.bus.send(restart);
+                self.sink.restart(epoch.clone(), top);
                 restarted = true;
             }
             for entry in entries {
@@ -268,7 +257,7 @@ impl Follower {
                 .first()
                 .map_or_else(|| "0-0".to_owned(), |id| id.id.clone());
         }
-        tracing::info!(event = "cluster.joined", %epoch, top = last.top, events = self.cache.len());
+        tracing::info!(event = "cluster.joined", %epoch, top = last.top, events = self.sink.events());
         self.epoch = Some(epoch);
         self.advance(last);
         Ok(())
@@ -285,10 +274,7 @@ impl Follower {
         // Loaded before clients are told to refetch, so that they find all of it.
         self.load(connection).await?;
         if let Some(epoch) = self.epoch.clone() {
-            let _ = self.bus.send(BusEvent::Restart {
-                epoch,
-                top: last.top,
-            });
+            self.sink.restart(epoch, last.top);
         }
         self.advance(last);
         Ok(())
@@ -297,26 +283,13 @@ impl Follower {
     /// Hands a held entry's messages to the dispatcher without applying it: the state,
     /// loaded next, has it already.
     fn republish(&self, entry: Entry) {
-        let event = match entry.body {
+        match entry.body {
             Body::Odds(source, logged, _) => {
-                let changes: Vec<Logged> =
-                    logged.into_iter().filter(|l| l.offset.is_some()).collect();
-                if changes.is_empty() {
-                    return;
-                }
-                BusEvent::OddsChanged {
-                    event_ids: changes.iter().map(|l| l.event_id).collect(),
-                    snapshots: changes.iter().map(|l| l.snapshot.json.clone()).collect(),
-                    offsets: Some(changes.iter().filter_map(|l| l.offset).collect()),
-                    source: Arc::from(source),
-                }
+                let changes = logged.into_iter().filter(|l| l.offset.is_some()).collect();
+                self.sink.republish(&source, changes);
             }
-            Body::Progress(progress) => BusEvent::ScrapeProgress {
-                progress,
-                offset: Some(entry.id.top),
-            },
-        };
-        let _ = self.bus.send(event);
+            Body::Progress(progress) => self.sink.step(progress, entry.id.top),
+        }
     }
 
     /// Loads every source's state into the cache, then the events' details.
@@ -335,7 +308,7 @@ impl Follower {
                         }
                     }
                 });
-                self.cache.apply(&source, logged.collect());
+                self.sink.odds(&source, logged.collect(), Vec::new());
                 cursor = next;
                 if cursor == 0 {
                     break;
@@ -358,7 +331,7 @@ impl Follower {
                 }
             }
             for (source, details) in by_source {
-                self.cache.set_details(source, details);
+                self.sink.details(source, details);
             }
             cursor = next;
             if cursor == 0 {

@@ -33,6 +33,7 @@ mod follower;
 mod log;
 mod members;
 mod scrape;
+mod sink;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,6 +49,7 @@ use self::log::EntryId;
 use self::members::heartbeat;
 pub use self::members::Member;
 use self::scrape::watch_runs;
+use self::sink::Sink;
 use super::{Node, Stored};
 use crate::cache::{Encoded, Snapshot};
 use crate::config::Config;
@@ -234,9 +236,9 @@ impl Cluster {
         if let Some(address) = node.address {
             self.listening_on(address);
         }
-        let (cache, bus, stop) = (node.cache.clone(), node.bus.clone(), node.follow_stop);
-        node.tasks
-            .spawn(follow(self.clone(), cache, bus, stop.clone()));
+        let sink = Sink::new(node.cache.clone(), node.bus.clone());
+        let stop = node.follow_stop.clone();
+        node.tasks.spawn(follow(self.clone(), sink, stop));
         tracing::info!(event = "cluster.joining", node = %self.node());
         self.joined().await?;
         let manager = node.manager.clone();
