@@ -18,18 +18,34 @@ const DOCUMENTS: [&str; 6] = [
 /// A bare file name (`snapshot.rs`, named beside its directory) may be anywhere.
 const ROOTS: [&str; 5] = ["", "src/", "tests/", "web/", "docs/"];
 
-/// Every file name in the repository's own directories.
-fn file_names(dir: &Path, names: &mut Vec<String>) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if path.is_dir() && !["target", "node_modules", ".git"].contains(&name.as_str()) {
-            names.push(format!("{name}/"));
-            file_names(&path, names);
-        } else {
-            names.push(name);
+/// What builds and runs make, absent from a fresh clone.
+const GENERATED: [&str; 2] = ["target/", "fuzz/artifacts/"];
+
+/// The repository's files (as a fresh clone has them: untracked files do not count), and
+/// every directory and file name among them.
+fn tracked() -> (Vec<String>, Vec<String>) {
+    let output = Command::new("git")
+        .args(["ls-files"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("git lists the repository's files");
+    let files: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let mut names = Vec::new();
+    for file in &files {
+        let parts: Vec<&str> = file.split('/').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            names.push(if last {
+                (*part).to_owned()
+            } else {
+                format!("{part}/")
+            });
         }
     }
+    (files, names)
 }
 
 /// The inline code spans of `text` (between single backticks), outside fenced blocks.
@@ -96,9 +112,12 @@ fn every_flag_a_document_names_is_one_the_broker_takes() {
 
 #[test]
 fn every_file_a_document_names_exists() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut names = Vec::new();
-    file_names(root, &mut names);
+    let (files, names) = tracked();
+    let exists = |path: &str| {
+        files
+            .iter()
+            .any(|f| f == path || f.starts_with(&format!("{path}/")))
+    };
     let mut missing = Vec::new();
     for document in DOCUMENTS {
         for span in code_spans(&read(document)) {
@@ -108,16 +127,16 @@ fn every_file_a_document_names_exists() {
             ];
             let is_file = named.iter().any(|ext| path.ends_with(ext));
             let is_dir = span.ends_with('/') && !span.contains(' ') && !span.starts_with('/');
-            if !(is_file || is_dir) || path.contains(['*', ' ', '{', '<', ':']) {
+            // `/app.js` is a route the broker serves, not a path in the repository.
+            let generated = GENERATED.iter().any(|g| span.starts_with(g)) || span.starts_with('/');
+            if !(is_file || is_dir) || generated || path.contains(['*', ' ', '{', '<', ':']) {
                 continue;
             }
             let bare = !span.trim_end_matches('/').contains('/');
             let found = if bare {
                 names.contains(&span.trim_end_matches(['.', ',']).to_owned())
             } else {
-                ROOTS
-                    .iter()
-                    .any(|r| root.join(format!("{r}{path}")).exists())
+                ROOTS.iter().any(|r| exists(&format!("{r}{path}")))
             };
             if !found {
                 missing.push(format!("{document}: {span}"));
