@@ -19,6 +19,7 @@ use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::prices::PriceHistory;
 use crate::scrape::{OddsSource, ScrapeCoordinator, ScrapeSettings};
+use crate::store::Store;
 use crate::topics::ConnectionManager;
 use crate::topics::HistoryLimits;
 
@@ -32,6 +33,8 @@ pub struct Broker {
     /// Where ingests and scrape runs write, and what says whether the node may serve: its
     /// own cache, or the cluster's log in Redis (`--redis`).
     pub engine: Engine,
+    /// Where the odds are kept beyond this process (`--database-url`), if anywhere.
+    pub store: Option<Store>,
     /// How the odds moved, for the charts and the biggest moves.
     pub prices: PriceHistory,
     /// Topic channels and the connection registry.
@@ -103,8 +106,8 @@ impl Broker {
     ///
     /// # Panics
     ///
-    /// If `config.redis` is set but is not a URL the `redis` crate takes (`--redis` checks
-    /// that it is).
+    /// If `config.redis` or `config.database_url` is set but is not a URL its client takes
+    /// (`--redis` and `--database-url` check that it is).
     pub fn new(
         config: Config,
         source: Arc<dyn OddsSource>,
@@ -131,6 +134,14 @@ impl Broker {
             Ok(engine) => engine,
             Err(error) => panic!("{error}"),
         };
+        let store =
+            config
+                .database_url
+                .as_deref()
+                .map(|url| match Store::new(url, metrics.clone()) {
+                    Ok(store) => store,
+                    Err(error) => panic!("{error}"),
+                });
         let scrape = ScrapeCoordinator::new(
             source,
             engine.clone(),
@@ -147,6 +158,7 @@ impl Broker {
             config: Arc::new(config),
             cache,
             engine,
+            store,
             prices,
             manager,
             metrics,

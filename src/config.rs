@@ -259,6 +259,13 @@ pub struct Config {
     #[arg(long, env = "ODDSBUS_REDIS", value_parser = parse_redis, hide_env_values = true)]
     pub redis: Option<String>,
 
+    /// Keeps the odds in the PostgreSQL at this URL, behind the cache, and loads them back at
+    /// start: `postgres://[user[:password]@]HOST[:PORT]/DATABASE`. The schema is created and
+    /// migrated at start; an unreachable database, or a schema newer than this binary, stops
+    /// the broker with status 2. Unset, everything is in memory only.
+    #[arg(long, env = "ODDSBUS_DATABASE_URL", value_parser = parse_database, hide_env_values = true)]
+    pub database_url: Option<String>,
+
     /// Most `GET /api/scrape/stream` followers at once; more get 503 `too_many_streams`.
     #[arg(long, env = "ODDSBUS_MAX_SSE_STREAMS", default_value_t = 256,
           value_parser = count(1, 100_000))]
@@ -299,6 +306,13 @@ impl Config {
                 "--heartbeat-timeout ({:?}) must be longer than --heartbeat-interval ({beats:?})",
                 self.heartbeat_timeout
             ));
+        }
+        if self.redis.is_some() && self.database_url.is_some() {
+            return Err(
+                "--database-url does not work with --redis yet: a cluster keeps its \
+                        odds in Redis"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -381,6 +395,29 @@ fn parse_redis(text: &str) -> Result<String, String> {
     let db = url.path().trim_start_matches('/');
     if !db.is_empty() && db.parse::<u16>().is_err() {
         return refuse("the path, if any, is a database number");
+    }
+    Ok(text.to_owned())
+}
+
+/// What `tokio-postgres` connects to: `postgres://[user[:password]@]HOST[:PORT]/DATABASE`.
+fn parse_database(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let refuse = |why: &str| {
+        Err(format!(
+            "`{text}`: {why}, e.g. postgres://postgres@127.0.0.1:5432/oddsbus"
+        ))
+    };
+    let Ok(url) = url::Url::parse(text) else {
+        return refuse("expected a PostgreSQL URL");
+    };
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return refuse("expected the `postgres://` scheme");
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return refuse("expected a host to connect to");
+    }
+    if url.path().trim_start_matches('/').is_empty() {
+        return refuse("expected a database name");
     }
     Ok(text.to_owned())
 }
@@ -476,6 +513,9 @@ mod tests {
             ["--redis", "127.0.0.1:6379"],
             ["--redis", "redis://0.0.0.0:6379"],
             ["--redis", "redis://127.0.0.1:6379/x"],
+            ["--database-url", "127.0.0.1:5432"],
+            ["--database-url", "mysql://127.0.0.1/oddsbus"],
+            ["--database-url", "postgres://127.0.0.1:5432"],
         ] {
             let flag = format!("{}={}", bad[0], bad[1]);
             let error = Config::try_parse_from(["oddsbus", &flag]);

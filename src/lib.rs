@@ -43,6 +43,8 @@ mod scrape;
 #[cfg(feature = "server")]
 mod server;
 #[cfg(feature = "server")]
+mod store;
+#[cfg(feature = "server")]
 mod topics;
 #[cfg(feature = "server")]
 mod web;

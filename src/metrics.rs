@@ -84,6 +84,14 @@ pub struct Metrics {
     pub price_history_points: Gauge,
     /// Bytes the price history holds, against `--price-history-bytes`.
     pub price_history_bytes: Gauge,
+    /// Changed snapshots waiting for the store's writer (`--database-url`).
+    pub persist_queue_depth: Gauge,
+    /// Rows the store's writer committed, by `table`.
+    pub persist_rows: Family<Label, Counter>,
+    /// The store's writes that failed (each retried).
+    pub persist_failures: Counter,
+    /// Age of the oldest change not yet committed to the store.
+    pub persist_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -125,6 +133,10 @@ impl Metrics {
             cluster_members: Gauge::default(),
             price_history_points: Gauge::default(),
             price_history_bytes: Gauge::default(),
+            persist_queue_depth: Gauge::default(),
+            persist_rows: Family::default(),
+            persist_failures: Counter::default(),
+            persist_lag_seconds: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -267,6 +279,26 @@ impl Metrics {
             "price_history_bytes",
             "Bytes the price history holds, against --price-history-bytes",
             metrics.price_history_bytes.clone(),
+        );
+        r.register(
+            "persist_queue_depth",
+            "Changed snapshots waiting to be written to the database",
+            metrics.persist_queue_depth.clone(),
+        );
+        r.register(
+            "persist_rows",
+            "Rows written to the database, by table",
+            metrics.persist_rows.clone(),
+        );
+        r.register(
+            "persist_failures",
+            "Writes to the database that failed (each is retried)",
+            metrics.persist_failures.clone(),
+        );
+        r.register(
+            "persist_lag_seconds",
+            "Age of the oldest change not yet written to the database",
+            metrics.persist_lag_seconds.clone(),
         );
         Metrics {
             registry,

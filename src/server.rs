@@ -45,6 +45,7 @@ use crate::http;
 use crate::metrics::label;
 use crate::protocol::Topic;
 use crate::scrape::{self, OddsSource, SimulatedSettings, SimulatedSource};
+use crate::store;
 
 /// Owns the fan-out runtime; shuts it down without blocking when dropped, which may happen
 /// inside another runtime.
@@ -173,7 +174,7 @@ impl Server {
         // Stopped once in-flight HTTP requests are done: an ingest waits for its entry.
         let follow_stop = CancellationToken::new();
         let started = tokio::select! {
-            started = start_engine(&broker, &listener, &follow_stop) => Some(started),
+            started = start_node(&broker, &listener, &follow_stop) => Some(started),
             () = &mut shutdown => None,
         };
         let http_connections = GracefulShutdown::new();
@@ -204,12 +205,25 @@ impl Server {
     }
 }
 
-/// Starts the engine's tasks; completes once the node may serve, or with why it may not.
-async fn start_engine(
+/// Opens the store (migrated, and the cache loaded from it) and starts the engine's tasks;
+/// completes once the node may serve, or with why it may not.
+async fn start_node(
     broker: &Broker,
     listener: &TcpListener,
     follow_stop: &CancellationToken,
 ) -> Result<(), String> {
+    if let Some(store) = &broker.store {
+        let loaded = store.open(&broker.cache, broker.config.event_ttl).await?;
+        tracing::info!(
+            event = "store.loaded",
+            snapshots = loaded,
+            events = broker.cache.len()
+        );
+        store.keep(&broker.cache);
+        // Writes until in-flight requests are done, then what is still pending.
+        let writer = store::write_behind(store.clone(), broker.cache.clone(), follow_stop.clone());
+        broker.producers.spawn(writer);
+    }
     let node = Node {
         address: listener.local_addr().ok().map(|addr| addr.to_string()),
         cache: &broker.cache,

@@ -89,7 +89,7 @@ fn every_flag_a_document_names_is_one_the_broker_takes() {
     for document in DOCUMENTS.iter().filter(|d| **d != "BENCHMARKS.md") {
         for span in code_spans(&read(document)) {
             let Some(flag) = span
-                .split([' ', '='])
+                .split([' ', '=', ':', ','])
                 .next()
                 .filter(|f| f.starts_with("--"))
             else {

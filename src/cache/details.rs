@@ -44,6 +44,20 @@ impl Details {
         Details::from_json(Bytes::from(json), details.kickoff)
     }
 
+    /// Details as they were kept encoded (the cluster's log, the database): their JSON.
+    pub fn decode(json: &[u8]) -> Result<Details, String> {
+        #[derive(serde::Deserialize)]
+        struct Kickoff {
+            kickoff: Option<Timestamp>,
+        }
+        let read: Kickoff =
+            serde_json::from_slice(json).map_err(|e| format!("event details: {e}"))?;
+        Ok(Details::from_json(
+            Bytes::copy_from_slice(json),
+            read.kickoff,
+        ))
+    }
+
     /// Details already encoded (as the cluster's log carries them).
     pub fn from_json(json: Bytes, kickoff: Option<Timestamp>) -> Details {
         let mut hash = FnvHasher::default();

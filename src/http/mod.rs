@@ -22,6 +22,7 @@ use warp::{Filter, Rejection, Reply};
 use crate::broker::Broker;
 use crate::engine::Member;
 use crate::protocol::{Health, HttpError, HttpErrorCode};
+use crate::store::Store;
 use crate::{reply, web, ws};
 
 /// Every route of the broker, with errors turned into JSON replies.
@@ -147,16 +148,19 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
 /// Redis is broken (reads still serve its cache, WebSockets stay open).
 fn health(broker: &Broker) -> Response {
     let degraded = broker.engine.health().err();
+    let database = broker.store.as_ref().map(Store::health);
     match degraded {
         None => reply::ok(&Health {
             status: "ok",
             reason: None,
+            database,
         }),
         Some(reason) => reply::json(
             StatusCode::SERVICE_UNAVAILABLE,
             &Health {
                 status: "degraded",
                 reason: Some(reason),
+                database,
             },
         ),
     }

@@ -196,6 +196,10 @@ pub struct Health {
     /// Why it is degraded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// With `--database-url`: `ok`, or `degraded` while writes to the database fail (the
+    /// node still serves: the cache has the odds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<&'static str>,
 }
 
 #[cfg(test)]

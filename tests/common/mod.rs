@@ -1,6 +1,7 @@
 //! Shared test helpers: a real oddsbus on an ephemeral port, and real clients for it.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod postgres;
 pub mod redis;
 
 use std::net::SocketAddr;

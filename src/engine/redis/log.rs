@@ -12,9 +12,6 @@ use std::str::FromStr;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use serde::Deserialize;
-
 use crate::cache::{Details, Encoded, Logged, StoredSnapshot};
 use crate::protocol::{ScrapeProgress, Timestamp, HOME_SOURCE};
 
@@ -166,15 +163,7 @@ pub fn held_details(value: &[u8]) -> Result<(&str, Arc<Details>), String> {
 
 /// Reads details as the log carries them: their JSON.
 pub fn details_value(json: &[u8]) -> Result<Arc<Details>, String> {
-    #[derive(Deserialize)]
-    struct Kickoff {
-        kickoff: Option<Timestamp>,
-    }
-    let read: Kickoff = serde_json::from_slice(json).map_err(|e| format!("event details: {e}"))?;
-    Ok(Arc::new(Details::from_json(
-        Bytes::copy_from_slice(json),
-        read.kickoff,
-    )))
+    Details::decode(json).map(Arc::new)
 }
 
 fn snapshot(value: &[u8]) -> Result<StoredSnapshot, String> {

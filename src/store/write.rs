@@ -1,0 +1,232 @@
+//! The writer: one task that commits what the cache changed, in batches, each in one
+//! transaction: every market of each snapshot upserted into `odds_current` (from arrays,
+//! `INSERT … SELECT FROM unnest`), the markets a snapshot no longer has deleted, and the
+//! events' details upserted. While the database fails it retries with backoff and warns once
+//! per outage.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use super::{Change, Store};
+use crate::cache::OddsCache;
+use crate::metrics::label;
+
+/// Most snapshots committed in one transaction.
+const BATCH: usize = 1_000;
+
+/// Longest wait between two tries while the database fails.
+const MOST_BACKOFF: Duration = Duration::from_secs(5);
+
+const UPSERT_MARKETS: &str = "
+    INSERT INTO odds_current
+        (event_id, source, market_id, line, position, name, outcomes, bookmaker_id,
+         captured_at, updated_at)
+    SELECT e, s, m, l, p, n, o::jsonb, b, c::timestamptz, now()
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
+                $7::text[], $8::bigint[], $9::text[]) AS t(e, s, m, l, p, n, o, b, c)
+    ON CONFLICT (event_id, source, market_id, line) DO UPDATE SET
+        position = excluded.position, name = excluded.name, outcomes = excluded.outcomes,
+        bookmaker_id = excluded.bookmaker_id, captured_at = excluded.captured_at,
+        updated_at = excluded.updated_at";
+
+/// A snapshot replaces its event's markets of that source whole: those this transaction did
+/// not write (`now()` is the transaction's start, the same for both statements) go.
+const DELETE_GONE_MARKETS: &str = "
+    DELETE FROM odds_current o
+    USING unnest($1::bigint[], $2::text[]) AS t(e, s)
+    WHERE o.event_id = t.e AND o.source = t.s AND o.updated_at < now()";
+
+const UPSERT_DETAILS: &str = "
+    INSERT INTO event_details (event_id, source, details, updated_at)
+    SELECT e, s, d::jsonb, now()
+    FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(e, s, d)
+    ON CONFLICT (event_id) DO UPDATE SET
+        source = excluded.source, details = excluded.details, updated_at = excluded.updated_at";
+
+/// Commits what the cache changes until `stop`, then what is still pending (once).
+pub async fn write_behind(store: Store, cache: OddsCache, stop: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    let mut outage: Option<Instant> = None;
+    loop {
+        let (batch, since) = store.take(BATCH);
+        if batch.is_empty() {
+            store.measure();
+            if stop.is_cancelled() {
+                return;
+            }
+            tokio::select! {
+                () = store.shared.queued.notified() => {}
+                () = stop.cancelled() => {}
+            }
+            continue;
+        }
+        let metrics = &store.shared.metrics;
+        match write(&store, &cache, &batch).await {
+            Ok(rows) => {
+                for (table, count) in rows {
+                    let counter = metrics.persist_rows.get_or_create(&label("table", table));
+                    counter.inc_by(count);
+                }
+                store.shared.healthy.store(true, Ordering::Relaxed);
+                if let Some(began) = outage.take() {
+                    let secs = began.elapsed().as_secs_f64();
+                    tracing::info!(event = "store.recovered", outage_secs = secs);
+                }
+                backoff = Duration::from_millis(100);
+                store.measure();
+            }
+            Err(error) => {
+                metrics.persist_failures.inc();
+                store.shared.healthy.store(false, Ordering::Relaxed);
+                store.put_back(batch, since);
+                store.measure();
+                if outage.is_none() {
+                    outage = Some(Instant::now());
+                    tracing::warn!(event = "store.unavailable", %error, "odds are kept in memory and written once the database is back");
+                }
+                if stop.is_cancelled() {
+                    tracing::warn!(
+                        event = "store.not_flushed",
+                        pending = store.shared.pending.lock().snapshots.len()
+                    );
+                    return;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stop.cancelled() => {}
+                }
+                backoff = (backoff * 2).min(MOST_BACKOFF);
+            }
+        }
+    }
+}
+
+/// A stored snapshot's JSON, as the cache keeps it.
+#[derive(Deserialize)]
+struct Stored {
+    bookmaker_id: Option<i64>,
+    captured_at: String,
+    markets: Vec<Market>,
+}
+
+#[derive(Deserialize)]
+struct Market {
+    market_id: String,
+    name: String,
+    line: Option<f64>,
+    outcomes: serde_json::Value,
+}
+
+/// The columns of the markets' rows.
+#[derive(Default)]
+struct Rows {
+    event_ids: Vec<i64>,
+    sources: Vec<String>,
+    market_ids: Vec<String>,
+    lines: Vec<String>,
+    positions: Vec<i32>,
+    names: Vec<String>,
+    outcomes: Vec<String>,
+    bookmaker_ids: Vec<Option<i64>>,
+    captured_at: Vec<String>,
+}
+
+impl Rows {
+    /// Adds a snapshot's markets; a market named twice keeps its last (a key is written once
+    /// per statement).
+    fn add(&mut self, event_id: i64, source: &str, stored: Stored) {
+        let mut at: HashMap<(String, String), usize> = HashMap::new();
+        for (position, market) in stored.markets.into_iter().enumerate() {
+            let line = market.line.map(|l| l.to_string()).unwrap_or_default();
+            let row = match at.get(&(market.market_id.clone(), line.clone())) {
+                Some(&row) => row,
+                None => {
+                    at.insert(
+                        (market.market_id.clone(), line.clone()),
+                        self.event_ids.len(),
+                    );
+                    self.event_ids.push(event_id);
+                    self.sources.push(source.to_owned());
+                    self.market_ids.push(market.market_id);
+                    self.lines.push(line);
+                    self.positions.push(0);
+                    self.names.push(String::new());
+                    self.outcomes.push(String::new());
+                    self.bookmaker_ids.push(stored.bookmaker_id);
+                    self.captured_at.push(stored.captured_at.clone());
+                    self.event_ids.len() - 1
+                }
+            };
+            self.positions[row] = i32::try_from(position).unwrap_or(i32::MAX);
+            self.names[row] = market.name;
+            self.outcomes[row] = market.outcomes.to_string();
+        }
+    }
+}
+
+/// Writes one batch in one transaction; returns the rows written per table.
+async fn write(
+    store: &Store,
+    cache: &OddsCache,
+    batch: &[Change],
+) -> Result<Vec<(&'static str, u64)>, String> {
+    let mut rows = Rows::default();
+    let (mut snapshot_events, mut snapshot_sources) = (Vec::new(), Vec::new());
+    for ((event_id, source), json) in batch {
+        let event_id = i64::try_from(*event_id).map_err(|e| e.to_string())?;
+        let stored: Stored = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        rows.add(event_id, source, stored);
+        snapshot_events.push(event_id);
+        snapshot_sources.push(source.to_string());
+    }
+    // The details the cache holds now for the events written: the latest given.
+    let mut details: HashMap<i64, (String, String)> = HashMap::new();
+    for ((event_id, source), _) in batch {
+        let Some(odds) = cache.event_odds(*event_id) else {
+            continue;
+        };
+        if let (Some(held), Ok(id)) = (odds.details, i64::try_from(*event_id)) {
+            let json = String::from_utf8_lossy(&held.json).into_owned();
+            details.insert(id, (source.to_string(), json));
+        }
+    }
+    let (detail_ids, detail_rows): (Vec<i64>, Vec<(String, String)>) = details.into_iter().unzip();
+    let (detail_sources, detail_json): (Vec<String>, Vec<String>) = detail_rows.into_iter().unzip();
+
+    let mut client = store.shared.pool.get().await.map_err(|e| e.to_string())?;
+    let transaction = client.transaction().await.map_err(|e| e.to_string())?;
+    let markets = transaction
+        .execute(
+            UPSERT_MARKETS,
+            &[
+                &rows.event_ids,
+                &rows.sources,
+                &rows.market_ids,
+                &rows.lines,
+                &rows.positions,
+                &rows.names,
+                &rows.outcomes,
+                &rows.bookmaker_ids,
+                &rows.captured_at,
+            ],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    transaction
+        .execute(DELETE_GONE_MARKETS, &[&snapshot_events, &snapshot_sources])
+        .await
+        .map_err(|e| e.to_string())?;
+    let details = transaction
+        .execute(
+            UPSERT_DETAILS,
+            &[&detail_ids, &detail_sources, &detail_json],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    transaction.commit().await.map_err(|e| e.to_string())?;
+    Ok(vec![("odds_current", markets), ("event_details", details)])
+}

@@ -1,0 +1,164 @@
+//! The PostgreSQL store (`--database-url`), against a PostgreSQL server each test starts
+//! for itself: what was acknowledged survives a restart, a database that goes away costs
+//! nothing but time, and a database the broker cannot use stops it at start.
+
+mod common;
+
+use common::postgres::PgServer;
+use common::{eventually, snapshot, TestServer, WAIT};
+use serde_json::{json, Value};
+
+/// A broker on `pg`, once it serves (migrated and loaded: it accepts only then).
+async fn with_store(pg: &PgServer) -> TestServer {
+    let url = pg.url();
+    let server = TestServer::with(move |c| c.database_url = Some(url)).await;
+    let (status, health) = server.get("/healthz").await;
+    assert_eq!(
+        (status, &health["database"]),
+        (200, &json!("ok")),
+        "{health}"
+    );
+    server
+}
+
+/// An event's odds as a read gives them, less the snapshot ids (a new process numbers its
+/// snapshots afresh).
+async fn odds(server: &TestServer, event_id: u64) -> Value {
+    let (status, mut body) = server.get(&format!("/api/events/{event_id}/odds")).await;
+    assert_eq!(status, 200, "{body}");
+    body["betpawa"]
+        .as_object_mut()
+        .map(|s| s.remove("snapshot_id"));
+    if let Some(competitors) = body["competitors"].as_object_mut() {
+        for snapshot in competitors.values_mut() {
+            snapshot.as_object_mut().map(|s| s.remove("snapshot_id"));
+        }
+    }
+    body
+}
+
+/// Waits until the writer has committed everything queued.
+async fn persisted(server: &TestServer, pg: &PgServer, rows: usize) {
+    eventually("the writer is idle", || async {
+        server
+            .metrics()
+            .await
+            .contains("oddsbus_persist_queue_depth 0")
+            && pg.query("SELECT count(*) FROM odds_current") == rows.to_string()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn acknowledged_odds_survive_a_restart() {
+    let pg = PgServer::start();
+    let first = with_store(&pg).await;
+    let mut named = snapshot(1, 2.0);
+    named["event"] = json!({"name": "Arsenal v Chelsea", "competition": "England: Premier League"});
+    named["captured_at"] = json!("2026-12-01T10:00:00.123Z");
+    let mut two_markets = snapshot(2, 1.8);
+    let second_market = json!({"market_id": "ou", "name": "Over/Under", "line": 2.5,
+        "outcomes": [{"name": "Over", "odds": 1.9}, {"name": "Under", "odds": 1.95}]});
+    two_markets["markets"]
+        .as_array_mut()
+        .unwrap()
+        .push(second_market);
+    let body = json!({"source": "betpawa", "snapshots": [named, two_markets, snapshot(3, 3.1)]});
+    assert_eq!(first.ingest(&body).await.0, 200);
+    first.ingest_ok("sportybet", &[1], 2.1).await;
+    // Event 2 loses its second market: the store must not bring it back.
+    first.ingest_ok("betpawa", &[2], 1.7).await;
+    persisted(&first, &pg, 4).await;
+    let before = [
+        odds(&first, 1).await,
+        odds(&first, 2).await,
+        odds(&first, 3).await,
+    ];
+    first.stop().await;
+
+    let again = with_store(&pg).await;
+    let after = [
+        odds(&again, 1).await,
+        odds(&again, 2).await,
+        odds(&again, 3).await,
+    ];
+    assert_eq!(before, after);
+    assert_eq!(after[0]["event"]["name"], "Arsenal v Chelsea");
+    let (_, health) = again.get("/healthz").await;
+    assert_eq!(health["database"], "ok", "{health}");
+}
+
+#[tokio::test]
+async fn a_database_that_goes_away_delays_the_writes_and_loses_none() {
+    let pg = PgServer::start();
+    let server = with_store(&pg).await;
+    server.ingest_ok("betpawa", &[1], 2.0).await;
+    persisted(&server, &pg, 1).await;
+
+    pg.stop();
+    // The cache acknowledges as before; the writer keeps what it could not write.
+    server.ingest_ok("betpawa", &[2, 3], 2.0).await;
+    eventually("the database is reported degraded", || async {
+        server.get("/healthz").await.1["database"] == "degraded"
+    })
+    .await;
+    let (status, health) = server.get("/healthz").await;
+    assert_eq!(status, 200, "the node still serves: {health}");
+    assert!(server
+        .metrics()
+        .await
+        .contains("oddsbus_persist_failures_total"));
+
+    pg.restart();
+    persisted(&server, &pg, 3).await;
+    eventually("the database is reported ok", || async {
+        server.get("/healthz").await.1["database"] == "ok"
+    })
+    .await;
+}
+
+/// Runs the binary against `url` and returns its exit status and what it wrote to stderr.
+async fn refused_start(url: String) -> (Option<i32>, String) {
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_oddsbus"))
+            .args(["--listen", "127.0.0.1:0", "--database-url", &url])
+            .env("ODDSBUS_LOG", "off")
+            .output()
+    });
+    let output = tokio::time::timeout(WAIT, run)
+        .await
+        .expect("the broker stops at once")
+        .unwrap()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_database_that_cannot_be_reached_at_start_stops_the_broker() {
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/oddsbus",
+        common::free_port()
+    );
+    let (code, stderr) = refused_start(url).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--database-url") && stderr.contains("cannot be reached"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_schema_newer_than_the_binary_is_refused() {
+    let pg = PgServer::start();
+    with_store(&pg).await.stop().await; // migrated
+    pg.query(
+        "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+         VALUES (9999, 'from_a_newer_oddsbus', '2026-12-04T00:00:00Z', '0')",
+    );
+    let (code, stderr) = refused_start(pg.url()).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("newer"), "{stderr}");
+}
