@@ -266,6 +266,12 @@ pub struct Config {
     #[arg(long, env = "ODDSBUS_DATABASE_URL", value_parser = parse_database, hide_env_values = true)]
     pub database_url: Option<String>,
 
+    /// Seconds `POST /api/odds?wait=persisted` waits for the odds to be committed to the
+    /// database before it answers 503 `persist_timeout` (the cache has them either way).
+    #[arg(long, env = "ODDSBUS_PERSIST_TIMEOUT", default_value = "5",
+          value_parser = seconds(0.1, 300.0))]
+    pub persist_timeout: Duration,
+
     /// Most `GET /api/scrape/stream` followers at once; more get 503 `too_many_streams`.
     #[arg(long, env = "ODDSBUS_MAX_SSE_STREAMS", default_value_t = 256,
           value_parser = count(1, 100_000))]

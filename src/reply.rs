@@ -85,7 +85,8 @@ impl Reply for HttpError {
             | HttpErrorCode::TooManyIngests
             | HttpErrorCode::TooManyStreams
             | HttpErrorCode::BackplaneUnavailable
-            | HttpErrorCode::OutcomeUnknown => {
+            | HttpErrorCode::OutcomeUnknown
+            | HttpErrorCode::PersistTimeout => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             HttpErrorCode::TooManyScrapes => {

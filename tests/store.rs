@@ -117,6 +117,71 @@ async fn a_database_that_goes_away_delays_the_writes_and_loses_none() {
     .await;
 }
 
+/// POSTs `body` to `/api/odds?wait=persisted`.
+async fn ingest_durably(server: &TestServer, body: &Value) -> (u16, Value) {
+    let url = server.url("/api/odds?wait=persisted");
+    let response = server.http.post(url).json(body).send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn wait_persisted_answers_once_the_odds_are_committed() {
+    let pg = PgServer::start();
+    let server = with_store(&pg).await;
+    let body = json!({"source": "bet9ja", "snapshots": [snapshot(7, 2.2), snapshot(8, 2.3)]});
+    let (status, reply) = ingest_durably(&server, &body).await;
+    assert_eq!(status, 200, "{reply}");
+    // At the reply, not eventually: the rows are committed.
+    let held = "SELECT count(*) FROM odds_current WHERE source = 'bet9ja' AND event_id IN (7, 8)";
+    assert_eq!(pg.query(held), "2");
+
+    let url = server.url("/api/odds?wait=soon");
+    let response = server.http.post(url).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test]
+async fn wait_persisted_with_the_database_away_is_a_timeout_and_the_cache_has_the_odds() {
+    let pg = PgServer::start();
+    let url = pg.url();
+    let server = TestServer::with(move |c| {
+        c.database_url = Some(url);
+        c.persist_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    assert_eq!(server.get("/healthz").await.0, 200);
+    pg.stop();
+    let body = json!({"source": "betpawa", "snapshots": [snapshot(9, 2.4)]});
+    let (status, reply) = ingest_durably(&server, &body).await;
+    assert_eq!(status, 503, "{reply}");
+    assert_eq!(reply["error"]["code"], "persist_timeout");
+    assert_eq!(
+        server.get("/api/events/9/odds").await.0,
+        200,
+        "served from the cache"
+    );
+    pg.restart();
+    let (status, reply) = ingest_durably(&server, &body).await;
+    assert_eq!(status, 200, "once the database is back: {reply}");
+    assert_eq!(
+        pg.query("SELECT count(*) FROM odds_current WHERE event_id = 9"),
+        "1"
+    );
+}
+
+#[tokio::test]
+async fn wait_persisted_without_a_database_is_refused_and_applies_nothing() {
+    let server = TestServer::start().await;
+    let body = json!({"source": "betpawa", "snapshots": [snapshot(5, 2.0)]});
+    let (status, reply) = ingest_durably(&server, &body).await;
+    assert_eq!(
+        (status, &reply["error"]["code"]),
+        (400, &json!("no_database")),
+        "{reply}"
+    );
+    assert_eq!(server.get("/api/events/5/odds").await.0, 404);
+}
+
 /// Runs the binary against `url` and returns its exit status and what it wrote to stderr.
 async fn refused_start(url: String) -> (Option<i32>, String) {
     let run = tokio::task::spawn_blocking(move || {

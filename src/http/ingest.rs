@@ -2,6 +2,8 @@
 //! slots, read the body within its size and time limits, decode it whole (`crate::ingest`),
 //! then store it in one write (`crate::engine`: the cache, or the cluster's log).
 
+use std::sync::Arc;
+
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use warp::http::{HeaderMap, HeaderValue};
@@ -14,11 +16,13 @@ use crate::ingest;
 use crate::metrics::label;
 use crate::protocol::{HttpError, HttpErrorCode, IngestReply, Timestamp};
 use crate::reply;
+use crate::store::Store;
 
 /// Handles one ingest request and counts it by status.
 pub async fn handle<S, B>(
     broker: Broker,
     headers: HeaderMap,
+    query: Vec<(String, String)>,
     length: Option<u64>,
     body: S,
 ) -> Response
@@ -26,7 +30,7 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    let reply = match accept(&broker, &headers, length, body).await {
+    let reply = match accept(&broker, &headers, &query, length, body).await {
         Ok((stored, false)) => reply::ok(&stored),
         Ok((stored, true)) => {
             let mut reply = reply::ok(&stored);
@@ -48,6 +52,7 @@ where
 async fn accept<S, B>(
     broker: &Broker,
     headers: &HeaderMap,
+    query: &[(String, String)],
     length: Option<u64>,
     body: S,
 ) -> Result<(IngestReply, bool), HttpError>
@@ -63,6 +68,7 @@ where
             "the token does not allow ingest (claim `ingest`)",
         ));
     }
+    let durable = wait_for_store(broker, query)?;
     let key = match headers.get("idempotency-key") {
         Some(key) => Some(check_idempotency_key(key.as_bytes())?),
         None => None,
@@ -87,10 +93,31 @@ where
         broker.metrics.captured_at_clamped.inc_by(clamped);
         tracing::debug!(event = "ingest.clamped", source = batch.source, clamped);
     }
+    let source: Arc<str> = Arc::from(batch.source.as_str());
+    let keys: Vec<(u64, Arc<str>)> = match durable {
+        Some(_) => batch
+            .snapshots
+            .iter()
+            .map(|(id, _)| (*id, source.clone()))
+            .collect(),
+        None => Vec::new(),
+    };
     let stored = broker
         .engine
         .put(&batch.source, batch.snapshots, key)
         .await?;
+    if let Some(store) = durable {
+        let timeout = broker.config.persist_timeout;
+        if !store.persisted(&keys, timeout).await {
+            return Err(HttpError::new(
+                HttpErrorCode::PersistTimeout,
+                format!(
+                    "the odds are in the cache but were not committed to the database within \
+                     {timeout:?} (--persist-timeout)"
+                ),
+            ));
+        }
+    }
     let counts = stored.counts;
     tracing::info!(
         event = "ingest.accepted",
@@ -101,6 +128,30 @@ where
         replayed = stored.replayed,
     );
     Ok((counts, stored.replayed))
+}
+
+/// The store an ingest with `?wait=persisted` waits for: `None` without `wait`; 400 for
+/// another `wait`, or for `persisted` without a database.
+fn wait_for_store<'a>(
+    broker: &'a Broker,
+    query: &[(String, String)],
+) -> Result<Option<&'a Store>, HttpError> {
+    let Some((_, wait)) = query.iter().find(|(name, _)| name == "wait") else {
+        return Ok(None);
+    };
+    if wait != "persisted" {
+        return Err(HttpError::new(
+            HttpErrorCode::InvalidQuery,
+            format!("`wait={wait}`: the only wait is `persisted`"),
+        ));
+    }
+    match &broker.store {
+        Some(store) => Ok(Some(store)),
+        None => Err(HttpError::new(
+            HttpErrorCode::NoDatabase,
+            "`wait=persisted` needs a database (--database-url); nothing was applied",
+        )),
+    }
 }
 
 /// Reads a whole request body, refusing it with 413 as soon as it is known to exceed `limit`

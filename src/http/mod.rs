@@ -36,6 +36,7 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
         .and(warp::post())
         .and(with_broker.clone())
         .and(warp::header::headers_cloned())
+        .and(warp::query::<Vec<(String, String)>>())
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
         .then(ingest::handle);

@@ -57,6 +57,10 @@ pub enum HttpErrorCode {
     /// A cluster member sent a write to Redis and gave up waiting for the answer: it may or
     /// may not be applied; a retry with the same `Idempotency-Key` is safe (503).
     OutcomeUnknown,
+    /// `?wait=persisted` on a broker without a database (400).
+    NoDatabase,
+    /// `?wait=persisted` and the odds were not committed within `--persist-timeout` (503).
+    PersistTimeout,
     /// The request's headers or body took longer than `--request-timeout` (408).
     RequestTimeout,
     /// A bug (500).
@@ -69,9 +73,8 @@ impl HttpErrorCode {
         use HttpErrorCode::*;
         match self {
             InvalidJson | InvalidBody | UnknownSource | TooManySnapshots | InvalidSnapshot
-            | InvalidEventId | TooManyIds | TooManyTopics | InvalidQuery | InvalidHeader => {
-                StatusCode::BAD_REQUEST
-            }
+            | InvalidEventId | TooManyIds | TooManyTopics | InvalidQuery | InvalidHeader
+            | NoDatabase => StatusCode::BAD_REQUEST,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Unauthorized => StatusCode::UNAUTHORIZED,
             Forbidden | ForbiddenOrigin => StatusCode::FORBIDDEN,
@@ -79,7 +82,7 @@ impl HttpErrorCode {
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             TooManyConnections | TooManyIngests | TooManyStreams | BackplaneUnavailable
-            | OutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
+            | OutcomeUnknown | PersistTimeout => StatusCode::SERVICE_UNAVAILABLE,
             TooManyScrapes => StatusCode::TOO_MANY_REQUESTS,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -113,6 +116,8 @@ impl HttpErrorCode {
             TooManyScrapes => "too_many_scrapes",
             BackplaneUnavailable => "backplane_unavailable",
             OutcomeUnknown => "outcome_unknown",
+            NoDatabase => "no_database",
+            PersistTimeout => "persist_timeout",
             RequestTimeout => "request_timeout",
             Internal => "internal",
         }

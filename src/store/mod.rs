@@ -13,7 +13,7 @@ mod write;
 
 pub use self::write::write_behind;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use parking_lot::Mutex;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio_postgres::NoTls;
 
 use crate::cache::OddsCache;
@@ -50,6 +50,8 @@ struct Shared {
     pending: Mutex<Pending>,
     /// Wakes the writer when something is queued.
     queued: Notify,
+    /// Counts the writer's attempts: whoever waits for a commit looks again at each.
+    attempts: watch::Sender<u64>,
     /// Whether the last write (or the start) reached the database.
     healthy: AtomicBool,
     metrics: Arc<Metrics>,
@@ -61,6 +63,8 @@ type Change = ((u64, Arc<str>), Bytes);
 #[derive(Default)]
 struct Pending {
     snapshots: HashMap<(u64, Arc<str>), Bytes>,
+    /// The keys of the batch being written.
+    writing: HashSet<(u64, Arc<str>)>,
     /// When the oldest change not yet committed was queued.
     since: Option<Instant>,
 }
@@ -102,6 +106,7 @@ impl Store {
                 pool,
                 pending: Mutex::default(),
                 queued: Notify::new(),
+                attempts: watch::channel(0).0,
                 healthy: AtomicBool::new(false),
                 metrics,
             }),
@@ -157,10 +162,11 @@ impl Store {
     fn take(&self, most: usize) -> (Vec<Change>, Option<Instant>) {
         let mut pending = self.shared.pending.lock();
         let keys: Vec<(u64, Arc<str>)> = pending.snapshots.keys().take(most).cloned().collect();
-        let batch = keys
+        let batch: Vec<Change> = keys
             .into_iter()
             .filter_map(|key| pending.snapshots.remove_entry(&key))
             .collect();
+        pending.writing = batch.iter().map(|(key, _)| key.clone()).collect();
         let since = pending.since;
         if pending.snapshots.is_empty() {
             pending.since = None;
@@ -168,16 +174,47 @@ impl Store {
         (batch, since)
     }
 
-    /// Puts back what a failed write took, unless a newer change of the same key came since.
-    fn put_back(&self, batch: Vec<Change>, since: Option<Instant>) {
+    /// Ends a write: what it took is committed, or (`failed`) put back unless a newer change
+    /// of the same key came since; whoever waits looks again.
+    fn written(&self, batch: Vec<Change>, failed: Option<Instant>) {
         let mut pending = self.shared.pending.lock();
+        pending.writing.clear();
+        if let Some(since) = failed {
+            Self::put_back(&mut pending, batch, since);
+        }
+        drop(pending);
+        self.shared.attempts.send_modify(|n| *n += 1);
+    }
+
+    fn put_back(pending: &mut Pending, batch: Vec<Change>, since: Instant) {
         for (key, json) in batch {
             pending.snapshots.entry(key).or_insert(json);
         }
-        pending.since = match (pending.since, since) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        pending.since = Some(pending.since.map_or(since, |held| held.min(since)));
+    }
+
+    /// Waits until each of `keys` (event, source) is committed (its change, or a newer one),
+    /// at most `timeout`; whether it was.
+    pub async fn persisted(&self, keys: &[(u64, Arc<str>)], timeout: Duration) -> bool {
+        let mut attempts = self.shared.attempts.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let waiting = {
+                let pending = self.shared.pending.lock();
+                keys.iter()
+                    .any(|key| pending.snapshots.contains_key(key) || pending.writing.contains(key))
+            };
+            if !waiting {
+                return true;
+            }
+            // The sender lives as long as the store, which `self` holds.
+            if tokio::time::timeout_at(deadline, attempts.changed())
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
     }
 
     /// Sets the queue's depth and lag gauges.

@@ -65,7 +65,8 @@ pub async fn write_behind(store: Store, cache: OddsCache, stop: CancellationToke
             continue;
         }
         let metrics = &store.shared.metrics;
-        match write(&store, &cache, &batch).await {
+        let written = write(&store, &cache, &batch).await;
+        match written {
             Ok(rows) => {
                 for (table, count) in rows {
                     let counter = metrics.persist_rows.get_or_create(&label("table", table));
@@ -77,12 +78,13 @@ pub async fn write_behind(store: Store, cache: OddsCache, stop: CancellationToke
                     tracing::info!(event = "store.recovered", outage_secs = secs);
                 }
                 backoff = Duration::from_millis(100);
+                store.written(batch, None);
                 store.measure();
             }
             Err(error) => {
                 metrics.persist_failures.inc();
                 store.shared.healthy.store(false, Ordering::Relaxed);
-                store.put_back(batch, since);
+                store.written(batch, Some(since.unwrap_or_else(Instant::now)));
                 store.measure();
                 if outage.is_none() {
                     outage = Some(Instant::now());
