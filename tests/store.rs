@@ -74,6 +74,8 @@ async fn acknowledged_odds_survive_a_restart() {
         odds(&first, 2).await,
         odds(&first, 3).await,
     ];
+    let id = |read: Value| read["betpawa"]["snapshot_id"].as_u64().unwrap();
+    let old_id = id(first.get("/api/events/1/odds").await.1);
     first.stop().await;
 
     let again = with_store(&pg).await;
@@ -84,6 +86,11 @@ async fn acknowledged_odds_survive_a_restart() {
     ];
     assert_eq!(before, after);
     assert_eq!(after[0]["event"]["name"], "Arsenal v Chelsea");
+    let new_id = id(again.get("/api/events/1/odds").await.1);
+    assert!(
+        new_id > old_id,
+        "snapshot ids only grow: {old_id}, then {new_id}"
+    );
     let (_, health) = again.get("/healthz").await;
     assert_eq!(health["database"], "ok", "{health}");
 }
@@ -180,6 +187,32 @@ async fn wait_persisted_without_a_database_is_refused_and_applies_nothing() {
         "{reply}"
     );
     assert_eq!(server.get("/api/events/5/odds").await.0, 404);
+}
+
+#[tokio::test]
+async fn an_event_the_cache_evicted_is_read_from_the_database() {
+    let pg = PgServer::start();
+    let url = pg.url();
+    let server = TestServer::with(move |c| {
+        c.database_url = Some(url);
+        c.max_events = 2;
+    })
+    .await;
+    let mut named = snapshot(1, 2.0);
+    named["event"] = json!({"name": "Inter v Milan"});
+    let body = json!({"source": "betpawa", "snapshots": [named]});
+    assert_eq!(ingest_durably(&server, &body).await.0, 200);
+    let (_, cached) = server.get("/api/events/1/odds").await;
+    server.ingest_ok("betpawa", &[2, 3], 2.0).await; // the cache holds two: event 1 leaves
+    assert!(server.broker.cache.event_odds(1).is_none(), "evicted");
+
+    let (status, read) = server.get("/api/events/1/odds").await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(
+        read, cached,
+        "the same reply, snapshot id and details included"
+    );
+    assert_eq!(server.get("/api/events/999/odds").await.0, 404);
 }
 
 /// Runs the binary against `url` and returns its exit status and what it wrote to stderr.

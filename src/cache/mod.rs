@@ -462,6 +462,14 @@ impl OddsCache {
         }
     }
 
+    /// Numbers the snapshots stored from now on after `id` (a node loading what an earlier
+    /// process numbered), so that ids only grow.
+    pub fn number_after(&self, id: u64) {
+        self.shared
+            .next_snapshot_id
+            .fetch_max(id, Ordering::Relaxed);
+    }
+
     fn next_snapshot_id(&self) -> u64 {
         self.shared.next_snapshot_id.fetch_add(1, Ordering::Relaxed) + 1
     }

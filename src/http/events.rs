@@ -101,26 +101,33 @@ pub async fn moves(broker: Broker, query: Vec<(String, String)>) -> Response {
     .await
 }
 
-/// `GET /api/events/{id}/odds`.
-pub fn odds(broker: &Broker, id: &str, if_none_match: Option<String>) -> Response {
-    let read = parse_id(id).and_then(|event_id| {
-        broker.cache.event_odds(event_id).ok_or_else(|| {
-            HttpError::new(
-                HttpErrorCode::NotFound,
-                format!("event {event_id} is not in the cache"),
-            )
-        })
-    });
-    match read {
-        Ok(odds) => {
-            let mut tag = Tag::default();
-            odds.tag(&mut tag);
-            reply::validated(&tag.etag(), if_none_match.as_deref(), |out| {
-                odds.write_json(out)
-            })
-        }
-        Err(error) => error.into_response(),
-    }
+/// `GET /api/events/{id}/odds`: from the cache, or, for an event it does not hold, from the
+/// database (`--database-url`).
+pub async fn odds(id: String, broker: Broker, if_none_match: Option<String>) -> Response {
+    let event_id = match parse_id(&id) {
+        Ok(event_id) => event_id,
+        Err(error) => return error.into_response(),
+    };
+    let odds = match broker.cache.event_odds(event_id) {
+        Some(odds) => Some(odds),
+        // Not (or no longer) in the cache: the database may have it.
+        None => match &broker.store {
+            Some(store) => store.event(event_id).await.unwrap_or_else(|error| {
+                tracing::warn!(event = "store.read_failed", event_id, %error);
+                None
+            }),
+            None => None,
+        },
+    };
+    let Some(odds) = odds else {
+        let message = format!("event {event_id} is not in the cache");
+        return HttpError::new(HttpErrorCode::NotFound, message).into_response();
+    };
+    let mut tag = Tag::default();
+    odds.tag(&mut tag);
+    reply::validated(&tag.etag(), if_none_match.as_deref(), |out| {
+        odds.write_json(out)
+    })
 }
 
 /// `GET /api/events/odds?ids=1,2,3`: the odds of several events in one read (ids the cache

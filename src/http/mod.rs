@@ -61,7 +61,7 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
         .and(warp::get())
         .and(with_broker.clone())
         .and(warp::header::optional::<String>("if-none-match"))
-        .map(|id: String, broker: Broker, tags| events::odds(&broker, &id, tags));
+        .then(events::odds);
 
     let history = warp::path!("api" / "events" / String / "history")
         .and(warp::get())

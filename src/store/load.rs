@@ -1,37 +1,72 @@
-//! The warm start: the current odds updated within `--event-ttl`, with their events'
-//! details, put back into the cache before the node serves, as each source's snapshots.
+//! Reading the odds back from the database: the warm start (the current odds updated within
+//! `--event-ttl`, with their events' details, put back into the cache before the node
+//! serves), and one event the cache does not hold, for a read.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Row};
 
-use crate::cache::{Details, OddsCache, Snapshot};
-use crate::protocol::Timestamp;
+use crate::cache::{Details, Encoded, EventOdds, OddsCache, Snapshot};
+use crate::protocol::{Timestamp, HOME_SOURCE};
 
 /// Snapshots put into the cache at once.
 const CHUNK: usize = 1_000;
 
-const CURRENT: &str = "
-    SELECT event_id, source, market_id, line, name, outcomes::text, bookmaker_id,
-           to_char(captured_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')
-    FROM odds_current
-    WHERE updated_at > now() - make_interval(secs => $1)
-    ORDER BY source, event_id, position";
+/// The columns every read of `odds_current` takes, in this order.
+const COLUMNS: &str = "
+    event_id, source, market_id, line, name, outcomes::text, bookmaker_id,
+    to_char(captured_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), snapshot_id";
 
-const DETAILS: &str = "
-    SELECT event_id, source, details::text FROM event_details
-    WHERE updated_at > now() - make_interval(secs => $1)";
+/// One source's snapshot of one event, gathered from its markets' rows.
+struct Gathered {
+    snapshot_id: u64,
+    json: Value,
+}
 
-/// Loads the current odds into `cache`; returns how many snapshots.
-pub async fn current(client: &Client, cache: &OddsCache, ttl: Duration) -> Result<usize, String> {
-    let failed =
-        |e: tokio_postgres::Error| format!("--database-url: loading the odds failed ({e})");
-    let secs = ttl.as_secs_f64();
-    let mut details: HashMap<u64, (String, Arc<Details>)> = HashMap::new();
-    for row in client.query(DETAILS, &[&secs]).await.map_err(failed)? {
+/// Each (source, event)'s snapshot from rows of [`COLUMNS`] in market order.
+fn gather(rows: &[Row]) -> BTreeMap<(String, u64), Gathered> {
+    let mut snapshots: BTreeMap<(String, u64), Gathered> = BTreeMap::new();
+    for row in rows {
+        let (event_id, source): (i64, String) = (row.get(0), row.get(1));
+        let (market_id, line, name): (String, String, String) =
+            (row.get(2), row.get(3), row.get(4));
+        let outcomes: Value = serde_json::from_str(row.get(5)).unwrap_or(Value::Null);
+        let (bookmaker_id, captured_at): (Option<i64>, String) = (row.get(6), row.get(7));
+        let snapshot_id: i64 = row.get(8);
+        let gathered = snapshots
+            .entry((source, event_id as u64))
+            .or_insert_with(|| Gathered {
+                snapshot_id: snapshot_id as u64,
+                json: json!({"bookmaker_id": bookmaker_id, "captured_at": captured_at, "markets": []}),
+            });
+        let line: Option<f64> = line.parse().ok();
+        let market =
+            json!({"market_id": market_id, "name": name, "line": line, "outcomes": outcomes});
+        if let Some(markets) = gathered.json["markets"].as_array_mut() {
+            markets.push(market);
+        }
+    }
+    snapshots
+}
+
+/// A snapshot from the JSON its rows were gathered into.
+fn snapshot(value: &Value) -> Result<Snapshot, String> {
+    let captured_at = value["captured_at"].as_str().unwrap_or_default();
+    Ok(Snapshot {
+        bookmaker_id: value["bookmaker_id"].as_i64(),
+        captured_at: Timestamp::parse(captured_at)?,
+        markets: serde_json::from_value(value["markets"].clone()).map_err(|e| e.to_string())?,
+        event: None,
+    })
+}
+
+/// Each event's details, and which source gave them, from rows of (id, source, JSON).
+fn details(rows: &[Row]) -> HashMap<u64, (String, Arc<Details>)> {
+    let mut details = HashMap::new();
+    for row in rows {
         let (event_id, source, json): (i64, String, String) = (row.get(0), row.get(1), row.get(2));
         match Details::decode(json.as_bytes()) {
             Ok(held) => {
@@ -40,28 +75,42 @@ pub async fn current(client: &Client, cache: &OddsCache, ttl: Duration) -> Resul
             Err(error) => tracing::error!(event = "store.bad_row", event_id, %error),
         }
     }
-    // Each source's snapshots, as the JSON an ingest carries, one market per row.
-    let mut snapshots: BTreeMap<(String, u64), Value> = BTreeMap::new();
-    for row in client.query(CURRENT, &[&secs]).await.map_err(failed)? {
-        let (event_id, source): (i64, String) = (row.get(0), row.get(1));
-        let (market_id, line, name): (String, String, String) =
-            (row.get(2), row.get(3), row.get(4));
-        let outcomes: Value = serde_json::from_str(row.get(5)).unwrap_or(Value::Null);
-        let (bookmaker_id, captured_at): (Option<i64>, String) = (row.get(6), row.get(7));
-        let snapshot = snapshots.entry((source, event_id as u64)).or_insert_with(
-            || json!({"bookmaker_id": bookmaker_id, "captured_at": captured_at, "markets": []}),
-        );
-        let line: Option<f64> = line.parse().ok();
-        let market =
-            json!({"market_id": market_id, "name": name, "line": line, "outcomes": outcomes});
-        if let Some(markets) = snapshot["markets"].as_array_mut() {
-            markets.push(market);
-        }
-    }
+    details
+}
+
+/// Loads the current odds into `cache`, numbering its snapshots after every id the
+/// database holds; returns how many snapshots.
+pub async fn current(client: &Client, cache: &OddsCache, ttl: Duration) -> Result<usize, String> {
+    let failed =
+        |e: tokio_postgres::Error| format!("--database-url: loading the odds failed ({e})");
+    let secs = ttl.as_secs_f64();
+    let highest: i64 = client
+        .query_one(
+            "SELECT coalesce(max(snapshot_id), 0) FROM odds_current",
+            &[],
+        )
+        .await
+        .map_err(failed)?
+        .get(0);
+    cache.number_after(highest as u64);
+    let recent = "updated_at > now() - make_interval(secs => $1)";
+    let rows = client
+        .query(
+            &format!("SELECT event_id, source, details::text FROM event_details WHERE {recent}"),
+            &[&secs],
+        )
+        .await
+        .map_err(failed)?;
+    let details = details(&rows);
+    let rows = client
+        .query(&format!("SELECT {COLUMNS} FROM odds_current WHERE {recent} ORDER BY source, event_id, position"), &[&secs])
+        .await
+        .map_err(failed)?;
+    let snapshots = gather(&rows);
     let loaded = snapshots.len();
     let mut by_source: BTreeMap<String, Vec<(u64, Snapshot)>> = BTreeMap::new();
-    for ((source, event_id), value) in snapshots {
-        let mut snapshot = match snapshot(value) {
+    for ((source, event_id), gathered) in snapshots {
+        let mut snapshot = match snapshot(&gathered.json) {
             Ok(snapshot) => snapshot,
             Err(error) => {
                 tracing::error!(event = "store.bad_row", event_id, %error);
@@ -88,13 +137,38 @@ pub async fn current(client: &Client, cache: &OddsCache, ttl: Duration) -> Resul
     Ok(loaded)
 }
 
-/// A snapshot from the JSON its rows were gathered into.
-fn snapshot(value: Value) -> Result<Snapshot, String> {
-    let captured_at = value["captured_at"].as_str().unwrap_or_default();
-    Ok(Snapshot {
-        bookmaker_id: value["bookmaker_id"].as_i64(),
-        captured_at: Timestamp::parse(captured_at)?,
-        markets: serde_json::from_value(value["markets"].clone()).map_err(|e| e.to_string())?,
-        event: None,
-    })
+/// One event as the database holds it, in the shape of a cache read; `None` if it holds
+/// nothing of it.
+pub async fn event(client: &Client, event_id: u64) -> Result<Option<EventOdds>, String> {
+    let id = i64::try_from(event_id).map_err(|e| e.to_string())?;
+    let query =
+        format!("SELECT {COLUMNS} FROM odds_current WHERE event_id = $1 ORDER BY source, position");
+    let rows = client
+        .query(&query, &[&id])
+        .await
+        .map_err(|e| e.to_string())?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let details_query =
+        "SELECT event_id, source, details::text FROM event_details WHERE event_id = $1";
+    let details_rows = client
+        .query(details_query, &[&id])
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut sources = Vec::new();
+    for ((source, _), gathered) in gather(&rows) {
+        let snapshot = snapshot(&gathered.json)?;
+        let stored = Encoded::new(event_id, &snapshot).stored(gathered.snapshot_id);
+        sources.push((Arc::<str>::from(source), stored));
+    }
+    // As the cache orders them: the home bookmaker first, then competitors by name.
+    sources.sort_by(|(a, _), (b, _)| (&**a != HOME_SOURCE, a).cmp(&(&**b != HOME_SOURCE, b)));
+    Ok(Some(EventOdds {
+        event_id,
+        details: details(&details_rows)
+            .remove(&event_id)
+            .map(|(_, held)| held),
+        sources,
+    }))
 }

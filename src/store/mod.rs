@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 use tokio::sync::{watch, Notify};
 use tokio_postgres::NoTls;
 
-use crate::cache::OddsCache;
+use crate::cache::{EventOdds, OddsCache};
 use crate::metrics::Metrics;
 
 mod embedded {
@@ -35,8 +35,14 @@ mod embedded {
 /// database counts as unreachable: a saturated or dead database never blocks for longer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Connections kept: the writer's, the loader's, and room for reads to come.
+/// Connections kept: the writer's, and room for reads of events the cache does not hold.
 const POOL_SIZE: usize = 4;
+
+/// How long an event the database does not hold either is answered 404 without asking it
+/// again, so that a flood of unknown ids does not reach the database; and how many such ids
+/// are remembered.
+const UNKNOWN_FOR: Duration = Duration::from_secs(10);
+const UNKNOWN_IDS: usize = 100_000;
 
 /// The store. Cheap to clone.
 #[derive(Clone)]
@@ -54,6 +60,8 @@ struct Shared {
     attempts: watch::Sender<u64>,
     /// Whether the last write (or the start) reached the database.
     healthy: AtomicBool,
+    /// Events the database did not hold when last asked, and when.
+    unknown: Mutex<lru::LruCache<u64, Instant>>,
     metrics: Arc<Metrics>,
 }
 
@@ -108,6 +116,9 @@ impl Store {
                 queued: Notify::new(),
                 attempts: watch::channel(0).0,
                 healthy: AtomicBool::new(false),
+                unknown: Mutex::new(lru::LruCache::new(
+                    std::num::NonZeroUsize::new(UNKNOWN_IDS).unwrap_or(std::num::NonZeroUsize::MIN),
+                )),
                 metrics,
             }),
         })
@@ -228,6 +239,25 @@ impl Store {
             .since
             .map_or(0.0, |since| since.elapsed().as_secs_f64());
         metrics.persist_lag_seconds.set(lag);
+    }
+
+    /// The odds of an event the cache does not hold, as the database has them, in the shape
+    /// of a cache read; `None` when it has none either.
+    pub async fn event(&self, event_id: u64) -> Result<Option<EventOdds>, String> {
+        let unknown = &self.shared.unknown;
+        if unknown
+            .lock()
+            .get(&event_id)
+            .is_some_and(|at| at.elapsed() < UNKNOWN_FOR)
+        {
+            return Ok(None);
+        }
+        let client = self.shared.pool.get().await.map_err(|e| e.to_string())?;
+        let found = load::event(&client, event_id).await?;
+        if found.is_none() {
+            unknown.lock().put(event_id, Instant::now());
+        }
+        Ok(found)
     }
 
     /// `"ok"`, or `"degraded"` while the database fails or is slow to answer.

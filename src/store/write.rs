@@ -24,14 +24,15 @@ const MOST_BACKOFF: Duration = Duration::from_secs(5);
 const UPSERT_MARKETS: &str = "
     INSERT INTO odds_current
         (event_id, source, market_id, line, position, name, outcomes, bookmaker_id,
-         captured_at, updated_at)
-    SELECT e, s, m, l, p, n, o::jsonb, b, c::timestamptz, now()
+         captured_at, snapshot_id, updated_at)
+    SELECT e, s, m, l, p, n, o::jsonb, b, c::timestamptz, i, now()
     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
-                $7::text[], $8::bigint[], $9::text[]) AS t(e, s, m, l, p, n, o, b, c)
+                $7::text[], $8::bigint[], $9::text[], $10::bigint[])
+         AS t(e, s, m, l, p, n, o, b, c, i)
     ON CONFLICT (event_id, source, market_id, line) DO UPDATE SET
         position = excluded.position, name = excluded.name, outcomes = excluded.outcomes,
         bookmaker_id = excluded.bookmaker_id, captured_at = excluded.captured_at,
-        updated_at = excluded.updated_at";
+        snapshot_id = excluded.snapshot_id, updated_at = excluded.updated_at";
 
 /// A snapshot replaces its event's markets of that source whole: those this transaction did
 /// not write (`now()` is the transaction's start, the same for both statements) go.
@@ -110,6 +111,7 @@ pub async fn write_behind(store: Store, cache: OddsCache, stop: CancellationToke
 /// A stored snapshot's JSON, as the cache keeps it.
 #[derive(Deserialize)]
 struct Stored {
+    snapshot_id: i64,
     bookmaker_id: Option<i64>,
     captured_at: String,
     markets: Vec<Market>,
@@ -135,6 +137,7 @@ struct Rows {
     outcomes: Vec<String>,
     bookmaker_ids: Vec<Option<i64>>,
     captured_at: Vec<String>,
+    snapshot_ids: Vec<i64>,
 }
 
 impl Rows {
@@ -160,6 +163,7 @@ impl Rows {
                     self.outcomes.push(String::new());
                     self.bookmaker_ids.push(stored.bookmaker_id);
                     self.captured_at.push(stored.captured_at.clone());
+                    self.snapshot_ids.push(stored.snapshot_id);
                     self.event_ids.len() - 1
                 }
             };
@@ -214,6 +218,7 @@ async fn write(
                 &rows.outcomes,
                 &rows.bookmaker_ids,
                 &rows.captured_at,
+                &rows.snapshot_ids,
             ],
         )
         .await
