@@ -99,6 +99,9 @@ async fn periodic_runs_start_once_per_interval_for_the_whole_cluster() {
                 open = Some(step["run_id"].clone());
                 runs += 1;
             }
+            // The run node a started as it came up may be under way before the watch began:
+            // its end is seen without its start.
+            Some("completed" | "failed") if step["platform"].is_null() && runs == 0 => {}
             Some("completed" | "failed") if step["platform"].is_null() => {
                 assert_eq!(open.take(), Some(step["run_id"].clone()));
             }
