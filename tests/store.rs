@@ -216,6 +216,18 @@ async fn an_event_the_cache_evicted_is_read_from_the_database() {
         "the same reply, snapshot id and details included"
     );
     assert_eq!(server.get("/api/events/999/odds").await.0, 404);
+
+    // A bulk read mixes both, by id; what neither holds is left out.
+    let (status, bulk) = server.get("/api/events/odds?ids=3,1,999,2").await;
+    assert_eq!(status, 200, "{bulk}");
+    let ids: Vec<u64> = bulk["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["event_id"].as_u64())
+        .collect();
+    assert_eq!(ids, [1, 2, 3]);
+    assert_eq!(bulk["events"][0], cached);
 }
 
 /// Runs the binary against `url` and returns its exit status and what it wrote to stderr.

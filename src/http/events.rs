@@ -17,7 +17,7 @@ use warp::reply::Response;
 use warp::Reply;
 
 use crate::broker::Broker;
-use crate::cache::Tag;
+use crate::cache::{EventOdds, Tag};
 use crate::prices::MAX_MOVES;
 use crate::protocol::{HttpError, HttpErrorCode};
 use crate::reply;
@@ -111,13 +111,7 @@ pub async fn odds(id: String, broker: Broker, if_none_match: Option<String>) -> 
     let odds = match broker.cache.event_odds(event_id) {
         Some(odds) => Some(odds),
         // Not (or no longer) in the cache: the database may have it.
-        None => match &broker.store {
-            Some(store) => store.event(event_id).await.unwrap_or_else(|error| {
-                tracing::warn!(event = "store.read_failed", event_id, %error);
-                None
-            }),
-            None => None,
-        },
+        None => from_store(&broker, &[event_id]).await.pop(),
     };
     let Some(odds) = odds else {
         let message = format!("event {event_id} is not in the cache");
@@ -130,23 +124,46 @@ pub async fn odds(id: String, broker: Broker, if_none_match: Option<String>) -> 
     })
 }
 
-/// `GET /api/events/odds?ids=1,2,3`: the odds of several events in one read (ids the cache
-/// does not hold are left out). An addition to the contract's reads, so that a client
-/// refetching many changed events does not need one request per event.
-pub fn many_odds(
-    broker: &Broker,
-    query: &[(String, String)],
+/// `GET /api/events/odds?ids=1,2,3`: the odds of several events in one read (ids neither
+/// the cache nor the database holds are left out). An addition to the contract's reads, so
+/// that a client refetching many changed events does not need one request per event.
+pub async fn many_odds(
+    broker: Broker,
+    query: Vec<(String, String)>,
     if_none_match: Option<String>,
 ) -> Response {
-    let ids = match requested_ids(query) {
+    let ids = match requested_ids(&query) {
         Ok(ids) => ids,
         Err(error) => return error.into_response(),
     };
-    let events = broker.cache.many_event_odds(&ids);
+    let mut events = broker.cache.many_event_odds(&ids);
+    if events.len() < ids.len() && broker.store.is_some() {
+        let held: std::collections::HashSet<u64> = events.iter().map(|e| e.event_id).collect();
+        let missing: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|id| !held.contains(id))
+            .collect();
+        events.extend(from_store(&broker, &missing).await);
+        // By id, as the ids are asked of the cache.
+        events.sort_by_key(|event| event.event_id);
+    }
     let mut tag = Tag::default();
     events.iter().for_each(|event| event.tag(&mut tag));
     reply::validated(&tag.etag(), if_none_match.as_deref(), |out| {
         write_list(out, &events, None, |out, event| event.write_json(out))
+    })
+}
+
+/// Events the cache does not hold, from the database if there is one (a database that fails
+/// to answer is logged: the read answers what the cache has).
+async fn from_store(broker: &Broker, event_ids: &[u64]) -> Vec<EventOdds> {
+    let Some(store) = &broker.store else {
+        return Vec::new();
+    };
+    store.events(event_ids).await.unwrap_or_else(|error| {
+        tracing::warn!(event = "store.read_failed", %error);
+        Vec::new()
     })
 }
 

@@ -53,9 +53,7 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
         .and(with_broker.clone())
         .and(warp::query::<Vec<(String, String)>>())
         .and(warp::header::optional::<String>("if-none-match"))
-        .map(|broker: Broker, query: Vec<(String, String)>, tags| {
-            events::many_odds(&broker, &query, tags)
-        });
+        .then(events::many_odds);
 
     let event_odds = warp::path!("api" / "events" / String / "odds")
         .and(warp::get())

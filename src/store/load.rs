@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio_postgres::{Client, Row};
 
-use crate::cache::{Details, Encoded, EventOdds, OddsCache, Snapshot};
+use crate::cache::{Details, Encoded, EventOdds, OddsCache, Snapshot, StoredSnapshot};
 use crate::protocol::{Timestamp, HOME_SOURCE};
 
 /// Snapshots put into the cache at once.
@@ -137,38 +137,50 @@ pub async fn current(client: &Client, cache: &OddsCache, ttl: Duration) -> Resul
     Ok(loaded)
 }
 
-/// One event as the database holds it, in the shape of a cache read; `None` if it holds
-/// nothing of it.
-pub async fn event(client: &Client, event_id: u64) -> Result<Option<EventOdds>, String> {
-    let id = i64::try_from(event_id).map_err(|e| e.to_string())?;
-    let query =
-        format!("SELECT {COLUMNS} FROM odds_current WHERE event_id = $1 ORDER BY source, position");
+/// The events of `event_ids` the database holds, each in the shape of a cache read.
+pub async fn events(client: &Client, event_ids: &[u64]) -> Result<Vec<EventOdds>, String> {
+    let ids: Vec<i64> = event_ids
+        .iter()
+        .filter_map(|&id| i64::try_from(id).ok())
+        .collect();
+    let query = format!(
+        "SELECT {COLUMNS} FROM odds_current WHERE event_id = ANY($1) ORDER BY source, position"
+    );
     let rows = client
-        .query(&query, &[&id])
+        .query(&query, &[&ids])
         .await
         .map_err(|e| e.to_string())?;
     if rows.is_empty() {
-        return Ok(None);
+        return Ok(Vec::new());
     }
     let details_query =
-        "SELECT event_id, source, details::text FROM event_details WHERE event_id = $1";
+        "SELECT event_id, source, details::text FROM event_details WHERE event_id = ANY($1)";
     let details_rows = client
-        .query(details_query, &[&id])
+        .query(details_query, &[&ids])
         .await
         .map_err(|e| e.to_string())?;
-    let mut sources = Vec::new();
-    for ((source, _), gathered) in gather(&rows) {
+    let mut details = details(&details_rows);
+    let mut events: BTreeMap<u64, Vec<(Arc<str>, StoredSnapshot)>> = BTreeMap::new();
+    for ((source, event_id), gathered) in gather(&rows) {
         let snapshot = snapshot(&gathered.json)?;
         let stored = Encoded::new(event_id, &snapshot).stored(gathered.snapshot_id);
-        sources.push((Arc::<str>::from(source), stored));
+        events
+            .entry(event_id)
+            .or_default()
+            .push((Arc::from(source), stored));
     }
-    // As the cache orders them: the home bookmaker first, then competitors by name.
-    sources.sort_by(|(a, _), (b, _)| (&**a != HOME_SOURCE, a).cmp(&(&**b != HOME_SOURCE, b)));
-    Ok(Some(EventOdds {
-        event_id,
-        details: details(&details_rows)
-            .remove(&event_id)
-            .map(|(_, held)| held),
-        sources,
-    }))
+    Ok(events
+        .into_iter()
+        .map(|(event_id, mut sources)| {
+            // As the cache orders them: the home bookmaker first, then competitors by name.
+            sources
+                .sort_by(|(a, _), (b, _)| (&**a != HOME_SOURCE, a).cmp(&(&**b != HOME_SOURCE, b)));
+            let details = details.remove(&event_id).map(|(_, held)| held);
+            EventOdds {
+                event_id,
+                details,
+                sources,
+            }
+        })
+        .collect())
 }

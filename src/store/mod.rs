@@ -241,21 +241,27 @@ impl Store {
         metrics.persist_lag_seconds.set(lag);
     }
 
-    /// The odds of an event the cache does not hold, as the database has them, in the shape
-    /// of a cache read; `None` when it has none either.
-    pub async fn event(&self, event_id: u64) -> Result<Option<EventOdds>, String> {
+    /// The odds of events the cache does not hold, as the database has them, each in the
+    /// shape of a cache read; those it has none of are left out, and remembered for a while.
+    pub async fn events(&self, event_ids: &[u64]) -> Result<Vec<EventOdds>, String> {
         let unknown = &self.shared.unknown;
-        if unknown
-            .lock()
-            .get(&event_id)
-            .is_some_and(|at| at.elapsed() < UNKNOWN_FOR)
-        {
-            return Ok(None);
+        let asked: Vec<u64> = {
+            let mut unknown = unknown.lock();
+            let recent = |at: &Instant| at.elapsed() < UNKNOWN_FOR;
+            let ids = event_ids.iter().copied();
+            ids.filter(|id| !unknown.get(id).is_some_and(recent))
+                .collect()
+        };
+        if asked.is_empty() {
+            return Ok(Vec::new());
         }
         let client = self.shared.pool.get().await.map_err(|e| e.to_string())?;
-        let found = load::event(&client, event_id).await?;
-        if found.is_none() {
-            unknown.lock().put(event_id, Instant::now());
+        let found = load::events(&client, &asked).await?;
+        let mut unknown = unknown.lock();
+        for id in asked {
+            if !found.iter().any(|event| event.event_id == id) {
+                unknown.put(id, Instant::now());
+            }
         }
         Ok(found)
     }
