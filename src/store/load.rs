@@ -6,14 +6,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
 use tokio_postgres::{Client, Row};
 
-use crate::cache::{Details, Encoded, EventOdds, OddsCache, Snapshot, StoredSnapshot};
+use crate::cache::{
+    intern, Details, Encoded, EventOdds, Market, OddsCache, Outcome, Snapshot, StoredSnapshot,
+};
 use crate::protocol::{Timestamp, HOME_SOURCE};
 
-/// Snapshots put into the cache at once.
-const CHUNK: usize = 1_000;
+/// Market rows read (and put into the cache) at once at the warm start, about; a page ends
+/// with a whole event.
+const PAGE_ROWS: usize = 20_000;
 
 /// The columns every read of `odds_current` takes, in this order.
 const COLUMNS: &str = "
@@ -23,44 +25,58 @@ const COLUMNS: &str = "
 /// One source's snapshot of one event, gathered from its markets' rows.
 struct Gathered {
     snapshot_id: u64,
-    json: Value,
+    snapshot: Snapshot,
 }
 
-/// Each (source, event)'s snapshot from rows of [`COLUMNS`] in market order.
+/// Each (source, event)'s snapshot from rows of [`COLUMNS`] in market order; a row that
+/// does not read back is logged and left out.
 fn gather(rows: &[Row]) -> BTreeMap<(String, u64), Gathered> {
     let mut snapshots: BTreeMap<(String, u64), Gathered> = BTreeMap::new();
     for row in rows {
         let (event_id, source): (i64, String) = (row.get(0), row.get(1));
-        let (market_id, line, name): (String, String, String) =
-            (row.get(2), row.get(3), row.get(4));
-        let outcomes: Value = serde_json::from_str(row.get(5)).unwrap_or(Value::Null);
-        let (bookmaker_id, captured_at): (Option<i64>, String) = (row.get(6), row.get(7));
-        let snapshot_id: i64 = row.get(8);
-        let gathered = snapshots
-            .entry((source, event_id as u64))
-            .or_insert_with(|| Gathered {
-                snapshot_id: snapshot_id as u64,
-                json: json!({"bookmaker_id": bookmaker_id, "captured_at": captured_at, "markets": []}),
-            });
-        let line: Option<f64> = line.parse().ok();
-        let market =
-            json!({"market_id": market_id, "name": name, "line": line, "outcomes": outcomes});
-        if let Some(markets) = gathered.json["markets"].as_array_mut() {
-            markets.push(market);
+        let key = (source, event_id as u64);
+        if !snapshots.contains_key(&key) {
+            let captured_at = match Timestamp::parse(row.get(7)) {
+                Ok(at) => at,
+                Err(error) => {
+                    tracing::error!(event = "store.bad_row", event_id, %error);
+                    continue;
+                }
+            };
+            let snapshot = Snapshot {
+                bookmaker_id: row.get(6),
+                captured_at,
+                markets: Vec::new(),
+                event: None,
+            };
+            let snapshot_id = row.get::<_, i64>(8) as u64;
+            snapshots.insert(
+                key.clone(),
+                Gathered {
+                    snapshot_id,
+                    snapshot,
+                },
+            );
+        }
+        let outcomes: Vec<Outcome> = match serde_json::from_str(row.get(5)) {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                tracing::error!(event = "store.bad_row", event_id, %error);
+                continue;
+            }
+        };
+        let line: &str = row.get(3);
+        let market = Market {
+            market_id: intern(row.get(2)),
+            name: intern(row.get(4)),
+            line: line.parse().ok(),
+            outcomes,
+        };
+        if let Some(gathered) = snapshots.get_mut(&key) {
+            gathered.snapshot.markets.push(market);
         }
     }
     snapshots
-}
-
-/// A snapshot from the JSON its rows were gathered into.
-fn snapshot(value: &Value) -> Result<Snapshot, String> {
-    let captured_at = value["captured_at"].as_str().unwrap_or_default();
-    Ok(Snapshot {
-        bookmaker_id: value["bookmaker_id"].as_i64(),
-        captured_at: Timestamp::parse(captured_at)?,
-        markets: serde_json::from_value(value["markets"].clone()).map_err(|e| e.to_string())?,
-        event: None,
-    })
 }
 
 /// Each event's details, and which source gave them, from rows of (id, source, JSON).
@@ -78,8 +94,9 @@ fn details(rows: &[Row]) -> HashMap<u64, (String, Arc<Details>)> {
     details
 }
 
-/// Loads the current odds into `cache`, numbering its snapshots after every id the
-/// database holds; returns how many snapshots.
+/// Loads the current odds into `cache` a page of events at a time (so that what is read is
+/// never much more than one page), numbering its snapshots after every id the database
+/// holds; returns how many snapshots.
 pub async fn current(client: &Client, cache: &OddsCache, ttl: Duration) -> Result<usize, String> {
     let failed =
         |e: tokio_postgres::Error| format!("--database-url: loading the odds failed ({e})");
@@ -94,47 +111,56 @@ pub async fn current(client: &Client, cache: &OddsCache, ttl: Duration) -> Resul
         .get(0);
     cache.number_after(highest as u64);
     let recent = "updated_at > now() - make_interval(secs => $1)";
-    let rows = client
-        .query(
-            &format!("SELECT event_id, source, details::text FROM event_details WHERE {recent}"),
-            &[&secs],
-        )
-        .await
-        .map_err(failed)?;
-    let details = details(&rows);
-    let rows = client
-        .query(&format!("SELECT {COLUMNS} FROM odds_current WHERE {recent} ORDER BY source, event_id, position"), &[&secs])
-        .await
-        .map_err(failed)?;
-    let snapshots = gather(&rows);
-    let loaded = snapshots.len();
-    let mut by_source: BTreeMap<String, Vec<(u64, Snapshot)>> = BTreeMap::new();
-    for ((source, event_id), gathered) in snapshots {
-        let mut snapshot = match snapshot(&gathered.json) {
-            Ok(snapshot) => snapshot,
-            Err(error) => {
-                tracing::error!(event = "store.bad_row", event_id, %error);
-                continue;
-            }
+    // The last event of the next page: the rows come in key order from the primary key.
+    let bound = format!(
+        "SELECT max(event_id) FROM (SELECT event_id FROM odds_current WHERE event_id > $1 \
+         ORDER BY event_id LIMIT {PAGE_ROWS}) AS page"
+    );
+    let query = format!(
+        "SELECT {COLUMNS} FROM odds_current WHERE event_id > $2 AND event_id <= $3 AND {recent} \
+         ORDER BY source, event_id, position"
+    );
+    let details_query = "SELECT event_id, source, details::text FROM event_details \
+                         WHERE event_id > $1 AND event_id <= $2";
+    let (mut after, mut loaded) = (-1i64, 0);
+    loop {
+        let last: Option<i64> = client
+            .query_one(&bound, &[&after])
+            .await
+            .map_err(failed)?
+            .get(0);
+        let Some(last) = last else {
+            return Ok(loaded);
         };
-        // The details go with the snapshot of the source that gave them.
-        if let Some((given_by, held)) = details.get(&event_id) {
-            if *given_by == source {
-                snapshot.event = Some(held.clone());
+        let rows = client
+            .query(&query, &[&secs, &after, &last])
+            .await
+            .map_err(failed)?;
+        let details_rows = client
+            .query(details_query, &[&after, &last])
+            .await
+            .map_err(failed)?;
+        let details = details(&details_rows);
+        let mut by_source: BTreeMap<String, Vec<(u64, Snapshot)>> = BTreeMap::new();
+        for ((source, event_id), gathered) in gather(&rows) {
+            let mut snapshot = gathered.snapshot;
+            // The details go with the snapshot of the source that gave them.
+            if let Some((given_by, held)) = details.get(&event_id) {
+                if *given_by == source {
+                    snapshot.event = Some(held.clone());
+                }
             }
+            by_source
+                .entry(source)
+                .or_default()
+                .push((event_id, snapshot));
         }
-        by_source
-            .entry(source)
-            .or_default()
-            .push((event_id, snapshot));
-    }
-    for (source, snapshots) in by_source {
-        let mut snapshots = snapshots.into_iter().peekable();
-        while snapshots.peek().is_some() {
-            cache.put_batch(&source, snapshots.by_ref().take(CHUNK).collect());
+        for (source, snapshots) in by_source {
+            loaded += snapshots.len();
+            cache.put_batch(&source, snapshots);
         }
+        after = last;
     }
-    Ok(loaded)
 }
 
 /// The events of `event_ids` the database holds, each in the shape of a cache read.
@@ -162,8 +188,7 @@ pub async fn events(client: &Client, event_ids: &[u64]) -> Result<Vec<EventOdds>
     let mut details = details(&details_rows);
     let mut events: BTreeMap<u64, Vec<(Arc<str>, StoredSnapshot)>> = BTreeMap::new();
     for ((source, event_id), gathered) in gather(&rows) {
-        let snapshot = snapshot(&gathered.json)?;
-        let stored = Encoded::new(event_id, &snapshot).stored(gathered.snapshot_id);
+        let stored = Encoded::new(event_id, &gathered.snapshot).stored(gathered.snapshot_id);
         events
             .entry(event_id)
             .or_default()
