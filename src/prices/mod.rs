@@ -12,10 +12,11 @@
 //! a source's latest snapshot only (an outcome that left it leaves the history), at most
 //! [`MAX_SERIES_PER_SOURCE`] of them per event; the events the cache holds (it tells the
 //! history of every event it drops); and `--price-history-bytes` in all, the event recorded
-//! longest ago leaving first. Both reads run on the blocking pool; `/api/moves` is computed
+//! longest ago leaving first. Both reads (`read.rs`) run on the blocking pool; `/api/moves` is computed
 //! at most once per [`MOVES_FRESH`] per window, however many ask.
 
 mod queue;
+mod read;
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -25,10 +26,11 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use self::queue::{Job, Queue};
+use self::read::Move;
 use crate::cache::{intern, Changes, OddsCache};
 use crate::metrics::Metrics;
 use crate::protocol::Timestamp;
@@ -348,174 +350,5 @@ impl PriceHistory {
         let metrics = &self.shared.metrics;
         metrics.price_history_points.set(recorded.points as i64);
         metrics.price_history_bytes.set(recorded.bytes as i64);
-    }
-
-    /// `{"event_id":..,"history":[{"source":..,"market_id":..,"line":..,"outcome":..,"points":[{"at":..,"odds":..}]}]}`,
-    /// or `None` if no price of the event was recorded. Blocks on the history's lock: call
-    /// it off the runtime.
-    pub fn event(&self, event_id: u64) -> Option<Vec<u8>> {
-        #[derive(Serialize)]
-        struct Reply<'a> {
-            event_id: u64,
-            history: Vec<SeriesReply<'a>>,
-        }
-        let recorded = self.shared.recorded.lock();
-        let event = recorded.events.peek(&event_id)?;
-        let reply = Reply {
-            event_id,
-            history: event.series.iter().map(SeriesReply::from).collect(),
-        };
-        serde_json::to_vec(&reply).ok()
-    }
-
-    /// The `limit` biggest moves within `window` (the last price against the last one from
-    /// before the window, or the first inside it), largest relative change first:
-    /// `{"window_secs":..,"moves":[{"event_id":..,"source":..,"market_id":..,"line":..,"outcome":..,"from":..,"to":..,"change":..,"at":..}]}`.
-    /// Computed at most once per [`MOVES_FRESH`] per window. Blocks: call it off the runtime.
-    pub fn moves(&self, window: Duration, limit: usize) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct Reply<'a> {
-            window_secs: u64,
-            moves: &'a [Move],
-        }
-        let secs = window.as_secs();
-        let moves = {
-            // Held while computing: one computation at a time, and those who waited for it
-            // take its result.
-            let mut cached = self.shared.moves.lock();
-            match cached.get(&secs) {
-                Some((at, moves)) if at.elapsed() < MOVES_FRESH => moves.clone(),
-                _ => {
-                    let moves: Arc<[Move]> = self.compute_moves(window).into();
-                    cached.insert(secs, (Instant::now(), moves.clone()));
-                    moves
-                }
-            }
-        };
-        let reply = Reply {
-            window_secs: secs,
-            moves: &moves[..limit.min(moves.len())],
-        };
-        serde_json::to_vec(&reply).unwrap_or_default()
-    }
-
-    /// The [`MAX_MOVES`] biggest moves within `window`, largest first.
-    fn compute_moves(&self, window: Duration) -> Vec<Move> {
-        let since = Timestamp::now().minus(window).unix_millis();
-        let recorded = self.shared.recorded.lock();
-        let mut moves = Vec::new();
-        for (&event_id, event) in recorded.events.iter() {
-            for (key, series) in &event.series {
-                let Some(&(last_at, to)) = series.points.back() else {
-                    continue;
-                };
-                if last_at < since {
-                    continue; // did not move in the window
-                }
-                let before = series.points.iter().rev().find(|(at, _)| *at < since);
-                let from = before
-                    .or_else(|| series.points.front())
-                    .map_or(to, |&(_, odds)| odds);
-                if from != to {
-                    moves.push(Move {
-                        event_id,
-                        key: key.clone(),
-                        from,
-                        to,
-                        at: last_at,
-                    });
-                }
-            }
-        }
-        drop(recorded);
-        let largest = |a: &Move, b: &Move| b.change().abs().total_cmp(&a.change().abs());
-        if moves.len() > MAX_MOVES {
-            moves.select_nth_unstable_by(MAX_MOVES, largest);
-            moves.truncate(MAX_MOVES);
-        }
-        moves.sort_by(largest);
-        moves
-    }
-}
-
-/// One move of `/api/moves`.
-#[derive(Debug)]
-struct Move {
-    event_id: u64,
-    key: SeriesKey,
-    from: f64,
-    to: f64,
-    /// When the last price was captured, in Unix ms.
-    at: i64,
-}
-
-impl Move {
-    /// `to / from - 1`.
-    fn change(&self) -> f64 {
-        self.to / self.from - 1.0
-    }
-}
-
-impl Serialize for Move {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct Wire<'a> {
-            event_id: u64,
-            source: &'a str,
-            market_id: &'a str,
-            line: Option<f64>,
-            outcome: &'a str,
-            from: f64,
-            to: f64,
-            change: f64,
-            at: String,
-        }
-        Wire {
-            event_id: self.event_id,
-            source: &self.key.source,
-            market_id: &self.key.market_id,
-            line: self.key.line.0,
-            outcome: &self.key.outcome,
-            from: self.from,
-            to: self.to,
-            change: self.change(),
-            at: time(self.at),
-        }
-        .serialize(serializer)
-    }
-}
-
-/// Unix ms as the contract writes times.
-fn time(millis: i64) -> String {
-    Timestamp::from_unix_millis(millis)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
-}
-
-#[derive(Serialize)]
-struct SeriesReply<'a> {
-    source: &'a str,
-    market_id: &'a str,
-    line: Option<f64>,
-    outcome: &'a str,
-    points: Vec<Point>,
-}
-
-#[derive(Serialize)]
-struct Point {
-    at: String,
-    odds: f64,
-}
-
-impl<'a> From<(&'a SeriesKey, &'a Series)> for SeriesReply<'a> {
-    fn from((key, series): (&'a SeriesKey, &'a Series)) -> SeriesReply<'a> {
-        let point = |&(at, odds): &(i64, f64)| Point { at: time(at), odds };
-        SeriesReply {
-            source: &key.source,
-            market_id: &key.market_id,
-            line: key.line.0,
-            outcome: &key.outcome,
-            points: series.points.iter().map(point).collect(),
-        }
     }
 }

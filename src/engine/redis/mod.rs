@@ -270,8 +270,8 @@ impl Cluster {
     }
 
     /// Appends an ingest of `source`. Returns once this node's cache has applied it (so its
-    /// reads show it), or 503 `backplane_unavailable` if Redis did not answer in time, in
-    /// which case nothing was applied.
+    /// reads show it); 503 `backplane_unavailable` if Redis refused it or never got it
+    /// (nothing applied), 503 `outcome_unknown` if it was sent and no answer came.
     pub async fn put(
         &self,
         source: &str,
