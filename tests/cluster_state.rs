@@ -177,28 +177,10 @@ async fn a_node_with_other_limits_refuses_to_join() {
         redis.integer("HSTRLEN oddsbus:meta limits"),
     );
     for (flag, value) in [("--history-size", "10"), ("--max-events", "5")] {
-        let args = [
-            "--listen",
-            "127.0.0.1:0",
-            "--redis",
-            &redis.url(),
-            flag,
-            value,
-        ]
-        .map(String::from);
-        let output = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_oddsbus"))
-                .args(args)
-                .env("ODDSBUS_LOG", "off")
-                .output()
-        });
-        let output = tokio::time::timeout(WAIT, output)
-            .await
-            .expect("the node exits at once")
-            .unwrap()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        let url = redis.url();
+        let args = ["--listen", "127.0.0.1:0", "--redis", &url, flag, value];
+        let (code, stderr) = common::run_binary(&args).await;
+        assert_eq!(code, Some(2), "{stderr}");
         assert!(
             stderr.contains(&format!("{flag} is {value} on this node")),
             "{stderr}"

@@ -5,13 +5,18 @@
 mod common;
 
 use common::postgres::PgServer;
-use common::{eventually, snapshot, TestServer, WAIT};
+use common::{eventually, snapshot, TestServer};
 use serde_json::{json, Value};
 
-/// A broker on `pg`, once it serves (migrated and loaded: it accepts only then).
-async fn with_store(pg: &PgServer) -> TestServer {
+/// A broker on `pg` (its test configuration changed by `change`), once it serves (migrated
+/// and loaded: it accepts only then).
+async fn with_store(pg: &PgServer, change: impl FnOnce(&mut oddsbus::Config)) -> TestServer {
     let url = pg.url();
-    let server = TestServer::with(move |c| c.database_url = Some(url)).await;
+    let server = TestServer::with(move |c| {
+        c.database_url = Some(url);
+        change(c);
+    })
+    .await;
     let (status, health) = server.get("/healthz").await;
     assert_eq!(
         (status, &health["database"]),
@@ -52,7 +57,7 @@ async fn persisted(server: &TestServer, pg: &PgServer, rows: usize) {
 #[tokio::test]
 async fn acknowledged_odds_survive_a_restart() {
     let pg = PgServer::start();
-    let first = with_store(&pg).await;
+    let first = with_store(&pg, |_| {}).await;
     let mut named = snapshot(1, 2.0);
     named["event"] = json!({"name": "Arsenal v Chelsea", "competition": "England: Premier League"});
     named["captured_at"] = json!("2026-12-01T10:00:00.123Z");
@@ -78,7 +83,7 @@ async fn acknowledged_odds_survive_a_restart() {
     let old_id = id(first.get("/api/events/1/odds").await.1);
     first.stop().await;
 
-    let again = with_store(&pg).await;
+    let again = with_store(&pg, |_| {}).await;
     let after = [
         odds(&again, 1).await,
         odds(&again, 2).await,
@@ -98,7 +103,7 @@ async fn acknowledged_odds_survive_a_restart() {
 #[tokio::test]
 async fn a_database_that_goes_away_delays_the_writes_and_loses_none() {
     let pg = PgServer::start();
-    let server = with_store(&pg).await;
+    let server = with_store(&pg, |_| {}).await;
     server.ingest_ok("betpawa", &[1], 2.0).await;
     persisted(&server, &pg, 1).await;
 
@@ -134,7 +139,7 @@ async fn ingest_durably(server: &TestServer, body: &Value) -> (u16, Value) {
 #[tokio::test]
 async fn wait_persisted_answers_once_the_odds_are_committed() {
     let pg = PgServer::start();
-    let server = with_store(&pg).await;
+    let server = with_store(&pg, |_| {}).await;
     let body = json!({"source": "bet9ja", "snapshots": [snapshot(7, 2.2), snapshot(8, 2.3)]});
     let (status, reply) = ingest_durably(&server, &body).await;
     assert_eq!(status, 200, "{reply}");
@@ -150,13 +155,8 @@ async fn wait_persisted_answers_once_the_odds_are_committed() {
 #[tokio::test]
 async fn wait_persisted_with_the_database_away_is_a_timeout_and_the_cache_has_the_odds() {
     let pg = PgServer::start();
-    let url = pg.url();
-    let server = TestServer::with(move |c| {
-        c.database_url = Some(url);
-        c.persist_timeout = std::time::Duration::from_millis(300);
-    })
-    .await;
-    assert_eq!(server.get("/healthz").await.0, 200);
+    let short = std::time::Duration::from_millis(300);
+    let server = with_store(&pg, |c| c.persist_timeout = short).await;
     pg.stop();
     let body = json!({"source": "betpawa", "snapshots": [snapshot(9, 2.4)]});
     let (status, reply) = ingest_durably(&server, &body).await;
@@ -195,12 +195,7 @@ async fn wait_persisted_without_a_database_is_refused_and_applies_nothing() {
 #[tokio::test]
 async fn an_event_the_cache_evicted_is_read_from_the_database() {
     let pg = PgServer::start();
-    let url = pg.url();
-    let server = TestServer::with(move |c| {
-        c.database_url = Some(url);
-        c.max_events = 2;
-    })
-    .await;
+    let server = with_store(&pg, |c| c.max_events = 2).await;
     let mut named = snapshot(1, 2.0);
     named["event"] = json!({"name": "Inter v Milan"});
     let body = json!({"source": "betpawa", "snapshots": [named]});
@@ -230,32 +225,14 @@ async fn an_event_the_cache_evicted_is_read_from_the_database() {
     assert_eq!(bulk["events"][0], cached);
 }
 
-/// Runs the binary against `url` and returns its exit status and what it wrote to stderr.
-async fn refused_start(url: String) -> (Option<i32>, String) {
-    let run = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_oddsbus"))
-            .args(["--listen", "127.0.0.1:0", "--database-url", &url])
-            .env("ODDSBUS_LOG", "off")
-            .output()
-    });
-    let output = tokio::time::timeout(WAIT, run)
-        .await
-        .expect("the broker stops at once")
-        .unwrap()
-        .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn a_database_that_cannot_be_reached_at_start_stops_the_broker() {
     let url = format!(
         "postgres://postgres@127.0.0.1:{}/oddsbus",
         common::free_port()
     );
-    let (code, stderr) = refused_start(url).await;
+    let (code, stderr) =
+        common::run_binary(&["--listen", "127.0.0.1:0", "--database-url", &url]).await;
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("--database-url") && stderr.contains("cannot be reached"),
@@ -266,12 +243,13 @@ async fn a_database_that_cannot_be_reached_at_start_stops_the_broker() {
 #[tokio::test]
 async fn a_schema_newer_than_the_binary_is_refused() {
     let pg = PgServer::start();
-    with_store(&pg).await.stop().await; // migrated
+    with_store(&pg, |_| {}).await.stop().await; // migrated
     pg.query(
         "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
          VALUES (9999, 'from_a_newer_oddsbus', '2026-12-04T00:00:00Z', '0')",
     );
-    let (code, stderr) = refused_start(pg.url()).await;
+    let (code, stderr) =
+        common::run_binary(&["--listen", "127.0.0.1:0", "--database-url", &pg.url()]).await;
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("newer"), "{stderr}");
 }

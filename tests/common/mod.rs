@@ -273,6 +273,25 @@ pub fn spawn_binary(
     (child, addr, lines)
 }
 
+/// Runs the built `oddsbus` binary with `args` and logs off until it exits (within
+/// [`WAIT`]): for starts it must refuse. Returns its exit status and what it wrote to stderr.
+pub async fn run_binary(args: &[&str]) -> (Option<i32>, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_oddsbus"))
+            .args(args)
+            .env("ODDSBUS_LOG", "off")
+            .output()
+    });
+    let output = tokio::time::timeout(WAIT, run)
+        .await
+        .expect("the binary exits at once")
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr)
+}
+
 /// A process the test started (a node run as a binary), killed if the test fails first.
 pub struct KillOnDrop(pub std::process::Child);
 
