@@ -13,7 +13,7 @@ mod write;
 
 pub use self::write::write_behind;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,13 +68,19 @@ struct Shared {
 /// A changed snapshot waiting for the writer: (event, source) and its JSON.
 type Change = ((u64, Arc<str>), Bytes);
 
+/// An (event, source) whose change waits, and when its first change not yet written was
+/// queued.
+type Waiting = ((u64, Arc<str>), Instant);
+
 #[derive(Default)]
 struct Pending {
     snapshots: HashMap<(u64, Arc<str>), Bytes>,
-    /// The keys of the batch being written.
+    /// The keys of `snapshots` in the order they were first queued: the writer takes the
+    /// oldest first, so none waits behind a stream of newer ones.
+    order: VecDeque<Waiting>,
+    /// The keys of the batch being written, and when the oldest of them was queued.
     writing: HashSet<(u64, Arc<str>)>,
-    /// When the oldest change not yet committed was queued.
-    since: Option<Instant>,
+    writing_since: Option<Instant>,
 }
 
 impl std::fmt::Debug for Store {
@@ -154,14 +160,18 @@ impl Store {
     pub fn keep(&self, cache: &OddsCache) {
         let shared = self.shared.clone();
         cache.on_update(move |changes| {
-            let source: Arc<str> = Arc::from(changes.source);
+            let (source, now): (Arc<str>, _) = (Arc::from(changes.source), Instant::now());
             let mut pending = shared.pending.lock();
             for (event_id, json) in changes.event_ids.iter().zip(changes.snapshots) {
-                pending
+                let key = (*event_id, source.clone());
+                if pending
                     .snapshots
-                    .insert((*event_id, source.clone()), json.clone());
+                    .insert(key.clone(), json.clone())
+                    .is_none()
+                {
+                    pending.order.push_back((key, now));
+                }
             }
-            pending.since.get_or_insert_with(Instant::now);
             let depth = pending.snapshots.len() as i64;
             drop(pending);
             shared.metrics.persist_queue_depth.set(depth);
@@ -169,39 +179,41 @@ impl Store {
         });
     }
 
-    /// Takes up to `most` pending snapshots, and when the oldest of them was queued.
-    fn take(&self, most: usize) -> (Vec<Change>, Option<Instant>) {
+    /// Takes up to `most` pending snapshots, the oldest first.
+    fn take(&self, most: usize) -> Vec<Change> {
         let mut pending = self.shared.pending.lock();
-        let keys: Vec<(u64, Arc<str>)> = pending.snapshots.keys().take(most).cloned().collect();
-        let batch: Vec<Change> = keys
-            .into_iter()
-            .filter_map(|key| pending.snapshots.remove_entry(&key))
-            .collect();
-        pending.writing = batch.iter().map(|(key, _)| key.clone()).collect();
-        let since = pending.since;
-        if pending.snapshots.is_empty() {
-            pending.since = None;
+        let mut batch = Vec::with_capacity(most.min(pending.order.len()));
+        let mut taken = Vec::with_capacity(batch.capacity());
+        while batch.len() < most {
+            let Some((key, at)) = pending.order.pop_front() else {
+                break;
+            };
+            if let Some(json) = pending.snapshots.remove(&key) {
+                batch.push((key.clone(), json));
+                taken.push((key, at));
+            }
         }
-        (batch, since)
+        pending.writing_since = taken.first().map(|(_, at)| *at);
+        pending.writing = taken.iter().map(|(key, _)| key.clone()).collect();
+        batch
     }
 
-    /// Ends a write: what it took is committed, or (`failed`) put back unless a newer change
-    /// of the same key came since; whoever waits looks again.
-    fn written(&self, batch: Vec<Change>, failed: Option<Instant>) {
+    /// Ends a write: what it took is committed or, when it `failed`, put back in front (a
+    /// key changed again meanwhile keeps the newer change); whoever waits looks again.
+    fn written(&self, batch: Vec<Change>, failed: bool) {
         let mut pending = self.shared.pending.lock();
+        let since = pending.writing_since.take().unwrap_or_else(Instant::now);
         pending.writing.clear();
-        if let Some(since) = failed {
-            Self::put_back(&mut pending, batch, since);
+        if failed {
+            for (key, json) in batch.into_iter().rev() {
+                if !pending.snapshots.contains_key(&key) {
+                    pending.snapshots.insert(key.clone(), json);
+                    pending.order.push_front((key, since));
+                }
+            }
         }
         drop(pending);
         self.shared.attempts.send_modify(|n| *n += 1);
-    }
-
-    fn put_back(pending: &mut Pending, batch: Vec<Change>, since: Instant) {
-        for (key, json) in batch {
-            pending.snapshots.entry(key).or_insert(json);
-        }
-        pending.since = Some(pending.since.map_or(since, |held| held.min(since)));
     }
 
     /// Waits until each of `keys` (event, source) is committed (its change, or a newer one),
@@ -235,9 +247,10 @@ impl Store {
         metrics
             .persist_queue_depth
             .set(pending.snapshots.len() as i64);
-        let lag = pending
-            .since
-            .map_or(0.0, |since| since.elapsed().as_secs_f64());
+        let oldest = pending
+            .writing_since
+            .or(pending.order.front().map(|(_, at)| *at));
+        let lag = oldest.map_or(0.0, |at| at.elapsed().as_secs_f64());
         metrics.persist_lag_seconds.set(lag);
     }
 
@@ -273,5 +286,48 @@ impl Store {
         } else {
             "degraded"
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{intern, Market, Outcome, Snapshot};
+    use crate::protocol::Timestamp;
+
+    fn snapshot(price: f64) -> Snapshot {
+        let outcome = Outcome {
+            name: intern("1"),
+            odds: price,
+        };
+        Snapshot {
+            bookmaker_id: None,
+            captured_at: Timestamp::now(),
+            markets: vec![Market {
+                market_id: intern("1x2"),
+                name: intern("1X2"),
+                line: None,
+                outcomes: vec![outcome],
+            }],
+            event: None,
+        }
+    }
+
+    /// However many changes keep coming, the writer takes the oldest first, a key changed
+    /// again keeps its place, and a failed write goes back in front.
+    #[test]
+    fn the_oldest_changes_are_written_first() {
+        let url = "postgres://postgres@127.0.0.1:1/none"; // never connected to
+        let store = Store::new(url, Arc::new(Metrics::new())).unwrap();
+        let cache = OddsCache::new();
+        store.keep(&cache);
+        let ids = |batch: &[Change]| batch.iter().map(|((id, _), _)| *id).collect::<Vec<_>>();
+        cache.put_batch("betpawa", vec![(1, snapshot(2.0)), (2, snapshot(2.0))]);
+        cache.put_batch("betpawa", vec![(3, snapshot(2.0)), (1, snapshot(2.5))]);
+        let first = store.take(2);
+        assert_eq!(ids(&first), [1, 2]);
+        store.written(first, true);
+        cache.put_batch("betpawa", vec![(4, snapshot(2.0))]);
+        assert_eq!(ids(&store.take(10)), [1, 2, 3, 4]);
     }
 }

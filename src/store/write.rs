@@ -53,7 +53,7 @@ pub async fn write_behind(store: Store, cache: OddsCache, stop: CancellationToke
     let mut backoff = Duration::from_millis(100);
     let mut outage: Option<Instant> = None;
     loop {
-        let (batch, since) = store.take(BATCH);
+        let batch = store.take(BATCH);
         if batch.is_empty() {
             store.measure();
             if stop.is_cancelled() {
@@ -79,13 +79,13 @@ pub async fn write_behind(store: Store, cache: OddsCache, stop: CancellationToke
                     tracing::info!(event = "store.recovered", outage_secs = secs);
                 }
                 backoff = Duration::from_millis(100);
-                store.written(batch, None);
+                store.written(batch, false);
                 store.measure();
             }
             Err(error) => {
                 metrics.persist_failures.inc();
                 store.shared.healthy.store(false, Ordering::Relaxed);
-                store.written(batch, Some(since.unwrap_or_else(Instant::now)));
+                store.written(batch, true);
                 store.measure();
                 if outage.is_none() {
                     outage = Some(Instant::now());
