@@ -189,15 +189,19 @@ async fn write(
         snapshot_events.push(event_id);
         snapshot_sources.push(source.to_string());
     }
-    // The details the cache holds now for the events written: the latest given.
+    // The details the cache holds now for the events written (the latest given), read under
+    // one lock; an event named by several sources is written once, as the last one's.
+    let sources: HashMap<u64, &str> = batch
+        .iter()
+        .map(|((id, source), _)| (*id, &**source))
+        .collect();
+    let ids: Vec<u64> = sources.keys().copied().collect();
     let mut details: HashMap<i64, (String, String)> = HashMap::new();
-    for ((event_id, source), _) in batch {
-        let Some(odds) = cache.event_odds(*event_id) else {
-            continue;
-        };
-        if let (Some(held), Ok(id)) = (odds.details, i64::try_from(*event_id)) {
+    for odds in cache.many_event_odds(&ids) {
+        if let (Some(held), Ok(id)) = (odds.details, i64::try_from(odds.event_id)) {
             let json = String::from_utf8_lossy(&held.json).into_owned();
-            details.insert(id, (source.to_string(), json));
+            let source = sources.get(&odds.event_id).copied().unwrap_or_default();
+            details.insert(id, (source.to_owned(), json));
         }
     }
     let (detail_ids, detail_rows): (Vec<i64>, Vec<(String, String)>) = details.into_iter().unzip();
