@@ -134,14 +134,12 @@ impl Broker {
             Ok(engine) => engine,
             Err(error) => panic!("{error}"),
         };
-        let store =
-            config
-                .database_url
-                .as_deref()
-                .map(|url| match Store::new(url, metrics.clone()) {
-                    Ok(store) => store,
-                    Err(error) => panic!("{error}"),
-                });
+        let store = config.database_url.as_deref().map(|url| {
+            match Store::new(url, config.retention, metrics.clone()) {
+                Ok(store) => store,
+                Err(error) => panic!("{error}"),
+            }
+        });
         let scrape = ScrapeCoordinator::new(
             source,
             engine.clone(),

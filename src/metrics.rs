@@ -90,6 +90,9 @@ pub struct Metrics {
     pub persist_rows: Family<Label, Counter>,
     /// The store's writes that failed (each retried).
     pub persist_failures: Counter,
+    /// Changes replaced by a newer one of the same event and source before they were
+    /// written: the current state lost nothing, the price history their step.
+    pub persist_dropped: Counter,
     /// Age of the oldest change not yet committed to the store.
     pub persist_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
@@ -136,6 +139,7 @@ impl Metrics {
             persist_queue_depth: Gauge::default(),
             persist_rows: Family::default(),
             persist_failures: Counter::default(),
+            persist_dropped: Counter::default(),
             persist_lag_seconds: Gauge::default(),
             registry: Registry::default(),
         };
@@ -294,6 +298,11 @@ impl Metrics {
             "persist_failures",
             "Writes to the database that failed (each is retried)",
             metrics.persist_failures.clone(),
+        );
+        r.register(
+            "persist_dropped",
+            "Changes replaced by a newer one before they were written: not in the price history",
+            metrics.persist_dropped.clone(),
         );
         r.register(
             "persist_lag_seconds",

@@ -223,6 +223,8 @@ async fn start_node(
         // Writes until in-flight requests are done, then what is still pending.
         let writer = store::write_behind(store.clone(), broker.cache.clone(), follow_stop.clone());
         broker.producers.spawn(writer);
+        let retention = store::apply_retention(store.clone(), broker.shutdown.clone());
+        broker.producers.spawn(retention);
     }
     let node = Node {
         address: listener.local_addr().ok().map(|addr| addr.to_string()),

@@ -91,6 +91,38 @@ async fn each_outcome_keeps_the_prices_it_moved_through() {
     );
     assert_eq!(history["history"][0]["market_id"], "1x2");
 
+    // A window and a source: the series with points in it, each with its opening price.
+    let (status, later) = server
+        .get("/api/events/7/history?from=2026-12-01T10:01:00Z&to=2026-12-01T11:01:30%2B01:00&source=betpawa")
+        .await;
+    assert_eq!(status, 200, "{later}");
+    let later = later["history"].as_array().unwrap();
+    assert_eq!(
+        later.len(),
+        1,
+        "only betpawa's 1 moved in the window: {later:?}"
+    );
+    assert_eq!(
+        (&later[0]["opening"], &later[0]["points"]),
+        (
+            &json!({"at": "2026-12-01T10:00:00.000Z", "odds": 2.0}),
+            &json!([{"at": "2026-12-01T10:01:00.000Z", "odds": 2.2}])
+        ),
+        "`to` is 10:01:30 UTC and not in the window: {later:?}"
+    );
+    for bad in [
+        "from=yesterday",
+        "from=2026-12-01T10:00:00Z&to=2026-12-01T10:00:00Z",
+        "limit=0",
+    ] {
+        let (status, body) = server.get(&format!("/api/events/7/history?{bad}")).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (400, &json!("invalid_query")),
+            "{bad}"
+        );
+    }
+
     assert_eq!(server.get("/api/events/8/history").await.0, 404);
     assert_eq!(
         server.get("/api/events/x/history").await.1["error"]["code"],

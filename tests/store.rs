@@ -8,24 +8,6 @@ use common::postgres::PgServer;
 use common::{eventually, snapshot, TestServer};
 use serde_json::{json, Value};
 
-/// A broker on `pg` (its test configuration changed by `change`), once it serves (migrated
-/// and loaded: it accepts only then).
-async fn with_store(pg: &PgServer, change: impl FnOnce(&mut oddsbus::Config)) -> TestServer {
-    let url = pg.url();
-    let server = TestServer::with(move |c| {
-        c.database_url = Some(url);
-        change(c);
-    })
-    .await;
-    let (status, health) = server.get("/healthz").await;
-    assert_eq!(
-        (status, &health["database"]),
-        (200, &json!("ok")),
-        "{health}"
-    );
-    server
-}
-
 /// An event's odds as a read gives them, less the snapshot ids (a new process numbers its
 /// snapshots afresh).
 async fn odds(server: &TestServer, event_id: u64) -> Value {
@@ -57,7 +39,7 @@ async fn persisted(server: &TestServer, pg: &PgServer, rows: usize) {
 #[tokio::test]
 async fn acknowledged_odds_survive_a_restart() {
     let pg = PgServer::start();
-    let first = with_store(&pg, |_| {}).await;
+    let first = pg.serve(|_| {}).await;
     let mut named = snapshot(1, 2.0);
     named["event"] = json!({"name": "Arsenal v Chelsea", "competition": "England: Premier League"});
     named["captured_at"] = json!("2026-12-01T10:00:00.123Z");
@@ -83,7 +65,7 @@ async fn acknowledged_odds_survive_a_restart() {
     let old_id = id(first.get("/api/events/1/odds").await.1);
     first.stop().await;
 
-    let again = with_store(&pg, |_| {}).await;
+    let again = pg.serve(|_| {}).await;
     let after = [
         odds(&again, 1).await,
         odds(&again, 2).await,
@@ -103,7 +85,7 @@ async fn acknowledged_odds_survive_a_restart() {
 #[tokio::test]
 async fn a_database_that_goes_away_delays_the_writes_and_loses_none() {
     let pg = PgServer::start();
-    let server = with_store(&pg, |_| {}).await;
+    let server = pg.serve(|_| {}).await;
     server.ingest_ok("betpawa", &[1], 2.0).await;
     persisted(&server, &pg, 1).await;
 
@@ -129,19 +111,12 @@ async fn a_database_that_goes_away_delays_the_writes_and_loses_none() {
     .await;
 }
 
-/// POSTs `body` to `/api/odds?wait=persisted`.
-async fn ingest_durably(server: &TestServer, body: &Value) -> (u16, Value) {
-    let url = server.url("/api/odds?wait=persisted");
-    let response = server.http.post(url).json(body).send().await.unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
-}
-
 #[tokio::test]
 async fn wait_persisted_answers_once_the_odds_are_committed() {
     let pg = PgServer::start();
-    let server = with_store(&pg, |_| {}).await;
+    let server = pg.serve(|_| {}).await;
     let body = json!({"source": "bet9ja", "snapshots": [snapshot(7, 2.2), snapshot(8, 2.3)]});
-    let (status, reply) = ingest_durably(&server, &body).await;
+    let (status, reply) = server.ingest_persisted(&body).await;
     assert_eq!(status, 200, "{reply}");
     // At the reply, not eventually: the rows are committed.
     let held = "SELECT count(*) FROM odds_current WHERE source = 'bet9ja' AND event_id IN (7, 8)";
@@ -156,10 +131,10 @@ async fn wait_persisted_answers_once_the_odds_are_committed() {
 async fn wait_persisted_with_the_database_away_is_a_timeout_and_the_cache_has_the_odds() {
     let pg = PgServer::start();
     let short = std::time::Duration::from_millis(300);
-    let server = with_store(&pg, |c| c.persist_timeout = short).await;
+    let server = pg.serve(|c| c.persist_timeout = short).await;
     pg.stop();
     let body = json!({"source": "betpawa", "snapshots": [snapshot(9, 2.4)]});
-    let (status, reply) = ingest_durably(&server, &body).await;
+    let (status, reply) = server.ingest_persisted(&body).await;
     assert_eq!(status, 503, "{reply}");
     assert_eq!(reply["error"]["code"], "persist_timeout");
     assert_eq!(
@@ -170,7 +145,7 @@ async fn wait_persisted_with_the_database_away_is_a_timeout_and_the_cache_has_th
     pg.restart();
     // A retry of the same body waits again; once the writer is back, it is a 200.
     eventually("a retry is answered 200", || async {
-        ingest_durably(&server, &body).await.0 == 200
+        server.ingest_persisted(&body).await.0 == 200
     })
     .await;
     assert_eq!(
@@ -183,7 +158,7 @@ async fn wait_persisted_with_the_database_away_is_a_timeout_and_the_cache_has_th
 async fn wait_persisted_without_a_database_is_refused_and_applies_nothing() {
     let server = TestServer::start().await;
     let body = json!({"source": "betpawa", "snapshots": [snapshot(5, 2.0)]});
-    let (status, reply) = ingest_durably(&server, &body).await;
+    let (status, reply) = server.ingest_persisted(&body).await;
     assert_eq!(
         (status, &reply["error"]["code"]),
         (400, &json!("no_database")),
@@ -195,11 +170,11 @@ async fn wait_persisted_without_a_database_is_refused_and_applies_nothing() {
 #[tokio::test]
 async fn an_event_the_cache_evicted_is_read_from_the_database() {
     let pg = PgServer::start();
-    let server = with_store(&pg, |c| c.max_events = 2).await;
+    let server = pg.serve(|c| c.max_events = 2).await;
     let mut named = snapshot(1, 2.0);
     named["event"] = json!({"name": "Inter v Milan"});
     let body = json!({"source": "betpawa", "snapshots": [named]});
-    assert_eq!(ingest_durably(&server, &body).await.0, 200);
+    assert_eq!(server.ingest_persisted(&body).await.0, 200);
     let (_, cached) = server.get("/api/events/1/odds").await;
     server.ingest_ok("betpawa", &[2, 3], 2.0).await; // the cache holds two: event 1 leaves
     assert!(server.broker.cache.event_odds(1).is_none(), "evicted");
@@ -243,7 +218,7 @@ async fn a_database_that_cannot_be_reached_at_start_stops_the_broker() {
 #[tokio::test]
 async fn a_schema_newer_than_the_binary_is_refused() {
     let pg = PgServer::start();
-    with_store(&pg, |_| {}).await.stop().await; // migrated
+    pg.serve(|_| {}).await.stop().await; // migrated
     pg.query(
         "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
          VALUES (9999, 'from_a_newer_oddsbus', '2026-12-04T00:00:00Z', '0')",

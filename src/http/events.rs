@@ -1,6 +1,5 @@
 //! The cache-first reads: `GET /api/events[?limit=&after=]`, `GET /api/events/{id}/odds`
-//! and the bulk read `GET /api/events/odds?ids=`; and how the odds moved, from the price
-//! history: `GET /api/events/{id}/history` and `GET /api/moves`.
+//! and the bulk read `GET /api/events/odds?ids=`.
 //!
 //! Every reply is joined from the snapshots' JSON as the cache stored it, and carries an
 //! `ETag` (see [`Tag`]): a client that sends it back in `If-None-Match` gets `304 Not
@@ -9,16 +8,14 @@
 //! The list of every event can be long, so it is copied out of the cache and written on the
 //! blocking pool, at most `--max-large-reads` at once: however many clients ask for it, the
 //! runtime that accepts connections, handles ingests and runs the dispatcher is never held
-//! up by one. The price history's reads take its lock, so they go there too. The odds reads
+//! up by one. The odds reads
 //! are at most 500 events of bytes to join, and run in place.
 
-use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
 
 use crate::broker::Broker;
 use crate::cache::{EventOdds, Tag};
-use crate::prices::MAX_MOVES;
 use crate::protocol::{HttpError, HttpErrorCode};
 use crate::reply;
 
@@ -48,55 +45,6 @@ pub async fn list(
         reply::validated(&tag.etag(), if_none_match.as_deref(), |out| {
             write_list(out, &events, next_after, |out, event| event.write_json(out))
         })
-    })
-    .await
-}
-
-/// `GET /api/events/{id}/history`: how the event's prices moved (`crate::prices`), read on
-/// the blocking pool like the list.
-pub async fn history(id: String, broker: Broker) -> Response {
-    let event_id = match parse_id(&id) {
-        Ok(event_id) => event_id,
-        Err(error) => return error.into_response(),
-    };
-    large_read(broker, move |broker| match broker.prices.event(event_id) {
-        Some(json) => reply::encoded(StatusCode::OK, json),
-        None => HttpError::new(
-            HttpErrorCode::NotFound,
-            format!("no price of event {event_id} was recorded"),
-        )
-        .into_response(),
-    })
-    .await
-}
-
-/// Longest window of `GET /api/moves`: the history holds about an hour.
-const MAX_MOVES_WINDOW: u64 = 3600;
-
-/// `GET /api/moves[?minutes=M][&limit=N]`: the biggest moves of the last M minutes (10; 1 to
-/// 60), at most N (20; 1 to 500), on the blocking pool.
-pub async fn moves(broker: Broker, query: Vec<(String, String)>) -> Response {
-    let number = |name: &str, default: u64, most: u64| -> Result<u64, HttpError> {
-        match query.iter().find(|(key, _)| key == name) {
-            None => Ok(default),
-            Some((_, value)) => match value.parse::<u64>() {
-                Ok(n) if (1..=most).contains(&n) => Ok(n),
-                _ => Err(HttpError::new(
-                    HttpErrorCode::InvalidQuery,
-                    format!("`{name}` must be an integer from 1 to {most}"),
-                )),
-            },
-        }
-    };
-    let asked = number("minutes", 10, MAX_MOVES_WINDOW / 60)
-        .and_then(|minutes| Ok((minutes, number("limit", 20, MAX_MOVES as u64)?)));
-    let (minutes, limit) = match asked {
-        Ok(asked) => asked,
-        Err(error) => return error.into_response(),
-    };
-    let window = std::time::Duration::from_secs(minutes * 60);
-    large_read(broker, move |broker| {
-        reply::encoded(StatusCode::OK, broker.prices.moves(window, limit as usize))
     })
     .await
 }
@@ -190,7 +138,7 @@ fn write_list<T>(
 }
 
 /// Runs `read` on the blocking pool once one of the large-read slots is free.
-async fn large_read(
+pub(super) async fn large_read(
     broker: Broker,
     read: impl FnOnce(&Broker) -> Response + Send + 'static,
 ) -> Response {
@@ -254,7 +202,7 @@ fn requested_ids(query: &[(String, String)]) -> Result<Vec<u64>, HttpError> {
     Ok(ids)
 }
 
-fn parse_id(text: &str) -> Result<u64, HttpError> {
+pub(super) fn parse_id(text: &str) -> Result<u64, HttpError> {
     text.parse().map_err(|_| {
         HttpError::new(
             HttpErrorCode::InvalidEventId,

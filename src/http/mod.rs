@@ -6,6 +6,7 @@
 //! routes (stats, health, metrics) are here.
 
 mod events;
+mod history;
 mod ingest;
 mod scrape;
 
@@ -64,13 +65,14 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
     let history = warp::path!("api" / "events" / String / "history")
         .and(warp::get())
         .and(with_broker.clone())
-        .then(events::history);
+        .and(warp::query::<Vec<(String, String)>>())
+        .then(history::history);
 
     let moves = warp::path!("api" / "moves")
         .and(warp::get())
         .and(with_broker.clone())
         .and(warp::query::<Vec<(String, String)>>())
-        .then(events::moves);
+        .then(history::moves);
 
     let stats = warp::path!("api" / "ws" / "stats")
         .and(warp::get())

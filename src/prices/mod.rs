@@ -53,10 +53,10 @@ const GATHER: Duration = Duration::from_millis(20);
 /// Most moves `/api/moves` returns.
 pub const MAX_MOVES: usize = 500;
 
-/// What one series costs besides its points' room and its names: its key and deque in the
-/// event's map, whose nodes are half full when filled in order (about 200 bytes), and the
-/// allocator's header of the deque's buffer.
-const SERIES_BYTES: usize = 216;
+/// What one series costs besides its points' room and its names: its key, deque and opening
+/// price in the event's map, whose nodes are half full when filled in order (about 216
+/// bytes), and the allocator's header of the deque's buffer.
+const SERIES_BYTES: usize = 232;
 
 /// What room for one point costs: its time and price. A deque grows by doubling, so a
 /// series is charged for its capacity, not its length.
@@ -141,6 +141,8 @@ impl Ord for Line {
 struct Series {
     /// `captured_at` in Unix ms, and the price; oldest first.
     points: VecDeque<(i64, f64)>,
+    /// The first point recorded, kept when it leaves `points`.
+    opening: (i64, f64),
     /// The last [`EventPrices::round`] that saw it.
     round: u64,
 }
@@ -289,6 +291,7 @@ impl PriceHistory {
                     event.bytes += key.bytes();
                     let new = Series {
                         points: VecDeque::new(),
+                        opening: (at, outcome.odds),
                         round,
                     };
                     event.series.entry(key).or_insert(new)

@@ -7,26 +7,46 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{PriceHistory, Series, SeriesKey, MAX_MOVES, MOVES_FRESH};
-use crate::protocol::Timestamp;
+use super::{PriceHistory, SeriesKey, MAX_MOVES, MOVES_FRESH};
+use crate::protocol::{HistoryQuery, HistoryReply, PricePoint, PriceSeries, Timestamp};
 
 impl PriceHistory {
-    /// `{"event_id":..,"history":[{"source":..,"market_id":..,"line":..,"outcome":..,"points":[{"at":..,"odds":..}]}]}`,
-    /// or `None` if no price of the event was recorded. Blocks on the history's lock: call
-    /// it off the runtime.
-    pub fn event(&self, event_id: u64) -> Option<Vec<u8>> {
-        #[derive(Serialize)]
-        struct Reply<'a> {
-            event_id: u64,
-            history: Vec<SeriesReply<'a>>,
-        }
+    /// The event's series that `query` asks for, each with its points in the window (those
+    /// with none are left out), or `None` if no price of the event was recorded. Blocks on
+    /// the history's lock: call it off the runtime.
+    pub fn event(&self, event_id: u64, query: &HistoryQuery) -> Option<HistoryReply> {
         let recorded = self.shared.recorded.lock();
         let event = recorded.events.peek(&event_id)?;
-        let reply = Reply {
-            event_id,
-            history: event.series.iter().map(SeriesReply::from).collect(),
+        let point = |&(at, odds): &(i64, f64)| {
+            let at = Timestamp::from_unix_millis(at)?;
+            Some(PricePoint { at, odds })
         };
-        serde_json::to_vec(&reply).ok()
+        let history = event
+            .series
+            .iter()
+            .filter(|(key, _)| query.wants(&key.source, &key.market_id))
+            .filter_map(|(key, series)| {
+                let points: Vec<PricePoint> = series
+                    .points
+                    .iter()
+                    .filter(|(at, _)| query.holds(*at))
+                    .filter_map(point)
+                    .collect();
+                (!points.is_empty()).then(|| PriceSeries {
+                    source: key.source.clone(),
+                    market_id: key.market_id.clone(),
+                    line: key.line.0,
+                    outcome: key.outcome.clone(),
+                    opening: point(&series.opening),
+                    points,
+                })
+            })
+            .collect();
+        Some(HistoryReply {
+            event_id,
+            history,
+            next_from: None,
+        })
     }
 
     /// The `limit` biggest moves within `window` (the last price against the last one from
@@ -151,32 +171,4 @@ fn time(millis: i64) -> String {
     Timestamp::from_unix_millis(millis)
         .map(|t| t.to_string())
         .unwrap_or_default()
-}
-
-#[derive(Serialize)]
-struct SeriesReply<'a> {
-    source: &'a str,
-    market_id: &'a str,
-    line: Option<f64>,
-    outcome: &'a str,
-    points: Vec<Point>,
-}
-
-#[derive(Serialize)]
-struct Point {
-    at: String,
-    odds: f64,
-}
-
-impl<'a> From<(&'a SeriesKey, &'a Series)> for SeriesReply<'a> {
-    fn from((key, series): (&'a SeriesKey, &'a Series)) -> SeriesReply<'a> {
-        let point = |&(at, odds): &(i64, f64)| Point { at: time(at), odds };
-        SeriesReply {
-            source: &key.source,
-            market_id: &key.market_id,
-            line: key.line.0,
-            outcome: &key.outcome,
-            points: series.points.iter().map(point).collect(),
-        }
-    }
 }

@@ -2,10 +2,13 @@
 //! no route builds JSON by hand.
 
 use std::fmt;
+use std::sync::Arc;
 
 use http::StatusCode;
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
+
+use super::Timestamp;
 
 /// Every `code` an HTTP error reply can carry; each has one status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +64,8 @@ pub enum HttpErrorCode {
     NoDatabase,
     /// `?wait=persisted` and the odds were not committed within `--persist-timeout` (503).
     PersistTimeout,
+    /// A read that only the database can answer, and it did not answer in time (503).
+    DatabaseUnavailable,
     /// The request's headers or body took longer than `--request-timeout` (408).
     RequestTimeout,
     /// A bug (500).
@@ -82,7 +87,9 @@ impl HttpErrorCode {
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             TooManyConnections | TooManyIngests | TooManyStreams | BackplaneUnavailable
-            | OutcomeUnknown | PersistTimeout => StatusCode::SERVICE_UNAVAILABLE,
+            | OutcomeUnknown | PersistTimeout | DatabaseUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             TooManyScrapes => StatusCode::TOO_MANY_REQUESTS,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -118,6 +125,7 @@ impl HttpErrorCode {
             OutcomeUnknown => "outcome_unknown",
             NoDatabase => "no_database",
             PersistTimeout => "persist_timeout",
+            DatabaseUnavailable => "database_unavailable",
             RequestTimeout => "request_timeout",
             Internal => "internal",
         }
@@ -191,6 +199,65 @@ pub struct IngestReply {
     /// Snapshots older than the one stored for their event and source: not applied.
     /// `accepted + stale` is the number of snapshots sent.
     pub stale: usize,
+}
+
+/// What `GET /api/events/{id}/history` asks for: the prices captured in `[from, to)`, of one
+/// source and one market if named, at most `limit` market rows per page (read from a
+/// database; the in-memory history answers whole).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    pub source: Option<String>,
+    pub market: Option<String>,
+    pub limit: usize,
+}
+
+impl HistoryQuery {
+    /// Whether a price captured at `at` (Unix ms) is in the window.
+    pub fn holds(&self, at: i64) -> bool {
+        self.from.is_none_or(|from| at >= from.unix_millis())
+            && self.to.is_none_or(|to| at < to.unix_millis())
+    }
+
+    /// Whether a series of `source` and `market` is asked for.
+    pub fn wants(&self, source: &str, market: &str) -> bool {
+        self.source.as_deref().is_none_or(|s| s == source)
+            && self.market.as_deref().is_none_or(|m| m == market)
+    }
+}
+
+/// The reply of `GET /api/events/{id}/history`: each outcome's prices, per source.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryReply {
+    pub event_id: u64,
+    /// By source, market, line and outcome.
+    pub history: Vec<PriceSeries>,
+    /// Where the next page starts (ask again with `from` set to it), when this one is not
+    /// the last of the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_from: Option<Timestamp>,
+}
+
+/// One outcome's prices from one source.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PriceSeries {
+    pub source: Arc<str>,
+    pub market_id: Arc<str>,
+    pub line: Option<f64>,
+    pub outcome: Arc<str>,
+    /// The first price seen of the outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opening: Option<PricePoint>,
+    /// Oldest first, each a price that differs from the one before.
+    pub points: Vec<PricePoint>,
+}
+
+/// A price, at the `captured_at` of the snapshot that brought it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PricePoint {
+    pub at: Timestamp,
+    pub odds: f64,
 }
 
 /// The reply of `GET /healthz`.

@@ -20,7 +20,10 @@ use tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
 pub use self::client::{decode_client, ClientError, ClientMessage};
-pub use self::http::{Health, HttpError, HttpErrorCode, IngestReply};
+pub use self::http::{
+    Health, HistoryQuery, HistoryReply, HttpError, HttpErrorCode, IngestReply, PricePoint,
+    PriceSeries,
+};
 pub use self::position::{since_from_query, BadSince, Position, Positions, SinceEntry};
 pub use self::time::Timestamp;
 pub use self::topic::{parse_topics, Topic, TopicSet};

@@ -4,13 +4,18 @@
 //! snapshot, by (event, source), so a later change of the same key replaces the pending one:
 //! however long the database is away, what waits is bounded by the keys the cache holds, and
 //! nothing of the current state is dropped. One writer task commits what is pending in
-//! batches (`write.rs`), retrying with backoff while the database fails. At start, before the
-//! node serves, the schema is migrated (`migrations/`, embedded) and the cache is loaded
-//! back from the current odds (`load.rs`).
+//! batches (`write.rs`), with a history row for each market whose prices changed, retrying
+//! with backoff while the database fails. At start, before the node serves, the schema is
+//! migrated (`migrations/`, embedded), the retention applied (`retention.rs`) and the cache
+//! loaded back from the current odds (`load.rs`). Reads of what the cache does not hold come
+//! from here too: events (`load.rs`) and the price history over days (`history.rs`).
 
+mod history;
 mod load;
+mod retention;
 mod write;
 
+pub use self::retention::keep_applying as apply_retention;
 pub use self::write::write_behind;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -62,6 +67,8 @@ struct Shared {
     healthy: AtomicBool,
     /// Events the database did not hold when last asked, and when.
     unknown: Mutex<lru::LruCache<u64, Instant>>,
+    /// Days of price history kept (`--retention`).
+    retention: u32,
     metrics: Arc<Metrics>,
 }
 
@@ -93,8 +100,9 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// A store on the database at `url` (checked by `--database-url`); connects when used.
-    pub fn new(url: &str, metrics: Arc<Metrics>) -> Result<Store, String> {
+    /// A store on the database at `url` (checked by `--database-url`) that keeps `retention`
+    /// days of price history; connects when used.
+    pub fn new(url: &str, retention: u32, metrics: Arc<Metrics>) -> Result<Store, String> {
         let config: tokio_postgres::Config =
             url.parse().map_err(|e| format!("--database-url: {e}"))?;
         let manager = Manager::from_config(
@@ -125,13 +133,15 @@ impl Store {
                 unknown: Mutex::new(lru::LruCache::new(
                     std::num::NonZeroUsize::new(UNKNOWN_IDS).unwrap_or(std::num::NonZeroUsize::MIN),
                 )),
+                retention,
                 metrics,
             }),
         })
     }
 
-    /// Migrates the schema, then loads the current odds updated within `ttl` into `cache`;
-    /// returns how many snapshots it loaded. `Err` (the node must not serve) when the
+    /// Migrates the schema, applies the retention and creates today's history table, then
+    /// loads the current odds updated within `ttl` into `cache`; returns how many snapshots
+    /// it loaded. `Err` (the node must not serve) when the
     /// database cannot be reached or its schema is newer than this binary.
     pub async fn open(&self, cache: &OddsCache, ttl: Duration) -> Result<usize, String> {
         let mut client = self
@@ -151,6 +161,14 @@ impl Store {
                      than this binary needs a newer oddsbus"
                 )
             })?;
+        let now = std::time::SystemTime::now();
+        let removed = retention::apply(client, self.shared.retention, now).await?;
+        tracing::info!(
+            event = "store.retention",
+            days_dropped = removed.days,
+            markets_deleted = removed.markets
+        );
+        retention::create_day(client, retention::day_of(now)).await?;
         let loaded = load::current(client, cache, ttl).await?;
         self.shared.healthy.store(true, Ordering::Relaxed);
         Ok(loaded)
@@ -162,18 +180,17 @@ impl Store {
         cache.on_update(move |changes| {
             let (source, now): (Arc<str>, _) = (Arc::from(changes.source), Instant::now());
             let mut pending = shared.pending.lock();
+            let mut replaced = 0;
             for (event_id, json) in changes.event_ids.iter().zip(changes.snapshots) {
                 let key = (*event_id, source.clone());
-                if pending
-                    .snapshots
-                    .insert(key.clone(), json.clone())
-                    .is_none()
-                {
-                    pending.order.push_back((key, now));
+                match pending.snapshots.insert(key.clone(), json.clone()) {
+                    Some(_) => replaced += 1,
+                    None => pending.order.push_back((key, now)),
                 }
             }
             let depth = pending.snapshots.len() as i64;
             drop(pending);
+            shared.metrics.persist_dropped.inc_by(replaced);
             shared.metrics.persist_queue_depth.set(depth);
             shared.queued.notify_one();
         });
@@ -204,15 +221,19 @@ impl Store {
         let mut pending = self.shared.pending.lock();
         let since = pending.writing_since.take().unwrap_or_else(Instant::now);
         pending.writing.clear();
+        let mut replaced = 0;
         if failed {
             for (key, json) in batch.into_iter().rev() {
-                if !pending.snapshots.contains_key(&key) {
+                if pending.snapshots.contains_key(&key) {
+                    replaced += 1;
+                } else {
                     pending.snapshots.insert(key.clone(), json);
                     pending.order.push_front((key, since));
                 }
             }
         }
         drop(pending);
+        self.shared.metrics.persist_dropped.inc_by(replaced);
         self.shared.attempts.send_modify(|n| *n += 1);
     }
 
@@ -318,7 +339,7 @@ mod tests {
     #[test]
     fn the_oldest_changes_are_written_first() {
         let url = "postgres://postgres@127.0.0.1:1/none"; // never connected to
-        let store = Store::new(url, Arc::new(Metrics::new())).unwrap();
+        let store = Store::new(url, 14, Arc::new(Metrics::new())).unwrap();
         let cache = OddsCache::new();
         store.keep(&cache);
         let ids = |batch: &[Change]| batch.iter().map(|((id, _), _)| *id).collect::<Vec<_>>();

@@ -1,17 +1,18 @@
 //! The writer: one task that commits what the cache changed, in batches, each in one
-//! transaction: every market of each snapshot upserted into `odds_current` (from arrays,
-//! `INSERT … SELECT FROM unnest`), the markets a snapshot no longer has deleted, and the
-//! events' details upserted. While the database fails it retries with backoff and warns once
-//! per outage.
+//! transaction: a history row for every market whose outcomes differ from its current row
+//! (and the opening price of each outcome never seen before), then every market of each
+//! snapshot upserted into `odds_current` (from arrays, `INSERT … SELECT FROM unnest`), the
+//! markets a snapshot no longer has deleted, and the events' details upserted. While the
+//! database fails it retries with backoff and warns once per outage.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{Change, Store};
+use super::{retention, Change, Store};
 use crate::cache::OddsCache;
 use crate::metrics::label;
 
@@ -34,6 +35,33 @@ const UPSERT_MARKETS: &str = "
         bookmaker_id = excluded.bookmaker_id, captured_at = excluded.captured_at,
         snapshot_id = excluded.snapshot_id, updated_at = excluded.updated_at";
 
+/// The markets that changed against `odds_current` (still as the last commit left it) get a
+/// history row, recorded at `$7`; their outcomes never seen before, an opening price.
+const RECORD_CHANGES: &str = "
+    WITH t AS (
+        SELECT e, s, m, l, o::jsonb AS o, c::timestamptz AS c
+        FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+             AS t(e, s, m, l, o, c)
+    ), changed AS (
+        SELECT t.* FROM t
+        LEFT JOIN odds_current cur
+               ON cur.event_id = t.e AND cur.source = t.s AND cur.market_id = t.m
+              AND cur.line = t.l
+        WHERE cur.outcomes IS DISTINCT FROM t.o
+    ), history AS (
+        INSERT INTO odds_history
+            (event_id, source, market_id, line, outcomes, captured_at, recorded_at)
+        SELECT e, s, m, l, o, c, $7 FROM changed
+        RETURNING 1
+    ), opening AS (
+        INSERT INTO odds_opening (event_id, source, market_id, line, outcome, odds, captured_at)
+        SELECT e, s, m, l, x->>'name', (x->>'odds')::float8, c
+        FROM changed, jsonb_array_elements(o) AS x
+        ON CONFLICT DO NOTHING
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM history), (SELECT count(*) FROM opening)";
+
 /// A snapshot replaces its event's markets of that source whole: those this transaction did
 /// not write (`now()` is the transaction's start, the same for both statements) go.
 const DELETE_GONE_MARKETS: &str = "
@@ -52,6 +80,8 @@ const UPSERT_DETAILS: &str = "
 pub async fn write_behind(store: Store, cache: OddsCache, stop: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     let mut outage: Option<Instant> = None;
+    // The day whose history table the writer made sure of.
+    let mut day = None;
     loop {
         let batch = store.take(BATCH);
         if batch.is_empty() {
@@ -66,7 +96,7 @@ pub async fn write_behind(store: Store, cache: OddsCache, stop: CancellationToke
             continue;
         }
         let metrics = &store.shared.metrics;
-        let written = write(&store, &cache, &batch).await;
+        let written = write(&store, &cache, &batch, &mut day).await;
         match written {
             Ok(rows) => {
                 for (table, count) in rows {
@@ -174,11 +204,13 @@ impl Rows {
     }
 }
 
-/// Writes one batch in one transaction; returns the rows written per table.
+/// Writes one batch in one transaction, first creating the history table of today unless
+/// `day` says it exists; returns the rows written per table.
 async fn write(
     store: &Store,
     cache: &OddsCache,
     batch: &[Change],
+    day: &mut Option<u64>,
 ) -> Result<Vec<(&'static str, u64)>, String> {
     let mut rows = Rows::default();
     let (mut snapshot_events, mut snapshot_sources) = (Vec::new(), Vec::new());
@@ -208,7 +240,33 @@ async fn write(
     let (detail_sources, detail_json): (Vec<String>, Vec<String>) = detail_rows.into_iter().unzip();
 
     let mut client = store.shared.pool.get().await.map_err(|e| e.to_string())?;
+    let recorded_at = SystemTime::now();
+    let today = retention::day_of(recorded_at);
+    if *day != Some(today) {
+        retention::create_day(&client, today).await?;
+        *day = Some(today);
+    }
     let transaction = client.transaction().await.map_err(|e| e.to_string())?;
+    let changes = transaction
+        .query_one(
+            RECORD_CHANGES,
+            &[
+                &rows.event_ids,
+                &rows.sources,
+                &rows.market_ids,
+                &rows.lines,
+                &rows.outcomes,
+                &rows.captured_at,
+                &recorded_at,
+            ],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let count = |column| {
+        let counted = changes.try_get::<_, i64>(column).unwrap_or(0);
+        u64::try_from(counted).unwrap_or(0)
+    };
+    let (history, opening) = (count(0), count(1));
     let markets = transaction
         .execute(
             UPSERT_MARKETS,
@@ -239,5 +297,10 @@ async fn write(
         .await
         .map_err(|e| e.to_string())?;
     transaction.commit().await.map_err(|e| e.to_string())?;
-    Ok(vec![("odds_current", markets), ("event_details", details)])
+    Ok(vec![
+        ("odds_current", markets),
+        ("odds_history", history),
+        ("odds_opening", opening),
+        ("event_details", details),
+    ])
 }

@@ -173,6 +173,13 @@ impl TestServer {
         self.post_raw(body.to_string()).await
     }
 
+    /// POSTs `body` to `/api/odds?wait=persisted`.
+    pub async fn ingest_persisted(&self, body: &Value) -> (u16, Value) {
+        let url = self.url("/api/odds?wait=persisted");
+        let response = self.http.post(url).json(body).send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
     /// Ingests one snapshot per id, all from `source`, and checks the reply is 200.
     pub async fn ingest_ok(&self, source: &str, ids: &[u64], price: f64) -> Value {
         let snapshots: Vec<Value> = ids.iter().map(|&id| snapshot(id, price)).collect();

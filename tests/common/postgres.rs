@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::WAIT;
+use serde_json::json;
+
+use super::{TestServer, WAIT};
 
 pub struct PgServer {
     pub port: u16,
@@ -15,6 +17,24 @@ pub struct PgServer {
 }
 
 impl PgServer {
+    /// A broker on this database (its test configuration changed by `change`), once it
+    /// serves (migrated and loaded: it accepts only then).
+    pub async fn serve(&self, change: impl FnOnce(&mut oddsbus::Config)) -> TestServer {
+        let url = self.url();
+        let server = TestServer::with(move |c| {
+            c.database_url = Some(url);
+            change(c);
+        })
+        .await;
+        let (status, health) = server.get("/healthz").await;
+        assert_eq!(
+            (status, &health["database"]),
+            (200, &json!("ok")),
+            "{health}"
+        );
+        server
+    }
+
     /// A fresh server with a database `oddsbus`, answering.
     pub fn start() -> PgServer {
         let bin = bin_dir();

@@ -1,0 +1,166 @@
+//! The price history's days, and what `--retention` keeps.
+//!
+//! `odds_history` is partitioned by the UTC day of `recorded_at`: one table per day,
+//! `odds_history_YYYYMMDD`, which the writer creates before it writes the day's first row.
+//! Retention drops a day's table whole once all of it is older than `--retention` days (never
+//! a slow `DELETE` over the history), and deletes the current odds and details of events not
+//! updated for as long, with the opening prices of what is gone. It runs at start and then
+//! every [`EVERY`].
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use time::macros::format_description;
+use time::{Date, OffsetDateTime};
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+
+use super::Store;
+
+/// How often retention runs: a day's table goes at most this late.
+const EVERY: Duration = Duration::from_secs(3600);
+
+const SECS_PER_DAY: u64 = 86_400;
+
+/// What retention removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Days of history dropped.
+    pub days: usize,
+    /// Market rows of current odds deleted (events not updated within the retention).
+    pub markets: u64,
+}
+
+/// The UTC day `time` falls in, in days since 1970-01-01.
+pub fn day_of(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() / SECS_PER_DAY)
+}
+
+/// The date of `day`, as `YYYY-MM-DD` and as `YYYYMMDD` (the table's suffix).
+fn date(day: u64) -> Option<(String, String)> {
+    let secs = i64::try_from(day * SECS_PER_DAY).ok()?;
+    let date = OffsetDateTime::from_unix_timestamp(secs).ok()?.date();
+    let long = date
+        .format(format_description!("[year]-[month]-[day]"))
+        .ok()?;
+    let short = date
+        .format(format_description!("[year][month][day]"))
+        .ok()?;
+    Some((long, short))
+}
+
+/// The day a history table holds, from its name.
+fn day_of_table(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("odds_history_")?;
+    let date = Date::parse(digits, format_description!("[year][month][day]")).ok()?;
+    let secs = date.midnight().assume_utc().unix_timestamp();
+    u64::try_from(secs).ok().map(|secs| secs / SECS_PER_DAY)
+}
+
+/// Creates the table of `day` if it does not exist yet.
+pub async fn create_day(client: &Client, day: u64) -> Result<(), String> {
+    let ((from, table), (to, _)) = date(day)
+        .zip(date(day + 1))
+        .ok_or_else(|| format!("day {day} has no date"))?;
+    let statement = format!(
+        "CREATE TABLE IF NOT EXISTS odds_history_{table} PARTITION OF odds_history \
+         FOR VALUES FROM ('{from} 00:00:00+00') TO ('{to} 00:00:00+00')"
+    );
+    client
+        .batch_execute(&statement)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Applies a retention of `days` as of `now`.
+pub async fn apply(client: &Client, days: u32, now: SystemTime) -> Result<Removed, String> {
+    let kept = Duration::from_secs(u64::from(days) * SECS_PER_DAY);
+    let cutoff = now.checked_sub(kept).unwrap_or(UNIX_EPOCH);
+    // A day's table goes once the day after it began before the cutoff.
+    let first_kept = day_of(cutoff);
+    let tables = client
+        .query(
+            "SELECT c.relname FROM pg_inherits i
+             JOIN pg_class c ON c.oid = i.inhrelid
+             JOIN pg_class p ON p.oid = i.inhparent
+             WHERE p.relname = 'odds_history'",
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut removed = Removed::default();
+    for row in tables {
+        let Ok(name) = row.try_get::<_, String>(0) else {
+            continue;
+        };
+        if day_of_table(&name).is_some_and(|day| day < first_kept) {
+            let statement = format!("DROP TABLE IF EXISTS {name}");
+            client
+                .batch_execute(&statement)
+                .await
+                .map_err(|e| e.to_string())?;
+            removed.days += 1;
+        }
+    }
+    let row = client
+        .query_one(
+            "WITH gone AS (
+                 DELETE FROM odds_current WHERE updated_at < $1 RETURNING event_id, source
+             ), details AS (
+                 DELETE FROM event_details WHERE updated_at < $1
+             ), openings AS (
+                 DELETE FROM odds_opening o
+                 USING (SELECT DISTINCT event_id, source FROM gone) g
+                 WHERE o.event_id = g.event_id AND o.source = g.source
+                   AND NOT EXISTS (SELECT 1 FROM odds_current c
+                                   WHERE c.event_id = o.event_id AND c.source = o.source
+                                     AND c.updated_at >= $1)
+             )
+             SELECT count(*) FROM gone",
+            &[&cutoff],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    removed.markets = u64::try_from(row.try_get::<_, i64>(0).unwrap_or(0)).unwrap_or(0);
+    Ok(removed)
+}
+
+/// Applies the retention every [`EVERY`] until `stop` (the start applied it once already).
+pub async fn keep_applying(store: Store, stop: CancellationToken) {
+    let days = store.shared.retention;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(EVERY) => {}
+            () = stop.cancelled() => return,
+        }
+        let applied = match store.shared.pool.get().await {
+            Ok(client) => apply(&client, days, SystemTime::now()).await,
+            Err(error) => Err(error.to_string()),
+        };
+        match applied {
+            Ok(removed) => tracing::info!(
+                event = "store.retention",
+                days_dropped = removed.days,
+                markets_deleted = removed.markets
+            ),
+            // The writer already warns of an outage; the next hour tries again.
+            Err(error) => tracing::debug!(event = "store.retention_failed", %error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_days_table_is_named_by_its_date_and_read_back() {
+        let day = 20_426; // 2025-12-04
+        let (from, table) = date(day).unwrap();
+        assert_eq!((from.as_str(), table.as_str()), ("2025-12-04", "20251204"));
+        assert_eq!(day_of_table("odds_history_20251204"), Some(day));
+        assert_eq!(day_of_table("odds_history_default"), None);
+        let noon = UNIX_EPOCH + Duration::from_secs(day * SECS_PER_DAY + 43_200);
+        assert_eq!(day_of(noon), day);
+    }
+}
