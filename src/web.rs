@@ -18,11 +18,16 @@ const ICON: &str = include_str!("../web/favicon.svg");
 const CLIENT: &str = include_str!("../web/oddsbus-client.js");
 
 /// `GET /`, `/app.js` (with its modules `/board.js` and `/chart.js`), `/style.css`,
-/// `/favicon.svg` and `/oddsbus-client.js`, the client module any page can import. The page learns the configured sources (its table's
-/// columns) from a `<meta>` tag filled in here; source names are validated to
-/// `[a-z0-9_-]` at start-up, so they need no escaping.
-pub fn routes(sources: &[&str]) -> BoxedFilter<(Response,)> {
-    let index = INDEX.replace("{{SOURCES}}", &sources.join(","));
+/// `/favicon.svg` and `/oddsbus-client.js`, the client module any page can import. The page
+/// learns the configured sources (its table's columns) and where the price history is kept
+/// (`database`: days of it, so its chart offers ranges; else `memory`) from `<meta>` tags
+/// filled in here; source names are validated to `[a-z0-9_-]` at start-up, so they need no
+/// escaping.
+pub fn routes(sources: &[&str], database: bool) -> BoxedFilter<(Response,)> {
+    let history = if database { "database" } else { "memory" };
+    let index = INDEX
+        .replace("{{SOURCES}}", &sources.join(","))
+        .replace("{{HISTORY}}", history);
     let page = warp::path::end()
         .and(warp::get())
         .map(move || asset(index.clone(), "text/html; charset=utf-8"));

@@ -1,6 +1,7 @@
 // How the odds moved: an event's prices over time per bookmaker, drawn as SVG in a dialog
-// (`GET /api/events/{id}/history`), and the biggest moves of the last 10 minutes
-// (`GET /api/moves`).
+// (`GET /api/events/{id}/history`), each price's rise or drop since its opening, and the
+// biggest moves of the last 10 minutes (`GET /api/moves`). With a database the history holds
+// days, so the chart offers ranges and reads the history in pages.
 
 import { MARKETS, eventOf, marketShown } from "/board.js";
 
@@ -10,6 +11,16 @@ const COLORS = ["#4cd97b", "#5aa9ff", "#f0b840", "#e07be0", "#f06262", "#7be0d6"
 const WIDTH = 320;
 const HEIGHT = 120;
 const PAD = 28;
+/** Whether the server keeps the history in a database (days of it) or in memory. */
+const DAYS = document.querySelector('meta[name="oddsbus-history"]')?.content === "database";
+/** The ranges a chart offers with a database; the first is where it opens. */
+const RANGES = [["1 h", 3600e3], ["24 h", 86400e3], ["7 d", 7 * 86400e3]];
+/** Most pages of history one chart reads (10,000 market rows each). */
+const MAX_PAGES = 10;
+
+let range = RANGES[0];
+/** Counts the charts asked for, so that a slow answer never replaces a newer one. */
+let asked = 0;
 
 function svg(name, attributes) {
   const el = document.createElementNS(SVG, name);
@@ -18,46 +29,100 @@ function svg(name, attributes) {
 }
 
 const nameOf = (id) => eventOf(id)?.details?.name ?? `event ${id}`;
+const colorOf = (sources, source) => COLORS[Math.max(0, sources.indexOf(source)) % COLORS.length];
 
 /** Opens the chart of event `id` for the market the board shows. */
 export async function openChart(id, { read, sources }) {
   const dialog = $("#chart");
   $("#chart-title").textContent = nameOf(id);
-  $("#chart-body").replaceChildren("loading…");
   if (!dialog.open) dialog.showModal();
-  const response = await read(`/api/events/${id}/history`);
-  if (!response.ok) {
-    $("#chart-body").replaceChildren("no price of this event was recorded yet");
+  await draw(id, { read, sources });
+}
+
+async function draw(id, { read, sources }) {
+  const mine = ++asked;
+  const ranges = DAYS ? [rangeButtons(id, { read, sources })] : [];
+  $("#chart-body").replaceChildren(...ranges, "loading…");
+  const market = marketShown();
+  const since = DAYS ? Date.now() - range[1] : null;
+  const loaded = await load(id, market, since, read);
+  if (mine !== asked) return;
+  if (!loaded) {
+    $("#chart-body").replaceChildren(...ranges, "no price of this event was recorded yet");
     return;
   }
-  const { history } = await response.json();
-  const market = marketShown();
   const { line, outcomes } = MARKETS[market];
   const charts = outcomes.map((outcome) => {
-    const series = history.filter((s) => s.market_id === market && (s.line ?? null) === line && s.outcome === outcome);
-    return chart(outcome, series, sources);
+    const series = loaded.history.filter((s) => (s.line ?? null) === line && s.outcome === outcome);
+    return chart(outcome, series, sources, since);
   });
   const legend = document.createElement("p");
   legend.className = "legend";
-  sources.forEach((source, i) => {
+  sources.forEach((source) => {
     const key = document.createElement("span");
-    key.style.color = COLORS[i % COLORS.length];
+    key.style.color = colorOf(sources, source);
     key.textContent = `■ ${source} `;
     legend.appendChild(key);
   });
-  $("#chart-body").replaceChildren(legend, ...charts);
+  if (loaded.cut) legend.append(`(the first ${MAX_PAGES} pages of changes: a shorter range shows the latest)`);
+  $("#chart-body").replaceChildren(...ranges, legend, ...charts);
 }
 
-/** One outcome: a line per source, time across, price up. */
-function chart(outcome, series, sources) {
+/** The buttons that pick the chart's range. */
+function rangeButtons(id, context) {
+  const group = document.createElement("div");
+  group.id = "chart-ranges";
+  group.setAttribute("role", "group");
+  group.setAttribute("aria-label", "time range");
+  for (const choice of RANGES) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = choice[0];
+    button.dataset.range = choice[0];
+    button.setAttribute("aria-pressed", String(choice === range));
+    button.addEventListener("click", () => {
+      range = choice;
+      draw(id, context);
+    });
+    group.appendChild(button);
+  }
+  return group;
+}
+
+/** The event's history of `market` (from `since`, if not null), its pages joined; null if
+ * none of the event's prices was recorded. */
+async function load(id, market, since, read) {
+  const query = new URLSearchParams({ market });
+  if (since !== null) query.set("from", new Date(since).toISOString());
+  const series = new Map();
+  for (let page = 1; ; page++) {
+    const response = await read(`/api/events/${id}/history?${query}`);
+    if (!response.ok) return page > 1 ? { history: [...series.values()], cut: true } : null;
+    const body = await response.json();
+    for (const s of body.history) {
+      const key = `${s.source} ${s.market_id} ${s.line} ${s.outcome}`;
+      const joined = series.get(key);
+      if (joined) joined.points.push(...s.points);
+      else series.set(key, s);
+    }
+    if (!body.next_from) return { history: [...series.values()], cut: false };
+    if (page === MAX_PAGES) return { history: [...series.values()], cut: true };
+    query.set("from", body.next_from);
+  }
+}
+
+/** One outcome: a line per source, time across (from `since`, if not null), price up; and
+ * each source's price now against its opening. */
+function chart(outcome, series, sources, since) {
   const figure = document.createElement("figure");
   const caption = document.createElement("figcaption");
   caption.textContent = outcome;
   const points = series.flatMap((s) => s.points.map((p) => [Date.parse(p.at), p.odds]));
   const plot = svg("svg", { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, role: "img", "aria-label": `${outcome} over time` });
-  figure.append(caption, plot);
+  figure.append(caption, plot, sinceOpening(series, sources));
   if (!points.length) return figure;
-  const [t0, t1] = [Math.min(...points.map((p) => p[0])), Math.max(...points.map((p) => p[0]), Date.now())];
+  const t0 = since ?? Math.min(...points.map((p) => p[0]));
+  const t1 = Math.max(...points.map((p) => p[0]), Date.now());
   let [low, high] = [Math.min(...points.map((p) => p[1])), Math.max(...points.map((p) => p[1]))];
   if (high - low < 0.02) [low, high] = [low - 0.05, high + 0.05];
   const x = (t) => PAD + ((WIDTH - PAD - 4) * (t - t0)) / Math.max(1, t1 - t0);
@@ -68,7 +133,6 @@ function chart(outcome, series, sources) {
     plot.appendChild(text);
   }
   for (const s of series) {
-    const color = COLORS[sources.indexOf(s.source) % COLORS.length];
     // A step line: a price holds until the next one, and the last until now.
     const steps = s.points.flatMap((p, i) => {
       const next = s.points[i + 1] ? Date.parse(s.points[i + 1].at) : t1;
@@ -76,11 +140,33 @@ function chart(outcome, series, sources) {
     });
     const line = svg("polyline", {
       points: steps.map(([t, odds]) => `${x(t).toFixed(1)},${y(odds).toFixed(1)}`).join(" "),
-      fill: "none", stroke: color, "stroke-width": 2, "data-source": s.source,
+      fill: "none", stroke: colorOf(sources, s.source), "stroke-width": 2, "data-source": s.source,
     });
     plot.appendChild(line);
   }
   return figure;
+}
+
+/** Each source's latest price against its opening: "betpawa 2.00 → 2.20 ▲ 10.0%". */
+function sinceOpening(series, sources) {
+  const list = document.createElement("ul");
+  list.className = "since-opening";
+  list.setAttribute("aria-label", "since opening");
+  for (const s of series) {
+    const last = s.points.at(-1);
+    if (!s.opening || !last) continue;
+    const change = last.odds / s.opening.odds - 1;
+    const item = document.createElement("li");
+    item.dataset.source = s.source;
+    item.dataset.direction = change > 0 ? "up" : change < 0 ? "down" : "same";
+    item.style.color = colorOf(sources, s.source);
+    const arrow = change > 0 ? "▲" : change < 0 ? "▼" : "=";
+    item.textContent = `${s.source} ${s.opening.odds.toFixed(2)} → ${last.odds.toFixed(2)} ` +
+      `${arrow} ${(100 * Math.abs(change)).toFixed(1)}%`;
+    item.title = `opening price at ${new Date(s.opening.at).toLocaleString()}`;
+    list.appendChild(item);
+  }
+  return list;
 }
 
 /** Lists the biggest moves of the last 10 minutes, and again every 10 seconds. */

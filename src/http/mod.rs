@@ -114,7 +114,7 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
         .and(warp::header::headers_cloned())
         .map(|broker: Broker, headers: HeaderMap| cluster(&broker, &headers));
 
-    let board = web::routes(&broker.config.sources());
+    let board = web::routes(&broker.config.sources(), broker.store.is_some());
 
     ws::route(broker)
         .or(board)

@@ -116,6 +116,10 @@ test("the board as an odds-comparison page", async (t) => {
       const points = await page.$eval("#chart figure:first-of-type polyline[data-source='betpawa']",
         (line) => line.getAttribute("points").split(" ").length);
       assert.equal(points, 6);
+      // Without a database: no ranges, and the opening is the first price this node saw.
+      assert.equal(await page.$("#chart-ranges"), null);
+      assert.equal(await textOf(page, '#chart figure:first-of-type .since-opening li[data-source="betpawa"]'),
+        "betpawa 2.00 → 1.95 ▼ 2.5%");
       assert.ok(await page.$("#chart figure:first-of-type polyline[data-source='sportybet']"));
       await page.screenshot({ path: path.join(ARTIFACTS, "comparison-chart.png") });
       await page.keyboard.press("Escape");
