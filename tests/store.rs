@@ -111,6 +111,77 @@ async fn a_database_that_goes_away_delays_the_writes_and_loses_none() {
     .await;
 }
 
+/// The database frozen (SIGSTOP: it holds its connections and answers nothing) while
+/// ingests go on: each is answered while it is still frozen, and once it is woken the writer
+/// catches up by itself.
+#[tokio::test]
+async fn a_frozen_database_holds_up_no_ingest_and_is_caught_up_with() {
+    let pg = PgServer::start();
+    let server = pg.serve(|_| {}).await;
+    server.ingest_ok("betpawa", &[1], 2.0).await;
+    persisted(&server, &pg, 1).await;
+
+    pg.freeze();
+    let price = |round: u64| 2.0 + round as f64 / 100.0;
+    let ingests = async {
+        for round in 0..50 {
+            server
+                .ingest_ok("betpawa", &[round % 10 + 1, 100 + round], price(round))
+                .await;
+        }
+    };
+    tokio::time::timeout(common::WAIT, ingests)
+        .await
+        .expect("every ingest is answered while the database is frozen");
+    assert_eq!(server.get("/api/events/1/odds").await.0, 200);
+    eventually("the database is reported degraded", || async {
+        server.get("/healthz").await.1["database"] == "degraded"
+    })
+    .await;
+
+    pg.thaw();
+    persisted(&server, &pg, 60).await;
+    eventually("the lag is back to 0", || async {
+        let metrics = server.metrics().await;
+        let lag = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("oddsbus_persist_lag_seconds "));
+        lag.and_then(|lag| lag.parse::<f64>().ok()) == Some(0.0)
+    })
+    .await;
+    let last = pg.query("SELECT outcomes->0->>'odds' FROM odds_current WHERE event_id = 1");
+    assert_eq!(
+        last,
+        price(40).to_string(),
+        "event 1's last price, of round 40"
+    );
+}
+
+/// `?wait=persisted`'s 200, then the broker killed at once (SIGKILL, no shutdown): a broker
+/// started again on the database serves the odds.
+#[tokio::test]
+async fn a_persisted_ingest_survives_a_kill_9_right_after_its_200() {
+    let pg = PgServer::start();
+    let url = pg.url();
+    let args = ["--database-url", &url, "--scrape-interval", "0"];
+    let (mut child, addr, _logs) = common::spawn_binary(&args, "info");
+    let body = json!({"source": "betpawa", "snapshots": [snapshot(7, 2.75)]});
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/api/odds?wait=persisted"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let again = pg.serve(|_| {}).await;
+    let (status, read) = again.get("/api/events/7/odds").await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["betpawa"]["markets"][0]["outcomes"][0]["odds"], 2.75);
+}
+
 #[tokio::test]
 async fn wait_persisted_answers_once_the_odds_are_committed() {
     let pg = PgServer::start();

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 use tokio_postgres::Row;
 
-use super::Store;
+use super::{within, Store, READ_TIMEOUT};
 use crate::cache::intern;
 use crate::protocol::{HistoryQuery, HistoryReply, PricePoint, PriceSeries, Timestamp};
 
@@ -53,6 +53,14 @@ impl Store {
     /// The changes of `event_id` that `query` asks for (none may be), or `None` when the
     /// database holds no price of the event at all.
     pub async fn history(
+        &self,
+        event_id: u64,
+        query: &HistoryQuery,
+    ) -> Result<Option<HistoryReply>, String> {
+        within(READ_TIMEOUT, self.read_history(event_id, query)).await
+    }
+
+    async fn read_history(
         &self,
         event_id: u64,
         query: &HistoryQuery,

@@ -43,6 +43,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connections kept: the writer's, and room for reads of events the cache does not hold.
 const POOL_SIZE: usize = 4;
 
+/// Longest a read from the database may take: one that answers nothing in time (frozen, or
+/// packets lost) costs a request this long, never more.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long an event the database does not hold either is answered 404 without asking it
 /// again, so that a flood of unknown ids does not reach the database; and how many such ids
 /// are remembered.
@@ -109,7 +113,9 @@ impl Store {
             config,
             NoTls,
             ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
+                // A connection whose request timed out comes back: it is checked (one round
+                // trip) before it is used again, and dropped if it does not answer.
+                recycling_method: RecyclingMethod::Verified,
             },
         );
         let timeouts = Timeouts {
@@ -289,8 +295,11 @@ impl Store {
         if asked.is_empty() {
             return Ok(Vec::new());
         }
-        let client = self.shared.pool.get().await.map_err(|e| e.to_string())?;
-        let found = load::events(&client, &asked).await?;
+        let read = async {
+            let client = self.shared.pool.get().await.map_err(|e| e.to_string())?;
+            load::events(&client, &asked).await
+        };
+        let found = within(READ_TIMEOUT, read).await?;
         let mut unknown = unknown.lock();
         for id in asked {
             if !found.iter().any(|event| event.event_id == id) {
@@ -308,6 +317,16 @@ impl Store {
             "degraded"
         }
     }
+}
+
+/// `work`, unless it takes longer than `limit`.
+async fn within<T>(
+    limit: Duration,
+    work: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or_else(|_| Err(format!("the database did not answer within {limit:?}")))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{retention, Change, Store};
+use super::{retention, within, Change, Store};
 use crate::cache::OddsCache;
 use crate::metrics::label;
 
@@ -21,6 +21,10 @@ const BATCH: usize = 1_000;
 
 /// Longest wait between two tries while the database fails.
 const MOST_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Longest one batch may take to commit (a thousand snapshots take tens of milliseconds):
+/// a database that stops answering counts as failing after this, and the batch is retried.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 const UPSERT_MARKETS: &str = "
     INSERT INTO odds_current
@@ -96,7 +100,7 @@ pub async fn write_behind(store: Store, cache: OddsCache, stop: CancellationToke
             continue;
         }
         let metrics = &store.shared.metrics;
-        let written = write(&store, &cache, &batch, &mut day).await;
+        let written = within(WRITE_TIMEOUT, write(&store, &cache, &batch, &mut day)).await;
         match written {
             Ok(rows) => {
                 for (table, count) in rows {

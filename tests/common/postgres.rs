@@ -114,6 +114,47 @@ impl PgServer {
         );
     }
 
+    /// Freezes it (SIGSTOP to the server and every process it started): it holds its
+    /// connections and answers nothing.
+    pub fn freeze(&self) {
+        assert!(self.signal("-STOP"), "the server is frozen");
+    }
+
+    /// Wakes it (SIGCONT).
+    pub fn thaw(&self) {
+        assert!(self.signal("-CONT"), "the server is woken");
+    }
+
+    /// Sends `signal` to the server and its processes; whether it could.
+    fn signal(&self, signal: &str) -> bool {
+        let pid_file = format!("{}/postmaster.pid", data(&self.dir));
+        let Ok(text) = std::fs::read_to_string(&pid_file) else {
+            return false;
+        };
+        let server = text.lines().next().unwrap_or_default().trim().to_owned();
+        // The server first (a frozen server starts no new process), then its children, from
+        // /proc (the fourth field of `stat` is the parent's pid); a child may have ended
+        // meanwhile (a connection closed).
+        let kill = |pid: &str| {
+            let status = Command::new("kill")
+                .args([signal, pid])
+                .stderr(Stdio::null())
+                .status();
+            status.is_ok_and(|s| s.success())
+        };
+        if !kill(&server) {
+            return false;
+        }
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let after_name = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+            if after_name.split(' ').nth(1) == Some(server.as_str()) {
+                kill(&entry.file_name().to_string_lossy());
+            }
+        }
+        true
+    }
+
     /// Starts it again on its port.
     pub fn restart(&self) {
         assert!(
@@ -164,6 +205,7 @@ impl PgServer {
 
 impl Drop for PgServer {
     fn drop(&mut self) {
+        self.signal("-CONT"); // a test that failed while it was frozen
         let mut stop = Command::new(bin_dir().join("pg_ctl"));
         stop.args(["-D", &data(&self.dir), "-m", "immediate", "-w", "stop"]);
         as_owner(&mut stop);
