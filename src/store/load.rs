@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use deadpool_postgres::{Object, Pool};
+use tokio::sync::mpsc;
 use tokio_postgres::{Client, Row};
 
 use crate::cache::{
@@ -20,28 +22,31 @@ const PAGE_ROWS: usize = 20_000;
 /// The columns every read of `odds_current` takes, in this order.
 const COLUMNS: &str = "
     event_id, source, market_id, line, name, outcomes::text, bookmaker_id,
-    to_char(captured_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), snapshot_id";
+    (extract(epoch FROM captured_at) * 1000)::bigint, snapshot_id, position";
 
 /// One source's snapshot of one event, gathered from its markets' rows.
 struct Gathered {
     snapshot_id: u64,
     snapshot: Snapshot,
+    /// Each market's place in the snapshot.
+    positions: Vec<i32>,
 }
 
-/// Each (source, event)'s snapshot from rows of [`COLUMNS`] in market order; a row that
-/// does not read back is logged and left out.
+/// Each (source, event)'s snapshot from rows of [`COLUMNS`], in any order (the database
+/// need not sort them); a row that does not read back is logged and left out.
 fn gather(rows: &[Row]) -> BTreeMap<(String, u64), Gathered> {
     let mut snapshots: BTreeMap<(String, u64), Gathered> = BTreeMap::new();
     for row in rows {
         let (event_id, source): (i64, String) = (row.get(0), row.get(1));
         let key = (source, event_id as u64);
         if !snapshots.contains_key(&key) {
-            let captured_at = match Timestamp::parse(row.get(7)) {
-                Ok(at) => at,
-                Err(error) => {
-                    tracing::error!(event = "store.bad_row", event_id, %error);
-                    continue;
-                }
+            let Some(captured_at) = Timestamp::from_unix_millis(row.get(7)) else {
+                tracing::error!(
+                    event = "store.bad_row",
+                    event_id,
+                    "captured_at out of range"
+                );
+                continue;
             };
             let snapshot = Snapshot {
                 bookmaker_id: row.get(6),
@@ -55,6 +60,7 @@ fn gather(rows: &[Row]) -> BTreeMap<(String, u64), Gathered> {
                 Gathered {
                     snapshot_id,
                     snapshot,
+                    positions: Vec::new(),
                 },
             );
         }
@@ -74,7 +80,15 @@ fn gather(rows: &[Row]) -> BTreeMap<(String, u64), Gathered> {
         };
         if let Some(gathered) = snapshots.get_mut(&key) {
             gathered.snapshot.markets.push(market);
+            gathered.positions.push(row.get(9));
         }
+    }
+    for gathered in snapshots.values_mut() {
+        let positions = std::mem::take(&mut gathered.positions);
+        let markets = std::mem::take(&mut gathered.snapshot.markets);
+        let mut placed: Vec<(i32, Market)> = positions.into_iter().zip(markets).collect();
+        placed.sort_by_key(|(position, _)| *position);
+        gathered.snapshot.markets = placed.into_iter().map(|(_, market)| market).collect();
     }
     snapshots
 }
@@ -94,22 +108,49 @@ fn details(rows: &[Row]) -> HashMap<u64, (String, Arc<Details>)> {
     details
 }
 
-/// Loads the current odds into `cache` a page of events at a time (so that what is read is
-/// never much more than one page), numbering its snapshots after every id the database
-/// holds; returns how many snapshots.
-pub async fn current(client: &Client, cache: &OddsCache, ttl: Duration) -> Result<usize, String> {
-    let failed =
-        |e: tokio_postgres::Error| format!("--database-url: loading the odds failed ({e})");
-    let secs = ttl.as_secs_f64();
+/// A page of the warm start: the rows of its markets, and its events' details.
+type Page = (Vec<Row>, Vec<Row>);
+
+/// Loads the current odds into `cache` a page of events at a time, numbering its snapshots
+/// after every id the database holds; returns how many snapshots. One task reads the pages
+/// on a connection of its own while this one puts the last into the cache, at most two
+/// pages ahead: the database and the cache work at once, and what is read is never much
+/// more than a few pages.
+pub async fn current(pool: &Pool, cache: &OddsCache, ttl: Duration) -> Result<usize, String> {
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| format!("--database-url: the database cannot be reached ({e})"))?;
     let highest: i64 = client
         .query_one(
             "SELECT coalesce(max(snapshot_id), 0) FROM odds_current",
             &[],
         )
         .await
-        .map_err(failed)?
+        .map_err(loading_failed)?
         .get(0);
     cache.number_after(highest as u64);
+    let (pages, mut read) = mpsc::channel(2);
+    let reader = tokio::spawn(read_pages(client, ttl, pages));
+    let mut loaded = 0;
+    while let Some(page) = read.recv().await {
+        let (rows, details_rows) = page?;
+        loaded += put_page(cache, &rows, &details_rows);
+    }
+    reader
+        .await
+        .map_err(|e| format!("--database-url: loading the odds failed ({e})"))?;
+    Ok(loaded)
+}
+
+fn loading_failed(e: tokio_postgres::Error) -> String {
+    format!("--database-url: loading the odds failed ({e})")
+}
+
+/// Reads the pages of the warm start in key order into `pages`, until the last (or an error,
+/// sent as the last).
+async fn read_pages(client: Object, ttl: Duration, pages: mpsc::Sender<Result<Page, String>>) {
+    let secs = ttl.as_secs_f64();
     let recent = "updated_at > now() - make_interval(secs => $1)";
     // The last event of the next page: the rows come in key order from the primary key.
     let bound = format!(
@@ -117,50 +158,58 @@ pub async fn current(client: &Client, cache: &OddsCache, ttl: Duration) -> Resul
          ORDER BY event_id LIMIT {PAGE_ROWS}) AS page"
     );
     let query = format!(
-        "SELECT {COLUMNS} FROM odds_current WHERE event_id > $2 AND event_id <= $3 AND {recent} \
-         ORDER BY source, event_id, position"
+        "SELECT {COLUMNS} FROM odds_current WHERE event_id > $2 AND event_id <= $3 AND {recent}"
     );
     let details_query = "SELECT event_id, source, details::text FROM event_details \
                          WHERE event_id > $1 AND event_id <= $2";
-    let (mut after, mut loaded) = (-1i64, 0);
+    let mut after = -1i64;
     loop {
-        let last: Option<i64> = client
-            .query_one(&bound, &[&after])
-            .await
-            .map_err(failed)?
-            .get(0);
-        let Some(last) = last else {
-            return Ok(loaded);
+        let page = async {
+            let last: Option<i64> = client.query_one(&bound, &[&after]).await?.get(0);
+            let Some(last) = last else {
+                return Ok(None);
+            };
+            let rows = client.query(&query, &[&secs, &after, &last]).await?;
+            let details = client.query(details_query, &[&after, &last]).await?;
+            Ok(Some((last, rows, details)))
         };
-        let rows = client
-            .query(&query, &[&secs, &after, &last])
-            .await
-            .map_err(failed)?;
-        let details_rows = client
-            .query(details_query, &[&after, &last])
-            .await
-            .map_err(failed)?;
-        let details = details(&details_rows);
-        let mut by_source: BTreeMap<String, Vec<(u64, Snapshot)>> = BTreeMap::new();
-        for ((source, event_id), gathered) in gather(&rows) {
-            let mut snapshot = gathered.snapshot;
-            // The details go with the snapshot of the source that gave them.
-            if let Some((given_by, held)) = details.get(&event_id) {
-                if *given_by == source {
-                    snapshot.event = Some(held.clone());
-                }
+        let sent = match page.await {
+            Ok(None) => return,
+            Ok(Some((last, rows, details))) => {
+                after = last;
+                pages.send(Ok((rows, details))).await
             }
-            by_source
-                .entry(source)
-                .or_default()
-                .push((event_id, snapshot));
+            Err(error) => pages.send(Err(loading_failed(error))).await,
+        };
+        if sent.is_err() {
+            return; // the loader stopped
         }
-        for (source, snapshots) in by_source {
-            loaded += snapshots.len();
-            cache.put_batch(&source, snapshots);
-        }
-        after = last;
     }
+}
+
+/// Puts one page into `cache`; returns how many snapshots.
+fn put_page(cache: &OddsCache, rows: &[Row], details_rows: &[Row]) -> usize {
+    let details = details(details_rows);
+    let mut by_source: BTreeMap<String, Vec<(u64, Snapshot)>> = BTreeMap::new();
+    for ((source, event_id), gathered) in gather(rows) {
+        let mut snapshot = gathered.snapshot;
+        // The details go with the snapshot of the source that gave them.
+        if let Some((given_by, held)) = details.get(&event_id) {
+            if *given_by == source {
+                snapshot.event = Some(held.clone());
+            }
+        }
+        by_source
+            .entry(source)
+            .or_default()
+            .push((event_id, snapshot));
+    }
+    let mut loaded = 0;
+    for (source, snapshots) in by_source {
+        loaded += snapshots.len();
+        cache.put_batch(&source, snapshots);
+    }
+    loaded
 }
 
 /// The events of `event_ids` the database holds, each in the shape of a cache read.
@@ -169,9 +218,7 @@ pub async fn events(client: &Client, event_ids: &[u64]) -> Result<Vec<EventOdds>
         .iter()
         .filter_map(|&id| i64::try_from(id).ok())
         .collect();
-    let query = format!(
-        "SELECT {COLUMNS} FROM odds_current WHERE event_id = ANY($1) ORDER BY source, position"
-    );
+    let query = format!("SELECT {COLUMNS} FROM odds_current WHERE event_id = ANY($1)");
     let rows = client
         .query(&query, &[&ids])
         .await

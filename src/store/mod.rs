@@ -175,7 +175,7 @@ impl Store {
             markets_deleted = removed.markets
         );
         retention::create_day(client, retention::day_of(now)).await?;
-        let loaded = load::current(client, cache, ttl).await?;
+        let loaded = load::current(&self.shared.pool, cache, ttl).await?;
         self.shared.healthy.store(true, Ordering::Relaxed);
         Ok(loaded)
     }

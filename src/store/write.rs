@@ -1,9 +1,9 @@
 //! The writer: one task that commits what the cache changed, in batches, each in one
-//! transaction: a history row for every market whose outcomes differ from its current row
-//! (and the opening price of each outcome never seen before), then every market of each
-//! snapshot upserted into `odds_current` (from arrays, `INSERT … SELECT FROM unnest`), the
-//! markets a snapshot no longer has deleted, and the events' details upserted. While the
-//! database fails it retries with backoff and warns once per outage.
+//! transaction of two statements (from arrays, `INSERT … SELECT FROM unnest`): every market
+//! of each snapshot upserted into `odds_current`, with a history row for each market whose
+//! outcomes changed and the opening price of each outcome never seen before, the markets a
+//! snapshot no longer has deleted; then the events' details upserted. While the database
+//! fails it retries with backoff and warns once per outage.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -26,56 +26,62 @@ const MOST_BACKOFF: Duration = Duration::from_secs(5);
 /// a database that stops answering counts as failing after this, and the batch is retried.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-const UPSERT_MARKETS: &str = "
-    INSERT INTO odds_current
-        (event_id, source, market_id, line, position, name, outcomes, bookmaker_id,
-         captured_at, snapshot_id, updated_at)
-    SELECT e, s, m, l, p, n, o::jsonb, b, c::timestamptz, i, now()
-    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
-                $7::text[], $8::bigint[], $9::text[], $10::bigint[])
-         AS t(e, s, m, l, p, n, o, b, c, i)
-    ON CONFLICT (event_id, source, market_id, line) DO UPDATE SET
-        position = excluded.position, name = excluded.name, outcomes = excluded.outcomes,
-        bookmaker_id = excluded.bookmaker_id, captured_at = excluded.captured_at,
-        snapshot_id = excluded.snapshot_id, updated_at = excluded.updated_at";
-
-/// The markets that changed against `odds_current` (still as the last commit left it) get a
-/// history row, recorded at `$7`; their outcomes never seen before, an opening price.
-const RECORD_CHANGES: &str = "
+/// Writes a batch's markets in one statement, every part of which sees the tables as the last
+/// commit left them: each market upserted into `odds_current` (recorded at `$11`); the markets whose
+/// outcomes changed get a history row, and their outcomes that were not there an opening
+/// price unless one was recorded (an outcome that left its market and came back keeps its
+/// first). Returns the rows of each table.
+const WRITE_MARKETS: &str = "
     WITH t AS (
-        SELECT e, s, m, l, o::jsonb AS o, c::timestamptz AS c
-        FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-             AS t(e, s, m, l, o, c)
+        SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[],
+                             $6::text[], $7::text[], $8::bigint[], $9::text[], $10::bigint[])
+             AS t(e, s, m, l, p, n, o, b, c, i)
+    ), up AS (
+        INSERT INTO odds_current
+            (event_id, source, market_id, line, position, name, outcomes, bookmaker_id,
+             captured_at, snapshot_id, updated_at)
+        SELECT e, s, m, l, p, n, o::json, b, c::timestamptz, i, $11 FROM t
+        ON CONFLICT (event_id, source, market_id, line) DO UPDATE SET
+            position = excluded.position, name = excluded.name, outcomes = excluded.outcomes,
+            bookmaker_id = excluded.bookmaker_id, captured_at = excluded.captured_at,
+            snapshot_id = excluded.snapshot_id, updated_at = excluded.updated_at
+        RETURNING event_id, source, market_id, line, outcomes, captured_at
     ), changed AS (
-        SELECT t.* FROM t
+        -- `odds_current` here is still the table before `up`: each market's outcomes as the
+        -- last commit left them, looked up by key.
+        SELECT up.*, cur.outcomes AS was
+        FROM up
         LEFT JOIN odds_current cur
-               ON cur.event_id = t.e AND cur.source = t.s AND cur.market_id = t.m
-              AND cur.line = t.l
-        WHERE cur.outcomes IS DISTINCT FROM t.o
+               ON cur.event_id = up.event_id AND cur.source = up.source
+              AND cur.market_id = up.market_id AND cur.line = up.line
+        WHERE cur.outcomes::text IS DISTINCT FROM up.outcomes::text
     ), history AS (
         INSERT INTO odds_history
             (event_id, source, market_id, line, outcomes, captured_at, recorded_at)
-        SELECT e, s, m, l, o, c, $7 FROM changed
+        SELECT event_id, source, market_id, line, outcomes, captured_at, $11 FROM changed
         RETURNING 1
     ), opening AS (
         INSERT INTO odds_opening (event_id, source, market_id, line, outcome, odds, captured_at)
-        SELECT e, s, m, l, x->>'name', (x->>'odds')::float8, c
-        FROM changed, jsonb_array_elements(o) AS x
+        SELECT event_id, source, market_id, line, x->>'name', (x->>'odds')::float8, captured_at
+        FROM changed, json_array_elements(outcomes) AS x
+        WHERE was IS NULL
+           OR NOT was::jsonb @> jsonb_build_array(jsonb_build_object('name', x->>'name'))
         ON CONFLICT DO NOTHING
         RETURNING 1
     )
-    SELECT (SELECT count(*) FROM history), (SELECT count(*) FROM opening)";
+    SELECT (SELECT count(*) FROM up), (SELECT count(*) FROM history),
+           (SELECT count(*) FROM opening)";
 
-/// A snapshot replaces its event's markets of that source whole: those this transaction did
-/// not write (`now()` is the transaction's start, the same for both statements) go.
+/// A snapshot replaces its event's markets of that source whole: those the statement before
+/// did not write (at `$3`) go.
 const DELETE_GONE_MARKETS: &str = "
     DELETE FROM odds_current o
     USING unnest($1::bigint[], $2::text[]) AS t(e, s)
-    WHERE o.event_id = t.e AND o.source = t.s AND o.updated_at < now()";
+    WHERE o.event_id = t.e AND o.source = t.s AND o.updated_at < $3";
 
 const UPSERT_DETAILS: &str = "
     INSERT INTO event_details (event_id, source, details, updated_at)
-    SELECT e, s, d::jsonb, now()
+    SELECT e, s, d::jsonb, $4
     FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(e, s, d)
     ON CONFLICT (event_id) DO UPDATE SET
         source = excluded.source, details = excluded.details, updated_at = excluded.updated_at";
@@ -251,29 +257,13 @@ async fn write(
         *day = Some(today);
     }
     let transaction = client.transaction().await.map_err(|e| e.to_string())?;
-    let changes = transaction
-        .query_one(
-            RECORD_CHANGES,
-            &[
-                &rows.event_ids,
-                &rows.sources,
-                &rows.market_ids,
-                &rows.lines,
-                &rows.outcomes,
-                &rows.captured_at,
-                &recorded_at,
-            ],
-        )
+    let write_markets = transaction
+        .prepare_cached(WRITE_MARKETS)
         .await
         .map_err(|e| e.to_string())?;
-    let count = |column| {
-        let counted = changes.try_get::<_, i64>(column).unwrap_or(0);
-        u64::try_from(counted).unwrap_or(0)
-    };
-    let (history, opening) = (count(0), count(1));
-    let markets = transaction
-        .execute(
-            UPSERT_MARKETS,
+    let written = transaction
+        .query_one(
+            &write_markets,
             &[
                 &rows.event_ids,
                 &rows.sources,
@@ -285,26 +275,42 @@ async fn write(
                 &rows.bookmaker_ids,
                 &rows.captured_at,
                 &rows.snapshot_ids,
+                &recorded_at,
             ],
         )
         .await
         .map_err(|e| e.to_string())?;
+    let count = |column| {
+        let counted = written.try_get::<_, i64>(column).unwrap_or(0);
+        u64::try_from(counted).unwrap_or(0)
+    };
+    let delete_gone = transaction
+        .prepare_cached(DELETE_GONE_MARKETS)
+        .await
+        .map_err(|e| e.to_string())?;
     transaction
-        .execute(DELETE_GONE_MARKETS, &[&snapshot_events, &snapshot_sources])
+        .execute(
+            &delete_gone,
+            &[&snapshot_events, &snapshot_sources, &recorded_at],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let upsert_details = transaction
+        .prepare_cached(UPSERT_DETAILS)
         .await
         .map_err(|e| e.to_string())?;
     let details = transaction
         .execute(
-            UPSERT_DETAILS,
-            &[&detail_ids, &detail_sources, &detail_json],
+            &upsert_details,
+            &[&detail_ids, &detail_sources, &detail_json, &recorded_at],
         )
         .await
         .map_err(|e| e.to_string())?;
     transaction.commit().await.map_err(|e| e.to_string())?;
     Ok(vec![
-        ("odds_current", markets),
-        ("odds_history", history),
-        ("odds_opening", opening),
+        ("odds_current", count(0)),
+        ("odds_history", count(1)),
+        ("odds_opening", count(2)),
         ("event_details", details),
     ])
 }
