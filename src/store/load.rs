@@ -2,6 +2,7 @@
 //! `--event-ttl`, with their events' details, put back into the cache before the node
 //! serves), and one event the cache does not hold, for a read.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,36 +35,32 @@ struct Gathered {
 
 /// Each (source, event)'s snapshot from rows of [`COLUMNS`], in any order (the database
 /// need not sort them); a row that does not read back is logged and left out.
-fn gather(rows: &[Row]) -> BTreeMap<(String, u64), Gathered> {
-    let mut snapshots: BTreeMap<(String, u64), Gathered> = BTreeMap::new();
+fn gather(rows: &[Row]) -> BTreeMap<(&str, u64), Gathered> {
+    let mut snapshots: BTreeMap<(&str, u64), Gathered> = BTreeMap::new();
     for row in rows {
-        let (event_id, source): (i64, String) = (row.get(0), row.get(1));
+        let (event_id, source): (i64, &str) = (row.get(0), row.get(1));
         let key = (source, event_id as u64);
-        if !snapshots.contains_key(&key) {
-            let Some(captured_at) = Timestamp::from_unix_millis(row.get(7)) else {
-                tracing::error!(
-                    event = "store.bad_row",
-                    event_id,
-                    "captured_at out of range"
-                );
-                continue;
-            };
-            let snapshot = Snapshot {
-                bookmaker_id: row.get(6),
-                captured_at,
-                markets: Vec::new(),
-                event: None,
-            };
-            let snapshot_id = row.get::<_, i64>(8) as u64;
-            snapshots.insert(
-                key.clone(),
-                Gathered {
-                    snapshot_id,
+        let gathered = match snapshots.entry(key) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let Some(captured_at) = Timestamp::from_unix_millis(row.get(7)) else {
+                    let why = "captured_at out of range";
+                    tracing::error!(event = "store.bad_row", event_id, why);
+                    continue;
+                };
+                let snapshot = Snapshot {
+                    bookmaker_id: row.get(6),
+                    captured_at,
+                    markets: Vec::new(),
+                    event: None,
+                };
+                entry.insert(Gathered {
+                    snapshot_id: row.get::<_, i64>(8) as u64,
                     snapshot,
                     positions: Vec::new(),
-                },
-            );
-        }
+                })
+            }
+        };
         let outcomes: Vec<Outcome> = match serde_json::from_str(row.get(5)) {
             Ok(outcomes) => outcomes,
             Err(error) => {
@@ -78,10 +75,8 @@ fn gather(rows: &[Row]) -> BTreeMap<(String, u64), Gathered> {
             line: line.parse().ok(),
             outcomes,
         };
-        if let Some(gathered) = snapshots.get_mut(&key) {
-            gathered.snapshot.markets.push(market);
-            gathered.positions.push(row.get(9));
-        }
+        gathered.snapshot.markets.push(market);
+        gathered.positions.push(row.get(9));
     }
     for gathered in snapshots.values_mut() {
         let positions = std::mem::take(&mut gathered.positions);
@@ -190,7 +185,7 @@ async fn read_pages(client: Object, ttl: Duration, pages: mpsc::Sender<Result<Pa
 /// Puts one page into `cache`; returns how many snapshots.
 fn put_page(cache: &OddsCache, rows: &[Row], details_rows: &[Row]) -> usize {
     let details = details(details_rows);
-    let mut by_source: BTreeMap<String, Vec<(u64, Snapshot)>> = BTreeMap::new();
+    let mut by_source: BTreeMap<&str, Vec<(u64, Snapshot)>> = BTreeMap::new();
     for ((source, event_id), gathered) in gather(rows) {
         let mut snapshot = gathered.snapshot;
         // The details go with the snapshot of the source that gave them.
@@ -207,7 +202,7 @@ fn put_page(cache: &OddsCache, rows: &[Row], details_rows: &[Row]) -> usize {
     let mut loaded = 0;
     for (source, snapshots) in by_source {
         loaded += snapshots.len();
-        cache.put_batch(&source, snapshots);
+        cache.put_batch(source, snapshots);
     }
     loaded
 }

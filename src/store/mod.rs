@@ -6,8 +6,8 @@
 //! nothing of the current state is dropped. One writer task commits what is pending in
 //! batches (`write.rs`), with a history row for each market whose prices changed, retrying
 //! with backoff while the database fails. At start, before the node serves, the schema is
-//! migrated (`migrations/`, embedded), the retention applied (`retention.rs`) and the cache
-//! loaded back from the current odds (`load.rs`). Reads of what the cache does not hold come
+//! migrated (`migrations/`, embedded) and the cache loaded back from the current odds
+//! (`load.rs`); the retention (`retention.rs`) is applied once it serves, then hourly. Reads of what the cache does not hold come
 //! from here too: events (`load.rs`) and the price history over days (`history.rs`).
 
 mod history;
@@ -145,9 +145,8 @@ impl Store {
         })
     }
 
-    /// Migrates the schema, applies the retention and creates today's history table, then
-    /// loads the current odds updated within `ttl` into `cache`; returns how many snapshots
-    /// it loaded. `Err` (the node must not serve) when the
+    /// Migrates the schema and creates today's history table, then loads the current odds
+    /// updated within `ttl` into `cache`; returns how many snapshots it loaded. `Err` (the node must not serve) when the
     /// database cannot be reached or its schema is newer than this binary.
     pub async fn open(&self, cache: &OddsCache, ttl: Duration) -> Result<usize, String> {
         let mut client = self
@@ -167,14 +166,8 @@ impl Store {
                      than this binary needs a newer oddsbus"
                 )
             })?;
-        let now = std::time::SystemTime::now();
-        let removed = retention::apply(client, self.shared.retention, now).await?;
-        tracing::info!(
-            event = "store.retention",
-            days_dropped = removed.days,
-            markets_deleted = removed.markets
-        );
-        retention::create_day(client, retention::day_of(now)).await?;
+        let today = retention::day_of(std::time::SystemTime::now());
+        retention::create_day(client, today).await?;
         let loaded = load::current(&self.shared.pool, cache, ttl).await?;
         self.shared.healthy.store(true, Ordering::Relaxed);
         Ok(loaded)

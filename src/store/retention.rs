@@ -4,8 +4,8 @@
 //! `odds_history_YYYYMMDD`, which the writer creates before it writes the day's first row.
 //! Retention drops a day's table whole once all of it is older than `--retention` days (never
 //! a slow `DELETE` over the history), and deletes the current odds and details of events not
-//! updated for as long, with the opening prices of what is gone. It runs at start and then
-//! every [`EVERY`].
+//! updated for as long, with the opening prices of what is gone. It runs once the node
+//! serves, then every [`EVERY`].
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -125,12 +125,14 @@ pub async fn apply(client: &Client, days: u32, now: SystemTime) -> Result<Remove
     Ok(removed)
 }
 
-/// Applies the retention every [`EVERY`] until `stop` (the start applied it once already).
+/// Applies the retention now (once the node serves: the warm start does not wait for it),
+/// then every [`EVERY`], until `stop`.
 pub async fn keep_applying(store: Store, stop: CancellationToken) {
     let days = store.shared.retention;
+    let mut every = tokio::time::interval(EVERY);
     loop {
         tokio::select! {
-            () = tokio::time::sleep(EVERY) => {}
+            _ = every.tick() => {}
             () = stop.cancelled() => return,
         }
         let applied = match store.shared.pool.get().await {
