@@ -2,7 +2,8 @@
 # Compares two oddsbus binaries on the fan-out targets of BENCHMARKS.md, the way this 2-core
 # machine allows: alternating old and new on fresh servers, ROUNDS times each (default 3),
 # then the median of each: throughput of T1 and T2 (unpaced), latency p99 of T3 and T4
-# (paced). Usage: scripts/compare.sh OLD_BIN NEW_BIN [ROUNDS]
+# (paced), and the ingests' p99 of each. Usage: scripts/compare.sh OLD_BIN NEW_BIN [ROUNDS]
+# (a binary may be a script that execs one with flags, e.g. with --database-url).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 old=$1 new=$2 rounds=${3:-3}
@@ -22,7 +23,7 @@ run() {  # label, binary
   t4=$("$load" --server "$ADDR" --server-pid "$pid" --clients 100 --events 2000 --batch 1 --rate 200 --inflight 8 | tail -1)
   kill -TERM "$pid"; wait "$pid" || true; pid=
   for pair in "T1:$t1" "T2:$t2" "T3:$t3" "T4:$t4"; do
-    echo "$1 ${pair%%:*} $(echo "${pair#*:}" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["deliveries_per_sec"], r["lost"], r["latency_ms"]["p99"])')" | tee -a "$results"
+    echo "$1 ${pair%%:*} $(echo "${pair#*:}" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["deliveries_per_sec"], r["lost"], r["latency_ms"]["p99"], r["ingest_latency_ms"]["p99"])')" | tee -a "$results"
   done
 }
 
@@ -44,6 +45,8 @@ for target in ("T1", "T2", "T3", "T4"):
         else:
             values = [float(r[4]) for r in mine]
             unit = "ms p99"
+        ingest = statistics.median(float(r[5]) for r in mine)
         print(f"{target} {binary}: {statistics.median(values):.2f} {unit} "
-              f"(runs: {', '.join(f'{v:.2f}' for v in values)}; lost {lost})")
+              f"(runs: {', '.join(f'{v:.2f}' for v in values)}; lost {lost}); "
+              f"ingest p99 {ingest:.2f} ms")
 PY

@@ -3,8 +3,8 @@
 # its own in a temporary directory (fsync off, as the tests run it; as `postgres` when root)
 # and the release binaries:
 #   1. the writer: EVENTS x 3 sources x 3 markets put by oddsbus-load (--large-readers 0),
-#      seconds until all is committed; then each event's 1X2 changed twice, as fast as it
-#      is taken (the most lag seen); bytes per row on disk;
+#      seconds until all is committed; then each event's 1X2 changed, twice as fast as it is
+#      taken and once paced at RATE markets/s (20000), with the lag; bytes per row on disk;
 #   2. warm start: the broker stopped and started again ROUNDS times, seconds to a 200 /healthz;
 #   3. a week of one event's history (a change every 5 s, written into the tables): the
 #      first page (10,000 market rows), and the whole week page by page;
@@ -13,39 +13,12 @@
 # Usage: scripts/store-bench.sh [EVENTS] [ROUNDS]     (100000, 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EVENTS=${1:-100000} ROUNDS=${2:-3}
-BIN=${BIN:-target/release/oddsbus} LOAD=${LOAD:-target/release/oddsbus-load}
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-ADDR=127.0.0.1:8111 PORT=$((25000 + RANDOM % 1000))
-dir=$(mktemp -d /tmp/oddsbus-store-bench.XXXXXX)
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-[ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
-stop_all() {
-  [ -n "${broker:-}" ] && kill -TERM "$broker" 2>/dev/null && wait "$broker" 2>/dev/null || true
-  as_pg "$PGBIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
-  rm -rf "$dir"
-}
-trap stop_all EXIT
-as_pg "$PGBIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 >/dev/null
-as_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w start \
-  -o "-p $PORT -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off" >/dev/null
-as_pg "$PGBIN/createdb" -h 127.0.0.1 -p "$PORT" -U postgres oddsbus
-URL=postgres://postgres@127.0.0.1:$PORT/oddsbus
-sql() { "$PGBIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -d oddsbus -At -c "$1"; }
-now() { date +%s.%N; }
-metric() { curl -s "http://$ADDR/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
-
-start() {  # extra flags; sets `took` to the seconds to a 200 /healthz
-  local began; began=$(now)
-  "$BIN" --listen "$ADDR" --scrape-interval 0 --database-url "$URL" --log warn "$@" >/dev/null 2>&1 &
-  broker=$!
-  until curl -sf "http://$ADDR/healthz" >/dev/null; do sleep 0.02; done
-  took=$(echo "$(now) - $began" | bc)
-}
-stop() { kill -TERM "$broker"; wait "$broker" || true; broker=; }
+EVENTS=${1:-100000} ROUNDS=${2:-3} RATE=${RATE:-20000}
+ADDR=127.0.0.1:8111
+source scripts/lib/store.sh
 
 echo "== the writer: $EVENTS events x 3 sources x 3 markets"
-start --max-events $((EVENTS * 2))
+start --scrape-interval 0 --max-events $((EVENTS * 2))
 began=$(now)
 "$LOAD" --server "$ADDR" --large-readers 0 --events "$EVENTS" --duration 1 >/dev/null
 ingested=$(now)
@@ -55,18 +28,22 @@ done
 rows=$(sql "SELECT count(*) FROM odds_current")
 echo "ingests $(echo "$ingested - $began" | bc) s; all committed after $(echo "$(now) - $began" | bc) s: $rows market rows"
 echo "history rows $(sql "SELECT count(*) FROM odds_history"), opening rows $(sql "SELECT count(*) FROM odds_opening")"
-# Then every event's betpawa 1X2 twice at a new price (oddsbus-load's ingest mode, batches of
-# 100): the first replaces its three markets with one, the second is price changes only.
-for pass in first second; do
-  began=$(now) most_lag=0
-  "$LOAD" --server "$ADDR" --clients 1 --events "$EVENTS" --batch 100 >/dev/null &
+# Then every event's betpawa 1X2 at a new price (oddsbus-load's ingest mode, batches of 100):
+# as fast as taken, twice (the first replaces its three markets with one, the second is price
+# changes only), then paced at RATE changed markets a second.
+for pass in first second paced; do
+  pace=() began=$(now) lags=$(mktemp)
+  [ "$pass" = paced ] && pace=(--rate $((RATE / 100)))
+  "$LOAD" --server "$ADDR" --clients 1 --events "$EVENTS" --batch 100 "${pace[@]}" >/dev/null &
   load=$!
   while kill -0 "$load" 2>/dev/null || [ "$(metric oddsbus_persist_queue_depth)" != 0 ]; do
-    most_lag=$(echo "$(metric oddsbus_persist_lag_seconds) $most_lag" | awk '{print ($1 > $2) ? $1 : $2}')
+    metric oddsbus_persist_lag_seconds >>"$lags"
     sleep 0.1
   done
   took=$(echo "$(now) - $began" | bc)
-  echo "$pass pass of $EVENTS changed 1X2 markets: committed after $took s ($(echo "$EVENTS / $took" | bc) markets/s), most lag seen $most_lag s"
+  lag=$(sort -g "$lags" | awk '{v[NR] = $1} END {i = int(NR * 0.99); if (i < 1) i = 1; printf "lag p99 %.2f s, most %.2f s", v[i], v[NR]}')
+  echo "$pass pass, $EVENTS changed 1X2 markets: committed after $took s ($(echo "$EVENTS / $took" | bc) markets/s); $lag"
+  rm -f "$lags"
 done
 echo "bytes per row: odds_current $(sql "SELECT pg_total_relation_size('odds_current') / $rows"), \
 odds_history $(sql "SELECT sum(pg_total_relation_size(inhrelid)) / (SELECT count(*) FROM odds_history) FROM pg_inherits WHERE inhparent = 'odds_history'::regclass")"
@@ -74,7 +51,7 @@ stop
 
 echo "== warm start"
 for round in $(seq "$ROUNDS"); do
-  start
+  start --scrape-interval 0
   echo "round $round: $took s to a 200 /healthz, $(metric oddsbus_cache_events) events"
   stop
 done
@@ -97,7 +74,7 @@ sql "DO \$\$
   INSERT INTO odds_opening VALUES (1, 'betpawa', '1x2', '', '1', 2.0, now() - interval '7 days')
   ON CONFLICT DO NOTHING;
   ANALYZE odds_history;" >/dev/null
-start
+start --scrape-interval 0
 from=$(date -u -d '7 days ago' +%Y-%m-%dT%H:%M:%SZ)
 for _ in $(seq 20); do
   curl -s -o /dev/null -w '%{time_total}\n' "http://$ADDR/api/events/1/history?from=$from"
@@ -112,12 +89,12 @@ stop
 
 if command -v wrk >/dev/null; then
   echo "== read-through: single reads of events only the database holds"
-  start --max-events 1000
-  cat >"$dir/miss.lua" <<EOF
+  start --scrape-interval 0 --max-events 1000
+  cat >"$pg_dir/miss.lua" <<EOF
 request = function()
   return wrk.format("GET", "/api/events/" .. (1000000000 + math.random(0, $EVENTS - 1)) .. "/odds")
 end
 EOF
-  wrk -t2 -c16 -d10s --latency -s "$dir/miss.lua" "http://$ADDR" | grep -E "Requests/sec|50%|99%"
+  wrk -t2 -c16 -d10s --latency -s "$pg_dir/miss.lua" "http://$ADDR" | grep -E "Requests/sec|50%|99%"
   stop
 fi

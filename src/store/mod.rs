@@ -195,6 +195,11 @@ impl Store {
         });
     }
 
+    /// How many changed snapshots wait for the writer.
+    fn waiting(&self) -> usize {
+        self.shared.pending.lock().snapshots.len()
+    }
+
     /// Takes up to `most` pending snapshots, the oldest first.
     fn take(&self, most: usize) -> Vec<Change> {
         let mut pending = self.shared.pending.lock();

@@ -19,6 +19,9 @@ use crate::metrics::label;
 /// Most snapshots committed in one transaction.
 const BATCH: usize = 1_000;
 
+/// Least time from the start of one write to the next, unless a full batch waits.
+const GATHER: Duration = Duration::from_millis(20);
+
 /// Longest wait between two tries while the database fails.
 const MOST_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -92,7 +95,17 @@ pub async fn write_behind(store: Store, cache: OddsCache, stop: CancellationToke
     let mut outage: Option<Instant> = None;
     // The day whose history table the writer made sure of.
     let mut day = None;
+    let mut last_write = tokio::time::Instant::now();
     loop {
+        // Changes gather for a while after each write unless a full batch waits: a busy
+        // broker commits a few large transactions a second, not one per ingest, which would
+        // cost the database, and the fan-out on a shared machine, far more per change.
+        if !stop.is_cancelled() && store.waiting() < BATCH {
+            tokio::select! {
+                () = tokio::time::sleep_until(last_write + GATHER) => {}
+                () = stop.cancelled() => {}
+            }
+        }
         let batch = store.take(BATCH);
         if batch.is_empty() {
             store.measure();
@@ -106,6 +119,7 @@ pub async fn write_behind(store: Store, cache: OddsCache, stop: CancellationToke
             continue;
         }
         let metrics = &store.shared.metrics;
+        last_write = tokio::time::Instant::now();
         let written = within(WRITE_TIMEOUT, write(&store, &cache, &batch, &mut day)).await;
         match written {
             Ok(rows) => {
