@@ -8,8 +8,8 @@
 #   2. warm start: the broker stopped and started again ROUNDS times, seconds to a 200 /healthz;
 #   3. a week of one event's history (a change every 5 s, written into the tables): the
 #      first page (10,000 market rows), and the whole week page by page;
-#   4. read-through: the broker started again with --max-events 1000, single reads of events
-#      only the database holds (wrk, if installed).
+#   4. read-through: the broker started again with --max-events 1000, reads of events only
+#      the database holds, one and 200 at a time (wrk, if installed).
 # Usage: scripts/store-bench.sh [EVENTS] [ROUNDS]     (100000, 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -88,13 +88,23 @@ echo "the whole week: $pages pages in $(echo "$(now) - $began" | bc) s"
 stop
 
 if command -v wrk >/dev/null; then
-  echo "== read-through: single reads of events only the database holds"
+  echo "== read-through: reads of events only the database holds, one and 200 at a time"
   start --scrape-interval 0 --max-events 1000
-  cat >"$pg_dir/miss.lua" <<EOF
+  cat >"$pg_dir/miss.lua" <<LUA
 request = function()
   return wrk.format("GET", "/api/events/" .. (1000000000 + math.random(0, $EVENTS - 1)) .. "/odds")
 end
-EOF
-  wrk -t2 -c16 -d10s --latency -s "$pg_dir/miss.lua" "http://$ADDR" | grep -E "Requests/sec|50%|99%"
+LUA
+  cat >"$pg_dir/bulk.lua" <<LUA
+request = function()
+  local ids = {}
+  for i = 1, 200 do ids[i] = 1000000000 + math.random(0, $EVENTS - 1) end
+  return wrk.format("GET", "/api/events/odds?ids=" .. table.concat(ids, ","))
+end
+LUA
+  for script in miss bulk; do
+    echo "$script:"
+    wrk -t2 -c16 -d10s --latency -s "$pg_dir/$script.lua" "http://$ADDR" | grep -E "Requests/sec|50%|99%"
+  done
   stop
 fi

@@ -169,6 +169,22 @@ impl Store {
         let today = retention::day_of(std::time::SystemTime::now());
         retention::create_day(client, today).await?;
         let loaded = load::current(&self.shared.pool, cache, ttl).await?;
+        // A table filled faster than autovacuum looks has no statistics yet, and then the
+        // planner reads a bulk read by ids as a scan of the whole table (100 ms at 900,000
+        // rows) until it does.
+        let unplanned = client
+            .query_one(
+                "SELECT NOT EXISTS (SELECT 1 FROM pg_stats WHERE tablename = 'odds_current')",
+                &[],
+            )
+            .await
+            .and_then(|row| row.try_get::<_, bool>(0));
+        if unplanned.unwrap_or(false) {
+            let analyzed = client.batch_execute("ANALYZE odds_current, event_details").await;
+            if let Err(error) = analyzed {
+                tracing::warn!(event = "store.analyze_failed", %error);
+            }
+        }
         self.shared.healthy.store(true, Ordering::Relaxed);
         Ok(loaded)
     }

@@ -1,9 +1,9 @@
 //! The writer: one task that commits what the cache changed, in batches, each in one
-//! transaction of two statements (from arrays, `INSERT … SELECT FROM unnest`): every market
-//! of each snapshot upserted into `odds_current`, with a history row for each market whose
-//! outcomes changed and the opening price of each outcome never seen before, the markets a
-//! snapshot no longer has deleted; then the events' details upserted. While the database
-//! fails it retries with backoff and warns once per outage.
+//! transaction of three prepared statements (from arrays, `INSERT … SELECT FROM unnest`):
+//! every market of each snapshot upserted into `odds_current`, with a history row for each
+//! market whose outcomes changed and the opening price of each outcome never seen before;
+//! the markets a snapshot no longer has deleted; the events' details upserted. While the
+//! database fails it retries with backoff and warns once per outage.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -30,10 +30,10 @@ const MOST_BACKOFF: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Writes a batch's markets in one statement, every part of which sees the tables as the last
-/// commit left them: each market upserted into `odds_current` (recorded at `$11`); the markets whose
-/// outcomes changed get a history row, and their outcomes that were not there an opening
-/// price unless one was recorded (an outcome that left its market and came back keeps its
-/// first). Returns the rows of each table.
+/// commit left them: each market upserted into `odds_current` (recorded at `$11`); the
+/// markets whose outcomes changed get a history row, and their outcomes that were not there
+/// an opening price unless one was recorded (an outcome that left its market and came back
+/// keeps its first). Returns the rows of each table.
 const WRITE_MARKETS: &str = "
     WITH t AS (
         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[],
