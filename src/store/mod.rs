@@ -180,7 +180,9 @@ impl Store {
             .await
             .and_then(|row| row.try_get::<_, bool>(0));
         if unplanned.unwrap_or(false) {
-            let analyzed = client.batch_execute("ANALYZE odds_current, event_details").await;
+            let analyzed = client
+                .batch_execute("ANALYZE odds_current, event_details")
+                .await;
             if let Err(error) = analyzed {
                 tracing::warn!(event = "store.analyze_failed", %error);
             }
