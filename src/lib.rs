@@ -59,9 +59,9 @@ pub use config::{Config, LogFormat, SourceKind};
 pub use ingest::{check_details, check_markets, decode as decode_ingest, IngestBatch};
 pub use protocol::{
     decode_client, encode, encode_odds_change, parse_topics, since_from_query, BadSince,
-    ClientError, ClientMessage, ErrorCode, Frame, Health, HttpError, HttpErrorCode, IngestReply,
-    OddsUpdate, Position, Positions, ScrapePhase, ScrapeProgress, ServerMessage, SinceEntry,
-    Timestamp, Topic, TopicSet,
+    ClientError, ClientMessage, ErrorCode, Frame, Health, HistoryQuery, HistoryReply, HttpError,
+    HttpErrorCode, IngestReply, OddsUpdate, Position, Positions, PricePoint, PriceSeries,
+    ScrapePhase, ScrapeProgress, ServerMessage, SinceEntry, Timestamp, Topic, TopicSet,
 };
 
 #[cfg(feature = "server")]

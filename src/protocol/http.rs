@@ -206,10 +206,15 @@ pub struct IngestReply {
 /// database; the in-memory history answers whole).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryQuery {
+    /// The earliest capture time asked for.
     pub from: Option<Timestamp>,
+    /// The capture time the window ends before.
     pub to: Option<Timestamp>,
+    /// Only this source's series.
     pub source: Option<String>,
+    /// Only this market's series.
     pub market: Option<String>,
+    /// Most market rows in one page.
     pub limit: usize,
 }
 
@@ -230,6 +235,7 @@ impl HistoryQuery {
 /// The reply of `GET /api/events/{id}/history`: each outcome's prices, per source.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HistoryReply {
+    /// The event.
     pub event_id: u64,
     /// By source, market, line and outcome.
     pub history: Vec<PriceSeries>,
@@ -242,9 +248,13 @@ pub struct HistoryReply {
 /// One outcome's prices from one source.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PriceSeries {
+    /// Where the prices come from.
     pub source: Arc<str>,
+    /// The market.
     pub market_id: Arc<str>,
+    /// The market's line, if it has one.
     pub line: Option<f64>,
+    /// The outcome's name.
     pub outcome: Arc<str>,
     /// The first price seen of the outcome.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -256,7 +266,9 @@ pub struct PriceSeries {
 /// A price, at the `captured_at` of the snapshot that brought it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct PricePoint {
+    /// When the price was captured.
     pub at: Timestamp,
+    /// The decimal price.
     pub odds: f64,
 }
 
