@@ -24,6 +24,14 @@ async fn odds(server: &TestServer, event_id: u64) -> Value {
     body
 }
 
+/// Waits until `/healthz` reports the database `state`.
+async fn reported(server: &TestServer, state: &str) {
+    eventually(&format!("the database is reported {state}"), || async {
+        server.get("/healthz").await.1["database"] == state
+    })
+    .await;
+}
+
 /// Waits until the writer has committed everything queued.
 async fn persisted(server: &TestServer, pg: &PgServer, rows: usize) {
     eventually("the writer is idle", || async {
@@ -92,10 +100,7 @@ async fn a_database_that_goes_away_delays_the_writes_and_loses_none() {
     pg.stop();
     // The cache acknowledges as before; the writer keeps what it could not write.
     server.ingest_ok("betpawa", &[2, 3], 2.0).await;
-    eventually("the database is reported degraded", || async {
-        server.get("/healthz").await.1["database"] == "degraded"
-    })
-    .await;
+    reported(&server, "degraded").await;
     let (status, health) = server.get("/healthz").await;
     assert_eq!(status, 200, "the node still serves: {health}");
     assert!(server
@@ -105,10 +110,7 @@ async fn a_database_that_goes_away_delays_the_writes_and_loses_none() {
 
     pg.restart();
     persisted(&server, &pg, 3).await;
-    eventually("the database is reported ok", || async {
-        server.get("/healthz").await.1["database"] == "ok"
-    })
-    .await;
+    reported(&server, "ok").await;
 }
 
 /// The database frozen (SIGSTOP: it holds its connections and answers nothing) while
@@ -134,10 +136,7 @@ async fn a_frozen_database_holds_up_no_ingest_and_is_caught_up_with() {
         .await
         .expect("every ingest is answered while the database is frozen");
     assert_eq!(server.get("/api/events/1/odds").await.0, 200);
-    eventually("the database is reported degraded", || async {
-        server.get("/healthz").await.1["database"] == "degraded"
-    })
-    .await;
+    reported(&server, "degraded").await;
 
     pg.thaw();
     persisted(&server, &pg, 60).await;

@@ -298,28 +298,15 @@ async fn write(
         let counted = written.try_get::<_, i64>(column).unwrap_or(0);
         u64::try_from(counted).unwrap_or(0)
     };
-    let delete_gone = transaction
-        .prepare_cached(DELETE_GONE_MARKETS)
-        .await
-        .map_err(|e| e.to_string())?;
-    transaction
-        .execute(
-            &delete_gone,
-            &[&snapshot_events, &snapshot_sources, &recorded_at],
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let upsert_details = transaction
-        .prepare_cached(UPSERT_DETAILS)
-        .await
-        .map_err(|e| e.to_string())?;
-    let details = transaction
-        .execute(
-            &upsert_details,
-            &[&detail_ids, &detail_sources, &detail_json, &recorded_at],
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+    let gone = [&snapshot_events as &Param, &snapshot_sources, &recorded_at];
+    execute(&transaction, DELETE_GONE_MARKETS, &gone).await?;
+    let details = [
+        &detail_ids as &Param,
+        &detail_sources,
+        &detail_json,
+        &recorded_at,
+    ];
+    let details = execute(&transaction, UPSERT_DETAILS, &details).await?;
     transaction.commit().await.map_err(|e| e.to_string())?;
     Ok(vec![
         ("odds_current", count(0)),
@@ -327,4 +314,22 @@ async fn write(
         ("odds_opening", count(2)),
         ("event_details", details),
     ])
+}
+
+type Param = dyn tokio_postgres::types::ToSql + Sync;
+
+/// Runs `statement` (prepared once per connection) in `transaction`; the rows it touched.
+async fn execute(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    statement: &str,
+    params: &[&Param],
+) -> Result<u64, String> {
+    let prepared = transaction
+        .prepare_cached(statement)
+        .await
+        .map_err(|e| e.to_string())?;
+    transaction
+        .execute(&prepared, params)
+        .await
+        .map_err(|e| e.to_string())
 }
