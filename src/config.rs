@@ -320,13 +320,6 @@ impl Config {
                 self.heartbeat_timeout
             ));
         }
-        if self.redis.is_some() && self.database_url.is_some() {
-            return Err(
-                "--database-url does not work with --redis yet: a cluster keeps its \
-                        odds in Redis"
-                    .into(),
-            );
-        }
         Ok(())
     }
 

@@ -45,7 +45,6 @@ use crate::http;
 use crate::metrics::label;
 use crate::protocol::Topic;
 use crate::scrape::{self, OddsSource, SimulatedSettings, SimulatedSource};
-use crate::store;
 
 /// Owns the fan-out runtime; shuts it down without blocking when dropped, which may happen
 /// inside another runtime.
@@ -213,18 +212,18 @@ async fn start_node(
     follow_stop: &CancellationToken,
 ) -> Result<(), String> {
     if let Some(store) = &broker.store {
-        let loaded = store.open(&broker.cache, broker.config.event_ttl).await?;
-        tracing::info!(
-            event = "store.loaded",
-            snapshots = loaded,
-            events = broker.cache.len()
-        );
-        store.keep(&broker.cache);
-        // Writes until in-flight requests are done, then what is still pending.
-        let writer = store::write_behind(store.clone(), broker.cache.clone(), follow_stop.clone());
-        broker.producers.spawn(writer);
-        let retention = store::apply_retention(store.clone(), broker.shutdown.clone());
-        broker.producers.spawn(retention);
+        let (ttl, tasks) = (broker.config.event_ttl, &broker.producers);
+        let engine = &broker.engine;
+        store
+            .start(
+                engine,
+                &broker.cache,
+                ttl,
+                tasks,
+                follow_stop,
+                &broker.shutdown,
+            )
+            .await?;
     }
     let node = Node {
         address: listener.local_addr().ok().map(|addr| addr.to_string()),

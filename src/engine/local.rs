@@ -44,6 +44,7 @@ impl Local {
             Stored {
                 counts,
                 replayed: false,
+                position: None,
             }
         };
         let Some(key) = key else {
@@ -56,6 +57,7 @@ impl Local {
             return Stored {
                 counts,
                 replayed: true,
+                position: None,
             };
         }
         let stored = put();

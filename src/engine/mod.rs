@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 pub use self::idempotency::check as check_idempotency_key;
 use self::local::Local;
-pub use self::redis::{Cluster, Member};
+pub use self::redis::{Cluster, LoggedOdds, Member, Position, Read, SharedLog};
 use crate::cache::{OddsCache, Snapshot};
 use crate::config::Config;
 use crate::dispatcher::BusSender;
@@ -27,13 +27,16 @@ use crate::protocol::{HttpError, IngestReply, ScrapeProgress};
 use crate::topics::ConnectionManager;
 
 /// What a put stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
     /// The counts the ingest's reply carries.
     pub counts: IngestReply,
     /// A repeat of an ingest with the same `Idempotency-Key`: the counts are the first's,
     /// and nothing was applied.
     pub replayed: bool,
+    /// Where in the cluster's log it was written; none on a single node, or when nothing
+    /// was.
+    pub position: Option<Position>,
 }
 
 /// A node's engine. Cheap to clone.
@@ -145,6 +148,15 @@ impl Engine {
         match self {
             Engine::Local(_) => Ok(()),
             Engine::Redis(cluster) => cluster.health(),
+        }
+    }
+
+    /// The cluster's log, which the database writer follows; a single node has none (its
+    /// writer is fed by the cache's callback).
+    pub fn shared_log(&self) -> Option<SharedLog> {
+        match self {
+            Engine::Local(_) => None,
+            Engine::Redis(cluster) => Some(cluster.shared_log()),
         }
     }
 

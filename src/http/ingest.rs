@@ -108,7 +108,10 @@ where
         .await?;
     if let Some(store) = durable {
         let timeout = broker.config.persist_timeout;
-        if !store.persisted(&keys, timeout).await {
+        if !store
+            .persisted(&keys, stored.position.as_ref(), timeout)
+            .await
+        {
             return Err(HttpError::new(
                 HttpErrorCode::PersistTimeout,
                 format!(

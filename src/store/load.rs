@@ -14,11 +14,16 @@ use tokio_postgres::{Client, Row};
 use crate::cache::{
     intern, Details, Encoded, EventOdds, Market, OddsCache, Outcome, Snapshot, StoredSnapshot,
 };
+use crate::engine::Engine;
 use crate::protocol::{Timestamp, HOME_SOURCE};
 
 /// Market rows read (and put into the cache) at once at the warm start, about; a page ends
 /// with a whole event.
 const PAGE_ROWS: usize = 20_000;
+
+/// Most snapshots in one append of a refill: well within what the append script does in
+/// its time (`crate::engine`).
+const REFILL_APPEND: usize = 1_000;
 
 /// The columns every read of `odds_current` takes, in this order.
 const COLUMNS: &str = "
@@ -184,11 +189,20 @@ async fn read_pages(client: Object, ttl: Duration, pages: mpsc::Sender<Result<Pa
 
 /// Puts one page into `cache`; returns how many snapshots.
 fn put_page(cache: &OddsCache, rows: &[Row], details_rows: &[Row]) -> usize {
+    let mut loaded = 0;
+    for (source, snapshots) in by_source(rows, details_rows) {
+        loaded += snapshots.len();
+        cache.put_batch(source, snapshots);
+    }
+    loaded
+}
+
+/// A page's snapshots by source, each with its event's details when that source gave them.
+fn by_source<'a>(rows: &'a [Row], details_rows: &[Row]) -> BTreeMap<&'a str, Vec<(u64, Snapshot)>> {
     let details = details(details_rows);
     let mut by_source: BTreeMap<&str, Vec<(u64, Snapshot)>> = BTreeMap::new();
     for ((source, event_id), gathered) in gather(rows) {
         let mut snapshot = gathered.snapshot;
-        // The details go with the snapshot of the source that gave them.
         if let Some((given_by, held)) = details.get(&event_id) {
             if *given_by == source {
                 snapshot.event = Some(held.clone());
@@ -199,12 +213,33 @@ fn put_page(cache: &OddsCache, rows: &[Row], details_rows: &[Row]) -> usize {
             .or_default()
             .push((event_id, snapshot));
     }
-    let mut loaded = 0;
-    for (source, snapshots) in by_source {
-        loaded += snapshots.len();
-        cache.put_batch(source, snapshots);
+    by_source
+}
+
+/// Puts the current odds updated within `ttl` back into the cluster through `engine` (after
+/// Redis lost them), a page at a time, in appends of at most [`REFILL_APPEND`] snapshots;
+/// the cluster keeps its own where they are newer. Returns how many snapshots were sent.
+pub async fn refill(pool: &Pool, engine: &Engine, ttl: Duration) -> Result<usize, String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let (pages, mut read) = mpsc::channel(2);
+    let reader = tokio::spawn(read_pages(client, ttl, pages));
+    let mut sent = 0;
+    while let Some(page) = read.recv().await {
+        let (rows, details_rows) = page?;
+        for (source, mut snapshots) in by_source(&rows, &details_rows) {
+            while !snapshots.is_empty() {
+                let rest = snapshots.split_off(snapshots.len().min(REFILL_APPEND));
+                sent += snapshots.len();
+                engine
+                    .put(source, snapshots, None)
+                    .await
+                    .map_err(|e| e.message)?;
+                snapshots = rest;
+            }
+        }
     }
-    loaded
+    reader.await.map_err(|e| e.to_string())?;
+    Ok(sent)
 }
 
 /// The events of `event_ids` the database holds, each in the shape of a cache read.

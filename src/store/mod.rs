@@ -10,13 +10,13 @@
 //! (`load.rs`); the retention (`retention.rs`) is applied once it serves, then hourly. Reads of what the cache does not hold come
 //! from here too: events (`load.rs`) and the price history over days (`history.rs`).
 
+mod cluster;
 mod history;
 mod load;
 mod retention;
 mod write;
 
-pub use self::retention::keep_applying as apply_retention;
-pub use self::write::write_behind;
+use self::write::write_behind;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,8 +28,11 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, 
 use parking_lot::Mutex;
 use tokio::sync::{watch, Notify};
 use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::cache::{EventOdds, OddsCache};
+use crate::engine::{Engine, Position};
 use crate::metrics::Metrics;
 
 mod embedded {
@@ -39,6 +42,11 @@ mod embedded {
 /// How long a request waits for a connection, and a connection to be made, before the
 /// database counts as unreachable: a saturated or dead database never blocks for longer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The advisory locks that keep the nodes of a cluster from changing the schema, or
+/// applying the retention, at the same time.
+const SCHEMA_LOCK: i64 = 0x6f64_6473_0001;
+const RETENTION_LOCK: i64 = 0x6f64_6473_0002;
 
 /// Connections kept: the writer's, and room for reads of events the cache does not hold.
 const POOL_SIZE: usize = 4;
@@ -73,6 +81,10 @@ struct Shared {
     unknown: Mutex<lru::LruCache<u64, Instant>>,
     /// Days of price history kept (`--retention`).
     retention: u32,
+    /// Where the database is, for the connection that listens for the log position.
+    config: tokio_postgres::Config,
+    /// On a cluster member, how far the cluster's log is committed, as last heard.
+    position: watch::Sender<Option<Position>>,
     metrics: Arc<Metrics>,
 }
 
@@ -110,7 +122,7 @@ impl Store {
         let config: tokio_postgres::Config =
             url.parse().map_err(|e| format!("--database-url: {e}"))?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 // A connection whose request timed out comes back: it is checked (one round
@@ -140,15 +152,52 @@ impl Store {
                     std::num::NonZeroUsize::new(UNKNOWN_IDS).unwrap_or(std::num::NonZeroUsize::MIN),
                 )),
                 retention,
+                config,
+                position: watch::channel(None).0,
                 metrics,
             }),
         })
     }
 
-    /// Migrates the schema and creates today's history table, then loads the current odds
-    /// updated within `ttl` into `cache`; returns how many snapshots it loaded. `Err` (the node must not serve) when the
-    /// database cannot be reached or its schema is newer than this binary.
-    pub async fn open(&self, cache: &OddsCache, ttl: Duration) -> Result<usize, String> {
+    /// Opens the store and starts its tasks on `tasks`; `Err` (the node must not serve) when
+    /// the database cannot be reached or its schema is newer than this binary.
+    ///
+    /// On a single node the cache is loaded from the database (the current odds updated
+    /// within `ttl`) and the writer is fed by the cache's callback. On a cluster member the
+    /// cache is the cluster's, from Redis; the writer follows the cluster's log
+    /// (`cluster.rs`), and the database refills Redis when Redis lost it.
+    pub async fn start(
+        &self,
+        engine: &Engine,
+        cache: &OddsCache,
+        ttl: Duration,
+        tasks: &TaskTracker,
+        stop: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) -> Result<(), String> {
+        let log = engine.shared_log();
+        self.open(cache, ttl, log.is_none()).await?;
+        match log {
+            Some(log) => {
+                let (store, cache) = (self.clone(), cache.clone());
+                let writer =
+                    cluster::write_log(store, engine.clone(), log, cache, ttl, stop.clone());
+                tasks.spawn(writer);
+                tasks.spawn(cluster::listen(self.clone(), shutdown.clone()));
+            }
+            None => {
+                self.keep(cache);
+                // Writes until in-flight requests are done, then what is still pending.
+                tasks.spawn(write_behind(self.clone(), cache.clone(), stop.clone()));
+            }
+        }
+        tasks.spawn(retention::keep_applying(self.clone(), shutdown.clone()));
+        Ok(())
+    }
+
+    /// Migrates the schema and creates today's history table, then, when `warm`, loads the
+    /// current odds updated within `ttl` into `cache`.
+    async fn open(&self, cache: &OddsCache, ttl: Duration, warm: bool) -> Result<(), String> {
         let mut client = self
             .shared
             .pool
@@ -156,19 +205,43 @@ impl Store {
             .await
             .map_err(|e| format!("--database-url: the database cannot be reached ({e})"))?;
         let client: &mut tokio_postgres::Client = &mut client;
-        embedded::migrations::runner()
+        // Nodes of a cluster starting together migrate one after another.
+        let lock = format!("SELECT pg_advisory_lock({SCHEMA_LOCK})");
+        client
+            .batch_execute(&lock)
+            .await
+            .map_err(|e| format!("--database-url: {e}"))?;
+        let migrated = embedded::migrations::runner()
             .set_abort_missing(true)
             .run_async(client)
+            .await;
+        let unlock = format!("SELECT pg_advisory_unlock({SCHEMA_LOCK})");
+        client
+            .batch_execute(&unlock)
             .await
-            .map_err(|e| {
-                format!(
-                    "--database-url: the schema cannot be migrated ({e}); a schema newer \
-                     than this binary needs a newer oddsbus"
-                )
-            })?;
+            .map_err(|e| format!("--database-url: {e}"))?;
+        migrated.map_err(|e| {
+            format!(
+                "--database-url: the schema cannot be migrated ({e}); a schema newer than \
+                 this binary needs a newer oddsbus"
+            )
+        })?;
         let today = retention::day_of(std::time::SystemTime::now());
         retention::create_day(client, today).await?;
-        let loaded = load::current(&self.shared.pool, cache, ttl).await?;
+        if warm {
+            let loaded = load::current(&self.shared.pool, cache, ttl).await?;
+            tracing::info!(
+                event = "store.loaded",
+                snapshots = loaded,
+                events = cache.len()
+            );
+            // A cluster that finds this position gone puts these odds back into Redis: what
+            // this node writes from now on is not in any cluster's log.
+            let forget = "UPDATE log_position SET epoch = '' WHERE epoch <> ''";
+            if let Err(error) = client.batch_execute(forget).await {
+                return Err(format!("--database-url: {error}"));
+            }
+        }
         // A table filled faster than autovacuum looks has no statistics yet, and then the
         // planner reads a bulk read by ids as a scan of the whole table (100 ms at 900,000
         // rows) until it does.
@@ -188,7 +261,7 @@ impl Store {
             }
         }
         self.shared.healthy.store(true, Ordering::Relaxed);
-        Ok(loaded)
+        Ok(())
     }
 
     /// Queues every change `cache` makes from now on for the writer.
@@ -259,9 +332,21 @@ impl Store {
         self.shared.attempts.send_modify(|n| *n += 1);
     }
 
-    /// Waits until each of `keys` (event, source) is committed (its change, or a newer one),
-    /// at most `timeout`; whether it was.
-    pub async fn persisted(&self, keys: &[(u64, Arc<str>)], timeout: Duration) -> bool {
+    /// Waits until an ingest is committed, at most `timeout`; whether it was. On a cluster
+    /// member, until the log is committed past its `position`; on a single node, until each
+    /// of its `keys` (event, source) is (its change, or a newer one).
+    pub async fn persisted(
+        &self,
+        keys: &[(u64, Arc<str>)],
+        position: Option<&Position>,
+        timeout: Duration,
+    ) -> bool {
+        if let Some(position) = position {
+            let mut committed = self.shared.position.subscribe();
+            let reached =
+                committed.wait_for(|at| at.as_ref().is_some_and(|at| at.reached(position)));
+            return matches!(tokio::time::timeout(timeout, reached).await, Ok(Ok(_)));
+        }
         let mut attempts = self.shared.attempts.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -281,6 +366,15 @@ impl Store {
                 return false;
             }
         }
+    }
+
+    /// Records that the cluster's log is committed up to `position`.
+    fn persisted_to(&self, position: Position) {
+        self.shared.position.send_if_modified(|held| {
+            let newer = held.as_ref() != Some(&position);
+            *held = Some(position);
+            newer
+        });
     }
 
     /// Sets the queue's depth and lag gauges.

@@ -14,7 +14,7 @@ use time::{Date, OffsetDateTime};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use super::Store;
+use super::{Store, RETENTION_LOCK, SCHEMA_LOCK};
 
 /// How often retention runs: a day's table goes at most this late.
 const EVERY: Duration = Duration::from_secs(3600);
@@ -62,8 +62,11 @@ pub async fn create_day(client: &Client, day: u64) -> Result<(), String> {
     let ((from, table), (to, _)) = date(day)
         .zip(date(day + 1))
         .ok_or_else(|| format!("day {day} has no date"))?;
+    // One implicit transaction, under a lock: two nodes creating the same table at once
+    // would collide in the catalog.
     let statement = format!(
-        "CREATE TABLE IF NOT EXISTS odds_history_{table} PARTITION OF odds_history \
+        "SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); \
+         CREATE TABLE IF NOT EXISTS odds_history_{table} PARTITION OF odds_history \
          FOR VALUES FROM ('{from} 00:00:00+00') TO ('{to} 00:00:00+00')"
     );
     client
@@ -125,6 +128,28 @@ pub async fn apply(client: &Client, days: u32, now: SystemTime) -> Result<Remove
     Ok(removed)
 }
 
+/// Runs `work` on `client` unless another node's retention runs: `None` then.
+async fn alone<T>(
+    client: &Client,
+    work: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<Option<T>, String> {
+    let locked = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&RETENTION_LOCK])
+        .await
+        .and_then(|row| row.try_get::<_, bool>(0))
+        .map_err(|e| e.to_string())?;
+    if !locked {
+        return Ok(None);
+    }
+    let done = work.await;
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&RETENTION_LOCK])
+        .await;
+    let done = done?;
+    unlocked.map_err(|e| e.to_string())?;
+    Ok(Some(done))
+}
+
 /// Applies the retention now (once the node serves: the warm start does not wait for it),
 /// then every [`EVERY`], until `stop`.
 pub async fn keep_applying(store: Store, stop: CancellationToken) {
@@ -136,11 +161,13 @@ pub async fn keep_applying(store: Store, stop: CancellationToken) {
             () = stop.cancelled() => return,
         }
         let applied = match store.shared.pool.get().await {
-            Ok(client) => apply(&client, days, SystemTime::now()).await,
+            Ok(client) => alone(&client, apply(&client, days, SystemTime::now())).await,
             Err(error) => Err(error.to_string()),
         };
         match applied {
-            Ok(removed) => tracing::info!(
+            // Another node of the cluster is applying it.
+            Ok(None) => {}
+            Ok(Some(removed)) => tracing::info!(
                 event = "store.retention",
                 days_dropped = removed.days,
                 markets_deleted = removed.markets

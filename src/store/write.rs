@@ -7,13 +7,16 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::{retention, within, Change, Store};
 use crate::cache::OddsCache;
+use crate::engine::Position;
 use crate::metrics::label;
 
 /// Most snapshots committed in one transaction.
@@ -82,6 +85,13 @@ const DELETE_GONE_MARKETS: &str = "
     USING unnest($1::bigint[], $2::text[]) AS t(e, s)
     WHERE o.event_id = t.e AND o.source = t.s AND o.updated_at < $3";
 
+const LOCK_POSITION: &str = "SELECT epoch, top, seq FROM log_position WHERE id = 1 FOR UPDATE";
+
+/// Moves the log position and tells every node listening (`cluster.rs`) that it moved.
+const MOVE_POSITION: &str = "
+    WITH moved AS (UPDATE log_position SET epoch = $1, top = $2, seq = $3 WHERE id = 1)
+    SELECT pg_notify('oddsbus_persisted', $1 || ' ' || $2 || ' ' || $3)";
+
 const UPSERT_DETAILS: &str = "
     INSERT INTO event_details (event_id, source, details, updated_at)
     SELECT e, s, d::jsonb, $4
@@ -91,8 +101,7 @@ const UPSERT_DETAILS: &str = "
 
 /// Commits what the cache changes until `stop`, then what is still pending (once).
 pub async fn write_behind(store: Store, cache: OddsCache, stop: CancellationToken) {
-    let mut backoff = Duration::from_millis(100);
-    let mut outage: Option<Instant> = None;
+    let mut attempts = Attempts::new();
     // The day whose history table the writer made sure of.
     let mut day = None;
     let mut last_write = tokio::time::Instant::now();
@@ -118,33 +127,23 @@ pub async fn write_behind(store: Store, cache: OddsCache, stop: CancellationToke
             }
             continue;
         }
-        let metrics = &store.shared.metrics;
         last_write = tokio::time::Instant::now();
-        let written = within(WRITE_TIMEOUT, write(&store, &cache, &batch, &mut day)).await;
+        let details = details_of(&cache, &batch);
+        let written = within(
+            WRITE_TIMEOUT,
+            write(&store, &batch, &details, &mut day, None),
+        )
+        .await;
         match written {
             Ok(rows) => {
-                for (table, count) in rows {
-                    let counter = metrics.persist_rows.get_or_create(&label("table", table));
-                    counter.inc_by(count);
-                }
-                store.shared.healthy.store(true, Ordering::Relaxed);
-                if let Some(began) = outage.take() {
-                    let secs = began.elapsed().as_secs_f64();
-                    tracing::info!(event = "store.recovered", outage_secs = secs);
-                }
-                backoff = Duration::from_millis(100);
+                attempts.succeeded(&store, rows);
                 store.written(batch, false);
                 store.measure();
             }
             Err(error) => {
-                metrics.persist_failures.inc();
-                store.shared.healthy.store(false, Ordering::Relaxed);
+                let backoff = attempts.failed(&store, &error);
                 store.written(batch, true);
                 store.measure();
-                if outage.is_none() {
-                    outage = Some(Instant::now());
-                    tracing::warn!(event = "store.unavailable", %error, "odds are kept in memory and written once the database is back");
-                }
                 if stop.is_cancelled() {
                     tracing::warn!(
                         event = "store.not_flushed",
@@ -156,9 +155,51 @@ pub async fn write_behind(store: Store, cache: OddsCache, stop: CancellationToke
                     () = tokio::time::sleep(backoff) => {}
                     () = stop.cancelled() => {}
                 }
-                backoff = (backoff * 2).min(MOST_BACKOFF);
             }
         }
+    }
+}
+
+/// How a writer's writes go: what each committed is counted, health follows the last, and
+/// an outage is warned of once, with a backoff that grows while it lasts.
+pub(super) struct Attempts {
+    outage: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Attempts {
+    pub(super) fn new() -> Attempts {
+        Attempts {
+            outage: None,
+            backoff: Duration::from_millis(100),
+        }
+    }
+
+    pub(super) fn succeeded(&mut self, store: &Store, rows: Vec<(&'static str, u64)>) {
+        let metrics = &store.shared.metrics;
+        for (table, count) in rows {
+            let counter = metrics.persist_rows.get_or_create(&label("table", table));
+            counter.inc_by(count);
+        }
+        store.shared.healthy.store(true, Ordering::Relaxed);
+        if let Some(began) = self.outage.take() {
+            let secs = began.elapsed().as_secs_f64();
+            tracing::info!(event = "store.recovered", outage_secs = secs);
+        }
+        self.backoff = Duration::from_millis(100);
+    }
+
+    /// Counts a failed write; how long to wait before the next try.
+    pub(super) fn failed(&mut self, store: &Store, error: &str) -> Duration {
+        store.shared.metrics.persist_failures.inc();
+        store.shared.healthy.store(false, Ordering::Relaxed);
+        if self.outage.is_none() {
+            self.outage = Some(Instant::now());
+            tracing::warn!(event = "store.unavailable", %error, "odds are kept and written once the database is back");
+        }
+        let backoff = self.backoff;
+        self.backoff = (self.backoff * 2).min(MOST_BACKOFF);
+        backoff
     }
 }
 
@@ -228,13 +269,43 @@ impl Rows {
     }
 }
 
+/// An event's details to write: the event, the source that gave them, their JSON.
+pub(super) type DetailsRow = (u64, Arc<str>, Bytes);
+
+/// The details `cache` holds now for the events of `batch` (the latest given), read under
+/// one lock; an event named by several sources is written once, as the last one's.
+fn details_of(cache: &OddsCache, batch: &[Change]) -> Vec<DetailsRow> {
+    let sources: HashMap<u64, &Arc<str>> = batch
+        .iter()
+        .map(|((id, source), _)| (*id, source))
+        .collect();
+    let ids: Vec<u64> = sources.keys().copied().collect();
+    let events = cache.many_event_odds(&ids);
+    events
+        .into_iter()
+        .filter_map(|odds| {
+            let source = sources.get(&odds.event_id)?;
+            Some((odds.event_id, (*source).clone(), odds.details?.json.clone()))
+        })
+        .collect()
+}
+
+/// Where a cluster's writer finds the log position (`expected`) and moves it (`next`), in
+/// the same transaction as the rows.
+pub(super) struct Fence<'a> {
+    pub expected: &'a Position,
+    pub next: &'a Position,
+}
+
 /// Writes one batch in one transaction, first creating the history table of today unless
-/// `day` says it exists; returns the rows written per table.
-async fn write(
+/// `day` says it exists, and moving the log position past it when `fence` says where;
+/// returns the rows written per table.
+pub(super) async fn write(
     store: &Store,
-    cache: &OddsCache,
     batch: &[Change],
+    details: &[DetailsRow],
     day: &mut Option<u64>,
+    fence: Option<Fence<'_>>,
 ) -> Result<Vec<(&'static str, u64)>, String> {
     let mut rows = Rows::default();
     let (mut snapshot_events, mut snapshot_sources) = (Vec::new(), Vec::new());
@@ -245,23 +316,14 @@ async fn write(
         snapshot_events.push(event_id);
         snapshot_sources.push(source.to_string());
     }
-    // The details the cache holds now for the events written (the latest given), read under
-    // one lock; an event named by several sources is written once, as the last one's.
-    let sources: HashMap<u64, &str> = batch
-        .iter()
-        .map(|((id, source), _)| (*id, &**source))
-        .collect();
-    let ids: Vec<u64> = sources.keys().copied().collect();
-    let mut details: HashMap<i64, (String, String)> = HashMap::new();
-    for odds in cache.many_event_odds(&ids) {
-        if let (Some(held), Ok(id)) = (odds.details, i64::try_from(odds.event_id)) {
-            let json = String::from_utf8_lossy(&held.json).into_owned();
-            let source = sources.get(&odds.event_id).copied().unwrap_or_default();
-            details.insert(id, (source.to_owned(), json));
-        }
+    let mut detail_ids = Vec::with_capacity(details.len());
+    let mut detail_sources = Vec::with_capacity(details.len());
+    let mut detail_json = Vec::with_capacity(details.len());
+    for (event_id, source, json) in details {
+        detail_ids.push(i64::try_from(*event_id).map_err(|e| e.to_string())?);
+        detail_sources.push(source.to_string());
+        detail_json.push(String::from_utf8_lossy(json).into_owned());
     }
-    let (detail_ids, detail_rows): (Vec<i64>, Vec<(String, String)>) = details.into_iter().unzip();
-    let (detail_sources, detail_json): (Vec<String>, Vec<String>) = detail_rows.into_iter().unzip();
 
     let mut client = store.shared.pool.get().await.map_err(|e| e.to_string())?;
     let recorded_at = SystemTime::now();
@@ -271,47 +333,75 @@ async fn write(
         *day = Some(today);
     }
     let transaction = client.transaction().await.map_err(|e| e.to_string())?;
-    let write_markets = transaction
-        .prepare_cached(WRITE_MARKETS)
-        .await
-        .map_err(|e| e.to_string())?;
-    let written = transaction
-        .query_one(
-            &write_markets,
-            &[
-                &rows.event_ids,
-                &rows.sources,
-                &rows.market_ids,
-                &rows.lines,
-                &rows.positions,
-                &rows.names,
-                &rows.outcomes,
-                &rows.bookmaker_ids,
-                &rows.captured_at,
-                &rows.snapshot_ids,
-                &recorded_at,
-            ],
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let count = |column| {
-        let counted = written.try_get::<_, i64>(column).unwrap_or(0);
-        u64::try_from(counted).unwrap_or(0)
-    };
-    let gone = [&snapshot_events as &Param, &snapshot_sources, &recorded_at];
-    execute(&transaction, DELETE_GONE_MARKETS, &gone).await?;
-    let details = [
-        &detail_ids as &Param,
-        &detail_sources,
-        &detail_json,
-        &recorded_at,
-    ];
-    let details = execute(&transaction, UPSERT_DETAILS, &details).await?;
+    if let Some(fence) = &fence {
+        // Locked first: a second writer waits here, then finds the position moved.
+        let row = transaction
+            .query_one(LOCK_POSITION, &[])
+            .await
+            .map_err(|e| e.to_string())?;
+        let (epoch, top, seq): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        let expected = fence.expected;
+        if (epoch.as_str(), top, seq)
+            != (&*expected.epoch, expected.top as i64, expected.seq as i64)
+        {
+            return Err(format!(
+                "the log position moved to {epoch} {top}-{seq} under this writer (another node \
+                 writes)"
+            ));
+        }
+    }
+    let mut counts = [0; 3];
+    if !rows.event_ids.is_empty() {
+        let write_markets = transaction
+            .prepare_cached(WRITE_MARKETS)
+            .await
+            .map_err(|e| e.to_string())?;
+        let written = transaction
+            .query_one(
+                &write_markets,
+                &[
+                    &rows.event_ids,
+                    &rows.sources,
+                    &rows.market_ids,
+                    &rows.lines,
+                    &rows.positions,
+                    &rows.names,
+                    &rows.outcomes,
+                    &rows.bookmaker_ids,
+                    &rows.captured_at,
+                    &rows.snapshot_ids,
+                    &recorded_at,
+                ],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        for (column, count) in counts.iter_mut().enumerate() {
+            let counted = written.try_get::<_, i64>(column).unwrap_or(0);
+            *count = u64::try_from(counted).unwrap_or(0);
+        }
+        let gone = [&snapshot_events as &Param, &snapshot_sources, &recorded_at];
+        execute(&transaction, DELETE_GONE_MARKETS, &gone).await?;
+    }
+    let mut details = 0;
+    if !detail_ids.is_empty() {
+        let params = [
+            &detail_ids as &Param,
+            &detail_sources,
+            &detail_json,
+            &recorded_at,
+        ];
+        details = execute(&transaction, UPSERT_DETAILS, &params).await?;
+    }
+    if let Some(Fence { next, .. }) = fence {
+        let (epoch, top, seq) = (next.epoch.to_string(), next.top as i64, next.seq as i64);
+        let moved = [&epoch as &Param, &top, &seq];
+        execute(&transaction, MOVE_POSITION, &moved).await?;
+    }
     transaction.commit().await.map_err(|e| e.to_string())?;
     Ok(vec![
-        ("odds_current", count(0)),
-        ("odds_history", count(1)),
-        ("odds_opening", count(2)),
+        ("odds_current", counts[0]),
+        ("odds_history", counts[1]),
+        ("odds_opening", counts[2]),
         ("event_details", details),
     ])
 }

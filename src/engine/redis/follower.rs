@@ -258,6 +258,7 @@ impl Follower {
                 .map_or_else(|| "0-0".to_owned(), |id| id.id.clone());
         }
         tracing::info!(event = "cluster.joined", %epoch, top = last.top, events = self.sink.events());
+        *self.cluster.shared.epoch.lock() = Some(epoch.clone());
         self.epoch = Some(epoch);
         self.advance(last);
         Ok(())
@@ -364,7 +365,7 @@ impl Follower {
     }
 }
 
-fn bytes(stream_id: &StreamId, name: &str) -> Option<Vec<u8>> {
+pub(super) fn bytes(stream_id: &StreamId, name: &str) -> Option<Vec<u8>> {
     match stream_id.map.get(name)? {
         Value::BulkString(bytes) => Some(bytes.clone()),
         Value::SimpleString(text) => Some(text.clone().into_bytes()),

@@ -33,6 +33,7 @@ mod follower;
 mod log;
 mod members;
 mod scrape;
+mod shared_log;
 mod sink;
 
 use std::collections::HashMap;
@@ -49,6 +50,7 @@ use self::log::EntryId;
 use self::members::heartbeat;
 pub use self::members::Member;
 use self::scrape::watch_runs;
+pub use self::shared_log::{LoggedOdds, Position, Read, SharedLog};
 use self::sink::Sink;
 use super::{Node, Stored};
 use crate::cache::{Encoded, Snapshot};
@@ -163,6 +165,8 @@ struct Shared {
     /// How many events the state keeps (`--max-events`).
     max_events: usize,
     sources: Vec<String>,
+    /// The epoch this node's cache follows, once it joined.
+    epoch: parking_lot::Mutex<Option<Arc<str>>>,
     /// The last log entry this node's cache applied.
     applied: watch::Sender<Option<EntryId>>,
     /// When the follower last saw this node's own heartbeat come back from Redis.
@@ -211,6 +215,7 @@ impl Cluster {
                 event_ttl: config.event_ttl,
                 max_events: config.max_events,
                 sources: config.sources().into_iter().map(String::from).collect(),
+                epoch: parking_lot::Mutex::default(),
                 applied: watch::channel(None).0,
                 seen: parking_lot::Mutex::default(),
                 members: parking_lot::Mutex::default(),
@@ -222,6 +227,11 @@ impl Cluster {
     /// This node's id.
     pub fn node(&self) -> &Arc<str> {
         &self.shared.node
+    }
+
+    /// The log, for the database writer.
+    pub fn shared_log(&self) -> SharedLog {
+        SharedLog::new(self.clone())
     }
 
     /// Records the address the node listens on, for the other members.
@@ -399,9 +409,13 @@ impl Cluster {
         metrics
             .redis_append_seconds
             .observe(started.elapsed().as_secs_f64());
-        let (entry, stored) = append_reply(&reply)
+        let stored = append_reply(&reply)
             .ok_or_else(|| self.failed(op, unknown(format!("unexpected reply {reply:?}"))))?;
-        if let Some(entry) = entry {
+        if let Some(position) = &stored.position {
+            let entry = EntryId {
+                top: position.top,
+                seq: position.seq,
+            };
             let mut applied = self.shared.applied.subscribe();
             let wait = applied.wait_for(|applied| applied.is_some_and(|a| a >= entry));
             let left = APPEND_TIMEOUT.saturating_sub(started.elapsed()) + APPEND_TIMEOUT;
@@ -461,8 +475,8 @@ fn unavailable(reason: String) -> HttpError {
     )
 }
 
-/// Reads the script's reply `{epoch, entry, accepted, stale, changed}`.
-fn append_reply(reply: &[Value]) -> Option<(Option<EntryId>, Stored)> {
+/// Reads the script's reply `{epoch, entry, accepted, stale, changed, replayed}`.
+fn append_reply(reply: &[Value]) -> Option<Stored> {
     let text = |value: &Value| match value {
         Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
         Value::SimpleString(text) => Some(text.clone()),
@@ -472,14 +486,19 @@ fn append_reply(reply: &[Value]) -> Option<(Option<EntryId>, Stored)> {
         Value::Int(n) => usize::try_from(*n).ok(),
         _ => None,
     };
-    let [_epoch, entry, accepted, stale, changed, replayed] = reply else {
+    let [epoch, entry, accepted, stale, changed, replayed] = reply else {
         return None;
     };
     let entry = text(entry)?;
-    let entry = if entry.is_empty() {
+    let position = if entry.is_empty() {
         None
     } else {
-        Some(entry.parse().ok()?)
+        let entry: EntryId = entry.parse().ok()?;
+        Some(Position {
+            epoch: Arc::from(text(epoch)?),
+            top: entry.top,
+            seq: entry.seq,
+        })
     };
     let stored = Stored {
         counts: IngestReply {
@@ -488,6 +507,7 @@ fn append_reply(reply: &[Value]) -> Option<(Option<EntryId>, Stored)> {
             stale: count(stale)?,
         },
         replayed: count(replayed)? == 1,
+        position,
     };
-    Some((entry, stored))
+    Some(stored)
 }
