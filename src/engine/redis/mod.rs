@@ -27,7 +27,8 @@
 //! - `nodes`: a stream of members' heartbeats (`members.rs`), which is also how each node
 //!   checks that what it writes comes back through what it reads;
 //! - `scrape:lease` and `scrape:period`: who runs the scrape run, and who started the
-//!   period's periodic one (`scrape.rs`).
+//!   period's periodic one (`scrape.rs`);
+//! - `store:lease`: which node writes the log into the database (`shared_log.rs`).
 
 mod follower;
 mod log;
