@@ -25,11 +25,20 @@ fn round(round: u32) -> Value {
 /// A cluster member on `redis` and `pg`, in-process, whose `?wait=persisted` waits long
 /// enough for a killed writer's lease to expire.
 async fn member(redis: &RedisServer, pg: &PgServer) -> TestServer {
+    member_with(redis, pg, |_| {}).await
+}
+
+async fn member_with(
+    redis: &RedisServer,
+    pg: &PgServer,
+    change: impl FnOnce(&mut oddsbus::Config) + Send + 'static,
+) -> TestServer {
     let (redis_url, pg_url) = (redis.url(), pg.url());
     let node = TestServer::with(move |c| {
         c.redis = Some(redis_url);
         c.database_url = Some(pg_url);
         c.persist_timeout = Duration::from_secs(30);
+        change(c);
     })
     .await;
     eventually("the member is healthy, its database too", || async {
@@ -147,4 +156,37 @@ async fn a_redis_that_restarts_empty_is_refilled_from_the_database() {
     );
     node.stop().await;
     other.stop().await;
+}
+
+/// The database away for longer than the log keeps entries: once it is back, the writer
+/// finds its position gone from the log and writes the whole state, and follows the log on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_away_longer_than_the_log_keeps_gets_the_whole_state() {
+    let redis = RedisServer::start();
+    let pg = PgServer::start();
+    let node = member_with(&redis, &pg, |c| c.history_size = 50).await;
+    let (status, reply) = node.ingest_persisted(&round(1)).await;
+    assert_eq!(status, 200, "{reply}");
+
+    pg.stop();
+    // Far more entries than the log keeps, each acknowledged.
+    for event_id in 100..300 {
+        node.ingest_ok("betpawa", &[event_id], 2.0).await;
+    }
+    assert!(redis.integer("XLEN oddsbus:log") < 200);
+    pg.restart();
+    let (status, reply) = node.ingest_persisted(&round(2)).await;
+    assert_eq!(status, 200, "{reply}");
+    let events = pg.query("SELECT count(DISTINCT event_id) FROM odds_current");
+    assert_eq!(events, (EVENTS + 200).to_string());
+    let last =
+        pg.query("SELECT DISTINCT outcomes->0->>'odds' FROM odds_current WHERE event_id <= 20");
+    assert_eq!(last, "1.52");
+    eventually("the writer is caught up", || async {
+        let metrics = node.metrics().await;
+        metrics.contains("oddsbus_persist_queue_depth 0\n")
+            && metrics.contains("oddsbus_persist_lag_seconds 0.0\n")
+    })
+    .await;
+    node.stop().await;
 }

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 pub use self::idempotency::check as check_idempotency_key;
 use self::local::Local;
-pub use self::redis::{Cluster, LoggedOdds, Member, Position, Read, SharedLog};
+pub use self::redis::{Cluster, LogEntry, Member, Position, Read, SharedLog};
 use crate::cache::{OddsCache, Snapshot};
 use crate::config::Config;
 use crate::dispatcher::BusSender;

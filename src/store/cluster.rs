@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio_postgres::{AsyncMessage, NoTls};
@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::write::{write, Attempts, DetailsRow, Fence};
 use super::{load, within, Change, Store, CONNECT_TIMEOUT};
 use crate::cache::OddsCache;
-use crate::engine::{Engine, LoggedOdds, Position, Read, SharedLog};
+use crate::engine::{Engine, LogEntry, Position, Read, SharedLog};
 
 /// Most snapshots committed in one transaction (an entry is never split, so a larger one
 /// is written whole).
@@ -66,6 +66,7 @@ pub async fn write_log(
         ttl,
         day: None,
         attempts: Attempts::new(),
+        oldest_unwritten: None,
     };
     while !stop.is_cancelled() {
         let wait = match writer.hold_and_write(&stop).await {
@@ -91,28 +92,42 @@ struct LogWriter {
     /// The day whose history table exists.
     day: Option<u64>,
     attempts: Attempts,
+    /// When the oldest entry not yet written was appended (ms since 1970, Redis's clock);
+    /// none when all are.
+    oldest_unwritten: Option<u64>,
 }
 
 impl LogWriter {
-    /// Writes while this node holds the lease: `Ok` once it does not (or never did), or
-    /// `stop`; `Err` when Redis or the database failed.
+    /// Writes while this node holds the lease, renewing it meanwhile: `Ok` once it does not
+    /// (or never did), or `stop`; `Err` when Redis or the database failed.
     async fn hold_and_write(&mut self, stop: &CancellationToken) -> Result<(), String> {
         // A node that has not joined the log yet has no state to write.
         if self.log.applied().is_none() || !self.log.hold().await? {
             return Ok(());
         }
-        let mut renewed = Instant::now();
-        let mut position = self.position().await?;
-        tracing::info!(event = "store.writing_log", epoch = %position.epoch, top = position.top);
-        let mut behind_since: Option<Instant> = None;
-        while !stop.is_cancelled() {
-            if renewed.elapsed() >= RENEW {
-                if !self.log.hold().await? {
+        let log = self.log.clone();
+        let renew = async move {
+            loop {
+                tokio::time::sleep(RENEW).await;
+                if !log.hold().await? {
                     tracing::info!(event = "store.lease_lost");
                     return Ok(());
                 }
-                renewed = Instant::now();
             }
+        };
+        // Whatever the writer was doing when the lease is lost is dropped: a transaction
+        // not committed is rolled back, and one that was is the new holder's starting point.
+        tokio::select! {
+            written = self.write(stop) => written,
+            renewed = renew => renewed,
+        }
+    }
+
+    /// Writes the log from the position the database holds, until `stop`.
+    async fn write(&mut self, stop: &CancellationToken) -> Result<(), String> {
+        let mut position = self.position().await?;
+        tracing::info!(event = "store.writing_log", epoch = %position.epoch, top = position.top);
+        while !stop.is_cancelled() {
             let entries = match self.log.read(&position, PAGE).await? {
                 Read::Gone(epoch) if self.log.applied().map(|a| a.epoch) != epoch => {
                     // This node's cache does not follow that epoch yet.
@@ -125,19 +140,16 @@ impl LogWriter {
                 }
                 Read::Entries(entries) => entries,
             };
+            self.oldest_unwritten = entries.first().map(|entry| entry.appended_ms);
+            self.measure(&position);
             if entries.is_empty() {
-                behind_since = None;
-                self.measure(&position, behind_since);
                 tokio::select! {
                     () = self.log.applied_after(&position) => {}
-                    () = tokio::time::sleep(RENEW) => continue,
                     () = stop.cancelled() => return Ok(()),
                 }
                 tokio::time::sleep(GATHER).await;
                 continue;
             }
-            behind_since.get_or_insert_with(Instant::now);
-            self.measure(&position, behind_since);
             let (next, batch, details, superseded) = take(&entries);
             let fence = Fence {
                 expected: &position,
@@ -190,8 +202,10 @@ impl LogWriter {
         let Some(standing) = self.log.applied() else {
             return Err("this node left the cluster's log".into());
         };
+        self.oldest_unwritten.get_or_insert_with(now_ms);
         let mut after = None;
         loop {
+            self.measure(position);
             let (page, more) = self.cache.events_page(after, COPY_EVENTS);
             let ids: Vec<u64> = page.iter().map(|event| event.event_id).collect();
             after = ids.last().copied();
@@ -225,15 +239,24 @@ impl LogWriter {
         Ok(standing)
     }
 
-    /// The queue's gauges: entries this node applied that are not written yet, and for how
-    /// long the writer has been behind.
-    fn measure(&self, position: &Position, behind_since: Option<Instant>) {
+    /// The queue's gauges: offsets this node applied that are not written yet (all of its
+    /// epoch's, when the database's position is of another), and the age of the oldest
+    /// entry not written.
+    fn measure(&self, position: &Position) {
         let metrics = &self.store.shared.metrics;
-        let applied = self.log.applied().filter(|a| a.epoch == position.epoch);
-        let behind = applied.map_or(0, |a| a.top.saturating_sub(position.top));
+        let behind = self.log.applied().map_or(0, |applied| {
+            let written = if applied.epoch == position.epoch {
+                position.top
+            } else {
+                0
+            };
+            applied.top.saturating_sub(written)
+        });
         metrics.persist_queue_depth.set(behind as i64);
-        let lag = behind_since.map_or(0.0, |since| since.elapsed().as_secs_f64());
-        metrics.persist_lag_seconds.set(lag);
+        let lag = self
+            .oldest_unwritten
+            .map_or(0, |at| now_ms().saturating_sub(at));
+        metrics.persist_lag_seconds.set(lag as f64 / 1000.0);
     }
 }
 
@@ -241,16 +264,14 @@ impl LogWriter {
 /// and change no (event, source) twice, so that each change is a history step of its own.
 /// Returns the position after them, their changes and details, and how many changes a later
 /// change in the same entry replaced.
-fn take(
-    entries: &[(Position, Option<LoggedOdds>)],
-) -> (Position, Vec<Change>, Vec<DetailsRow>, u64) {
+fn take(entries: &[LogEntry]) -> (Position, Vec<Change>, Vec<DetailsRow>, u64) {
     let mut at: HashMap<(u64, Arc<str>), usize> = HashMap::new();
     let mut batch: Vec<Change> = Vec::new();
     let mut details: HashMap<u64, (Arc<str>, Bytes)> = HashMap::new();
-    let mut next = entries[0].0.clone();
+    let mut next = entries[0].position.clone();
     let mut superseded = 0;
-    for (position, odds) in entries {
-        if let Some(odds) = odds {
+    for entry in entries {
+        if let Some(odds) = &entry.odds {
             let repeats = odds
                 .changes
                 .iter()
@@ -275,13 +296,20 @@ fn take(
                 details.insert(*event_id, (odds.source.clone(), held.json.clone()));
             }
         }
-        next = position.clone();
+        next = entry.position.clone();
     }
     let details = details
         .into_iter()
         .map(|(id, (source, json))| (id, source, json))
         .collect();
     (next, batch, details, superseded)
+}
+
+/// Milliseconds since 1970.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
 }
 
 /// Keeps `store`'s view of the log position current on this node, from the database's

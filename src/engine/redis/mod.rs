@@ -51,7 +51,7 @@ use self::log::EntryId;
 use self::members::heartbeat;
 pub use self::members::Member;
 use self::scrape::watch_runs;
-pub use self::shared_log::{LoggedOdds, Position, Read, SharedLog};
+pub use self::shared_log::{LogEntry, Position, Read, SharedLog};
 use self::sink::Sink;
 use super::{Node, Stored};
 use crate::cache::{Encoded, Snapshot};

@@ -76,12 +76,22 @@ pub struct LoggedOdds {
     pub details: Vec<(u64, Arc<Details>)>,
 }
 
+/// One entry of the log, as the database writer takes it.
+#[derive(Debug)]
+pub struct LogEntry {
+    /// Its own position.
+    pub position: Position,
+    /// When it was appended, in milliseconds since 1970 by Redis's clock.
+    pub appended_ms: u64,
+    /// Its odds; none for a scrape step's.
+    pub odds: Option<LoggedOdds>,
+}
+
 /// What a read of the log found after a position.
 #[derive(Debug)]
 pub enum Read {
-    /// The entries after it, in order, each with its own position; a scrape step's has no
-    /// odds.
-    Entries(Vec<(Position, Option<LoggedOdds>)>),
+    /// The entries after it, in order.
+    Entries(Vec<LogEntry>),
     /// It is not in the log any more: its epoch ended, or entries after it were trimmed.
     /// The log's epoch now (none while Redis holds none).
     Gone(Option<Arc<str>>),
@@ -161,13 +171,20 @@ impl SharedLog {
         let mut entries = Vec::with_capacity(page.ids.len());
         let mut last = position.entry();
         for stream_id in &page.ids {
+            let appended_ms = bytes(stream_id, "t")
+                .and_then(|t| String::from_utf8(t).ok()?.parse().ok())
+                .unwrap_or(0);
             let entry = match log::entry(&stream_id.id, |name| bytes(stream_id, name)) {
                 Ok(entry) => entry,
                 Err(error) => {
                     // Written by another version or by hand: passed over, as the follower does.
                     tracing::error!(event = "store.bad_entry", id = %stream_id.id, %error);
                     if let Ok(id) = stream_id.id.parse() {
-                        entries.push((Position::at(&position.epoch, id), None));
+                        entries.push(LogEntry {
+                            position: Position::at(&position.epoch, id),
+                            appended_ms,
+                            odds: None,
+                        });
                         last = id;
                     }
                     continue;
@@ -189,7 +206,11 @@ impl SharedLog {
                 }),
                 Body::Progress(_) => None,
             };
-            entries.push((Position::at(&position.epoch, entry.id), odds));
+            entries.push(LogEntry {
+                position: Position::at(&position.epoch, entry.id),
+                appended_ms,
+                odds,
+            });
         }
         Ok(Read::Entries(entries))
     }
