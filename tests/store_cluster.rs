@@ -188,5 +188,14 @@ async fn a_database_away_longer_than_the_log_keeps_gets_the_whole_state() {
             && metrics.contains("oddsbus_persist_lag_seconds 0.0\n")
     })
     .await;
+    let metrics = node.metrics().await;
+    let dropped = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("oddsbus_persist_dropped_total "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(
+        dropped.is_some_and(|n| n > 0),
+        "the entries that left the log are counted: {dropped:?}"
+    );
     node.stop().await;
 }

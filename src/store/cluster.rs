@@ -196,7 +196,9 @@ impl LogWriter {
             let sent = load::refill(pool, &self.engine, self.ttl).await?;
             tracing::info!(event = "store.refilled", epoch = %applied.epoch, snapshots = sent);
         } else {
-            tracing::warn!(event = "store.fell_behind", top = position.top, "entries left the log before they were written; writing the whole state (their history steps are lost)");
+            let lost = applied.top.saturating_sub(position.top);
+            self.store.shared.metrics.persist_dropped.inc_by(lost);
+            tracing::warn!(event = "store.fell_behind", top = position.top, lost, "entries left the log before they were written; writing the whole state (their history steps are lost)");
         }
         // What the cache holds now is the state at least as of this entry.
         let Some(standing) = self.log.applied() else {
