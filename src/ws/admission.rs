@@ -10,7 +10,7 @@ use warp::reply::Response;
 use warp::Reply;
 
 use super::commands::Subscription;
-use super::connection::{self, Greeting};
+use super::connection::{self, Greeting, Setup};
 use crate::auth::{subprotocol_token, BEARER_PROTOCOL};
 use crate::broker::Broker;
 use crate::metrics::label;
@@ -81,25 +81,18 @@ fn admit(
                 "the broker is at its connection limit; retry later",
             )
         })?;
-    let task = {
-        let broker = broker.clone();
-        async move {
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    let expires = claims.valid_for();
-                    connection::serve(
-                        broker,
-                        upgraded,
-                        subscription,
-                        greeting,
-                        claims.sub,
-                        expires,
-                    )
-                    .await
-                }
-                Err(error) => tracing::debug!(event = "ws.upgrade_failed", %error),
-            }
-            drop(slot);
+    let setup = Box::new(Setup {
+        broker: broker.clone(),
+        subscription,
+        greeting,
+        expires: claims.valid_for(),
+        sub: claims.sub,
+        slot,
+    });
+    let task = async move {
+        match on_upgrade.await {
+            Ok(upgraded) => connection::serve(setup, upgraded).await,
+            Err(error) => tracing::debug!(event = "ws.upgrade_failed", %error),
         }
     };
     broker.connections.spawn_on(task, &broker.fanout);

@@ -5,12 +5,12 @@
 //! all and flushes once, so a busy connection makes one write per batch. What a client's text
 //! message means is `commands.rs`; how it ends is `closing.rs`; this file only moves frames.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
@@ -22,16 +22,17 @@ use self::closing::EndReason;
 use super::commands::{self, Reply, Subscription};
 use crate::broker::Broker;
 use crate::bucket::TokenBucket;
-use crate::metrics::{label, Metrics};
+use crate::metrics::label;
 use crate::protocol::{
     encode, ErrorCode, Frame, Position, Positions, ServerMessage, SinceEntry, Topic, TopicSet,
 };
 use crate::topics::{Delivery, Subscriber};
 
-/// Bytes the socket reads at a time. Client messages are small; tungstenite allocates this
-/// eagerly per connection (its 128 KiB default would dominate an idle connection's cost) and
-/// zero-fills it before every read attempt, which happens on every wake-up.
-const READ_BUFFER_SIZE: usize = 1024;
+/// Bytes the socket reads at a time. Client messages are small (a subscribe with positions
+/// for every topic is about 200 bytes; a larger one takes more reads); tungstenite allocates
+/// this eagerly per connection (its 128 KiB default would dominate an idle connection's cost)
+/// and zero-fills it before every read attempt, which happens on every wake-up.
+const READ_BUFFER_SIZE: usize = 512;
 
 /// Bytes of encoded frames gathered before tungstenite writes to the socket on its own;
 /// a flush writes whatever is gathered regardless.
@@ -55,16 +56,28 @@ pub struct Greeting {
     pub since: Vec<SinceEntry>,
 }
 
+/// What an admitted connection starts with, boxed while the handshake completes: the task
+/// holds only a pointer to it until then.
+#[derive(Debug)]
+pub struct Setup {
+    pub broker: Broker,
+    pub subscription: Subscription,
+    pub greeting: Greeting,
+    /// The token's subject, for the logs.
+    pub sub: Option<String>,
+    /// How long the token stays valid.
+    pub expires: Option<Duration>,
+    /// Its place under `--max-connections`, held as long as it lives.
+    pub slot: OwnedSemaphorePermit,
+}
+
 /// Runs one upgraded connection to its end.
-pub async fn serve(
-    broker: Broker,
-    upgraded: Upgraded,
-    subscription: Subscription,
-    greeting: Greeting,
-    sub: Option<String>,
-    expires: Option<Duration>,
-) {
-    let max_frame = broker.config.max_frame_bytes;
+///
+/// Every idle connection holds this task's state for its whole life, so it is kept small:
+/// nothing is held twice across an await (the connection's parts are moved into it once), and
+/// the closing handshake's state is boxed when it is reached (`closing`).
+pub async fn serve(setup: Box<Setup>, upgraded: Upgraded) {
+    let max_frame = setup.broker.config.max_frame_bytes;
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_SIZE)
         .write_buffer_size(WRITE_BUFFER_SIZE)
@@ -72,54 +85,52 @@ pub async fn serve(
         .max_frame_size(Some(max_frame));
     let socket =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let Setup {
+        broker,
+        subscription,
+        greeting,
+        sub,
+        expires,
+        slot,
+    } = *setup;
     let subscriber = broker.manager.register();
-    let id = subscriber.id();
-    let span = tracing::info_span!("ws", connection_id = %id, sub = sub.as_deref());
-    let metrics = broker.metrics.clone();
-    async move {
-        metrics.connections_opened.inc();
-        metrics.active_connections.inc();
-        tracing::info!(
-            event = "ws.connect",
-            topics = ?subscription.topics.names(),
-            active = broker.manager.active_count(),
-        );
-        let started = Instant::now();
-        let mut connection = Connection {
-            socket,
-            subscriber,
-            pending: 0,
-            stuck_timeout: broker.config.stuck_timeout,
-            last_heard: Instant::now(),
-            sent_frames: 0,
-            sent_bytes: 0,
-            metrics: metrics.clone(),
-            rate: TokenBucket::new(
-                Duration::from_secs_f64(1.0 / broker.config.client_rate),
-                f64::from(broker.config.client_burst),
-                Instant::now(),
-            ),
-            refused: 0,
-            subscription,
-            lagged_at: None,
-            expires: expires.map(|left| tokio::time::Instant::now() + left),
-        };
-        let reason = connection.run(&broker, greeting).await;
-        drop(connection); // leaves the registry before the count below is read
-        metrics.active_connections.dec();
-        metrics
-            .connections_closed
-            .get_or_create(&label("reason", reason.as_str()))
-            .inc();
-        tracing::info!(
-            event = "ws.disconnect",
-            reason = reason.as_str(),
-            duration_ms = started.elapsed().as_millis() as u64,
-            active = broker.manager.active_count(),
-        );
-    }
-    .instrument(span)
-    .await;
+    let span = tracing::info_span!("ws", connection_id = %subscriber.id(), sub = sub.as_deref());
+    let mut connection = Connection {
+        socket,
+        subscriber,
+        pending: 0,
+        last_heard: Instant::now(),
+        sent_frames: 0,
+        sent_bytes: 0,
+        rate: TokenBucket::new(
+            Duration::from_secs_f64(1.0 / broker.config.client_rate),
+            f64::from(broker.config.client_burst),
+            Instant::now(),
+        ),
+        refused: 0,
+        subscription,
+        lagged_at: None,
+        expires: expires.map(|left| tokio::time::Instant::now() + left),
+        broker,
+        _slot: slot,
+    };
+    let metrics = connection.broker.metrics.clone();
+    let manager = connection.broker.manager.clone();
+    let started = Instant::now();
+    let reason = connection.run(greeting).instrument(span.clone()).await;
+    drop(connection); // leaves the registry before the count below is read
+    let _entered = span.enter();
+    metrics.active_connections.dec();
+    metrics
+        .connections_closed
+        .get_or_create(&label("reason", reason.as_str()))
+        .inc();
+    tracing::info!(
+        event = "ws.disconnect",
+        reason = reason.as_str(),
+        duration_ms = started.elapsed().as_millis() as u64,
+        active = manager.active_count(),
+    );
 }
 
 struct Connection {
@@ -127,14 +138,11 @@ struct Connection {
     subscriber: Subscriber,
     /// Frames fed to the socket since the last flush.
     pending: usize,
-    /// Longest a write may make no progress before the client counts as stuck.
-    stuck_timeout: Duration,
     /// When the client last sent anything; heartbeats drop it once this is too old.
     last_heard: Instant,
     /// Frames and payload bytes written since the last flush, added to the metrics then.
     sent_frames: u64,
     sent_bytes: u64,
-    metrics: Arc<Metrics>,
     /// The client's message rate limit.
     rate: TokenBucket,
     /// Messages refused in a row; a client that ignores `rate_limited` is closed.
@@ -145,44 +153,70 @@ struct Connection {
     lagged_at: Option<Instant>,
     /// When its token expires (plus the leeway): it is closed then.
     expires: Option<tokio::time::Instant>,
+    broker: Broker,
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Connection {
-    async fn run(&mut self, broker: &Broker, greeting: Greeting) -> EndReason {
+    async fn run(&mut self, greeting: Greeting) -> EndReason {
+        let metrics = &self.broker.metrics;
+        metrics.connections_opened.inc();
+        metrics.active_connections.inc();
+        tracing::info!(
+            event = "ws.connect",
+            topics = ?self.subscription.topics.names(),
+            active = self.broker.manager.active_count(),
+        );
         if let Err(end) = self.greet(greeting).await {
-            return self.end(end).await;
+            return self.closing(end).await;
         }
-        let beats = broker.config.heartbeat_interval;
+        let config = self.broker.config.clone();
+        let ws_close = self.broker.ws_close.clone();
+        let beats = config.heartbeat_interval;
         // A zero period would spin; with heartbeats off the branch below is disabled anyway.
         let period = beats.max(Duration::from_millis(1));
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // With tokens off it never expires: the branch below is disabled.
-        let expiry = tokio::time::sleep_until(self.expires.unwrap_or_else(far_future));
-        tokio::pin!(expiry);
+        // With tokens off there is no timer, and the branch below is disabled (boxed: most
+        // connections have none, and an idle connection's state is what each one costs).
+        let mut expiry = self
+            .expires
+            .map(|at| Box::pin(tokio::time::sleep_until(at)));
 
         loop {
             let step = tokio::select! {
                 biased;
-                () = broker.ws_close.cancelled() => return self.close_for_shutdown().await,
+                () = ws_close.cancelled() => {
+                    return Box::pin(self.close_for_shutdown()).await;
+                }
                 incoming = self.socket.next() => {
                     self.last_heard = Instant::now();
-                    self.on_incoming(incoming).await
+                    // Boxed: a client message is rare, and its handling's state would
+                    // otherwise be part of every idle connection's.
+                    Box::pin(self.on_incoming(incoming)).await
                 }
                 delivery = self.subscriber.recv() => self.on_delivery(delivery).await,
                 _ = heartbeat.tick(), if !beats.is_zero() => {
-                    self.on_heartbeat(broker.config.heartbeat_timeout).await
+                    self.on_heartbeat(config.heartbeat_timeout).await
                 }
-                () = &mut expiry, if self.expires.is_some() => Err(EndReason::TokenExpired),
+                () = async { if let Some(expiry) = &mut expiry { expiry.await } }, if expiry.is_some() => {
+                    Err(EndReason::TokenExpired)
+                }
             };
             let outcome = match step {
                 Ok(()) => self.flush().await,
                 Err(end) => Err(end),
             };
             if let Err(end) = outcome {
-                return self.end(end).await;
+                return self.closing(end).await;
             }
         }
+    }
+
+    /// [`Connection::end`], on the heap: the closing handshake's state is about 4 KiB, which
+    /// every idle connection's task would otherwise hold for its whole life.
+    async fn closing(&mut self, end: EndReason) -> EndReason {
+        Box::pin(self.end(end)).await
     }
 
     /// Pings the client, or gives up on it if it has been silent too long. A half-open TCP
@@ -249,7 +283,7 @@ impl Connection {
     /// Counts `since` entries that could not be read.
     fn malformed_since(&self, errors: &[ServerMessage<'_>]) {
         let outcome = label("outcome", "malformed");
-        let recoveries = self.metrics.recoveries.get_or_create(&outcome);
+        let recoveries = self.broker.metrics.recoveries.get_or_create(&outcome);
         recoveries.inc_by(errors.len() as u64);
     }
 
@@ -352,13 +386,12 @@ impl Connection {
                     // reads slower than the topic is published: resyncing it again would
                     // only repeat, so it is closed.
                     let now = Instant::now();
-                    let again = self
-                        .lagged_at
-                        .replace(now)
-                        .is_some_and(|at| now.duration_since(at) < self.stuck_timeout);
+                    let again = self.lagged_at.replace(now).is_some_and(|at| {
+                        now.duration_since(at) < self.broker.config.stuck_timeout
+                    });
                     let action = if again { "close" } else { "resync" };
                     let lag = label("action", action);
-                    self.metrics.lag_limit.get_or_create(&lag).inc();
+                    self.broker.metrics.lag_limit.get_or_create(&lag).inc();
                     if again {
                         return Err(EndReason::TooSlow);
                     }
@@ -377,8 +410,8 @@ impl Connection {
     /// The `resync` telling the client it will not get `missed` messages of `topic`.
     fn resync(&self, topic: Topic, missed: u64) -> Frame {
         tracing::info!(event = "ws.resync", topic = topic.name(), missed);
-        self.metrics.resyncs.inc();
-        self.metrics.resync_missed.inc_by(missed);
+        self.broker.metrics.resyncs.inc();
+        self.broker.metrics.resync_missed.inc_by(missed);
         encode(&ServerMessage::Resync { topic, missed })
     }
 
@@ -400,7 +433,8 @@ impl Connection {
 
     async fn write(&mut self, message: Message) -> Result<(), EndReason> {
         self.pending += 1;
-        let fed = tokio::time::timeout(self.stuck_timeout, self.socket.feed(message)).await;
+        let fed =
+            tokio::time::timeout(self.broker.config.stuck_timeout, self.socket.feed(message)).await;
         progress(fed)
     }
 
@@ -409,20 +443,18 @@ impl Connection {
             return Ok(());
         }
         self.pending = 0;
-        self.metrics
+        self.broker
+            .metrics
             .frames_sent
             .inc_by(std::mem::take(&mut self.sent_frames));
-        self.metrics
+        self.broker
+            .metrics
             .bytes_sent
             .inc_by(std::mem::take(&mut self.sent_bytes));
-        let flushed = tokio::time::timeout(self.stuck_timeout, self.socket.flush()).await;
+        let flushed =
+            tokio::time::timeout(self.broker.config.stuck_timeout, self.socket.flush()).await;
         progress(flushed)
     }
-}
-
-/// A time no token reaches: a year from now.
-fn far_future() -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_secs(365 * 86_400)
 }
 
 /// A write that timed out made no progress: the client is stuck.
