@@ -23,9 +23,22 @@ use crate::store::Store;
 use crate::topics::ConnectionManager;
 use crate::topics::HistoryLimits;
 
-/// Handle to the broker's shared parts, cloned into every route and connection task.
+/// Handle to the broker's shared parts, cloned into every route and connection task: one
+/// reference count to clone, and one pointer for each connection to hold.
 #[derive(Clone, Debug)]
-pub struct Broker {
+pub struct Broker(Arc<Parts>);
+
+impl std::ops::Deref for Broker {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
+/// What the [`Broker`] handle reaches.
+#[derive(Debug)]
+pub struct Parts {
     /// Start-up configuration.
     pub config: Arc<Config>,
     /// The odds store: what reads are served from.
@@ -150,7 +163,7 @@ impl Broker {
         );
         let history = HistoryLimits::from_config(&config);
         let manager = ConnectionManager::with_metrics(metrics.clone(), history);
-        let broker = Broker {
+        let broker = Broker(Arc::new(Parts {
             slots: Arc::new(Slots::new(&config)),
             auth: Arc::new(Auth::from_config(&config)),
             config: Arc::new(config),
@@ -167,7 +180,7 @@ impl Broker {
             producers,
             connections: TaskTracker::new(),
             fanout,
-        };
+        }));
         (broker, queue)
     }
 }

@@ -65,7 +65,7 @@ pub use protocol::{
 };
 
 #[cfg(feature = "server")]
-pub use broker::Broker;
+pub use broker::{Broker, Parts};
 #[cfg(feature = "server")]
 pub use dispatcher::{
     bus_channel, create_cache_update_bridge, run_dispatcher, BusEvent, BusReceiver, BusSender,

@@ -20,7 +20,7 @@ mod read;
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 
 use self::queue::{Job, Queue};
 use self::read::Move;
-use crate::cache::{intern, Changes, OddsCache};
+use crate::cache::{Changes, OddsCache};
 use crate::metrics::Metrics;
 use crate::protocol::Timestamp;
 
@@ -88,7 +88,25 @@ struct Recorded {
     events: LruCache<u64, EventPrices>,
     bytes: usize,
     points: usize,
+    /// The recorder's own interned market ids and outcome names: the cache's interner is a
+    /// lock every ingest's decoding takes, and the recorder would take it for each outcome.
+    names: HashSet<Arc<str>>,
 }
+
+/// `name`, shared from `names` (which keeps at most [`MAX_NAMES`]).
+fn shared(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
+    if let Some(held) = names.get(name) {
+        return held.clone();
+    }
+    let held: Arc<str> = Arc::from(name);
+    if names.len() < MAX_NAMES {
+        names.insert(held.clone());
+    }
+    held
+}
+
+/// Most names the recorder interns (market ids and outcome names are few).
+const MAX_NAMES: usize = 4096;
 
 #[derive(Default)]
 struct EventPrices {
@@ -196,6 +214,7 @@ impl PriceHistory {
                     events: LruCache::unbounded(),
                     bytes: 0,
                     points: 0,
+                    names: HashSet::new(),
                 }),
                 queue: Mutex::default(),
                 moves: Mutex::default(),
@@ -264,9 +283,8 @@ impl PriceHistory {
         let at = prices.captured_at.unix_millis();
         let mut recorded = self.shared.recorded.lock();
         let fresh = !recorded.events.contains(&event_id);
-        let event = recorded
-            .events
-            .get_or_insert_mut(event_id, EventPrices::default);
+        let Recorded { events, names, .. } = &mut *recorded;
+        let event = events.get_or_insert_mut(event_id, EventPrices::default);
         let (bytes_before, points_before) = (event.bytes, event.points);
         if fresh {
             event.bytes = EVENT_BYTES;
@@ -281,9 +299,9 @@ impl PriceHistory {
         for (market, outcome) in outcomes {
             let key = SeriesKey {
                 source: source.clone(),
-                market_id: intern(&market.market_id),
+                market_id: shared(names, &market.market_id),
                 line: Line(market.line),
-                outcome: intern(&outcome.name),
+                outcome: shared(names, &outcome.name),
             };
             let series = match event.series.get_mut(&key) {
                 Some(series) => series,
