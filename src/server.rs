@@ -204,7 +204,7 @@ impl Server {
     }
 }
 
-/// Opens the store (migrated, and the cache loaded from it) and starts the engine's tasks;
+/// Opens the store and starts its tasks (`Store::start`), then the engine's;
 /// completes once the node may serve, or with why it may not.
 async fn start_node(
     broker: &Broker,
@@ -212,17 +212,12 @@ async fn start_node(
     follow_stop: &CancellationToken,
 ) -> Result<(), String> {
     if let Some(store) = &broker.store {
-        let (ttl, tasks) = (broker.config.event_ttl, &broker.producers);
-        let engine = &broker.engine;
+        let (engine, cache, tasks) = (&broker.engine, &broker.cache, &broker.producers);
+        let ttl = broker.config.event_ttl;
+        let shutdown = &broker.shutdown;
+        // The writer stops once in-flight requests are done, after writing what they changed.
         store
-            .start(
-                engine,
-                &broker.cache,
-                ttl,
-                tasks,
-                follow_stop,
-                &broker.shutdown,
-            )
+            .start(engine, cache, ttl, tasks, follow_stop, shutdown)
             .await?;
     }
     let node = Node {
