@@ -1,14 +1,16 @@
 //! Odds that survive a restart: a PostgreSQL store behind the cache (`--database-url`).
 //!
-//! The cache stays what acknowledges an ingest. Its update callback only queues each changed
-//! snapshot, by (event, source), so a later change of the same key replaces the pending one:
-//! however long the database is away, what waits is bounded by the keys the cache holds, and
-//! nothing of the current state is dropped. One writer task commits what is pending in
-//! batches (`write.rs`), with a history row for each market whose prices changed, retrying
-//! with backoff while the database fails. At start, before the node serves, the schema is
-//! migrated (`migrations/`, embedded) and the cache loaded back from the current odds
-//! (`load.rs`); the retention (`retention.rs`) is applied once it serves, then hourly. Reads of what the cache does not hold come
-//! from here too: events (`load.rs`) and the price history over days (`history.rs`).
+//! The cache stays what acknowledges an ingest. On a single node its update callback only
+//! queues each changed snapshot, by (event, source), so a later change of the same key
+//! replaces the pending one: however long the database is away, what waits is bounded by the
+//! keys the cache holds, and nothing of the current state is dropped. One writer task commits
+//! what is pending in batches (`write.rs`), with a history row for each market whose prices
+//! changed, retrying with backoff while the database fails. On a cluster member the writer
+//! follows the cluster's log instead, one node at a time (`cluster.rs`). At start, before the
+//! node serves, the schema is migrated (`migrations/`, embedded) and a single node's cache
+//! loaded back from the current odds (`load.rs`); the retention (`retention.rs`) is applied
+//! once it serves, then hourly. Reads of what the cache does not hold come from here too:
+//! events (`load.rs`) and the price history over days (`history.rs`).
 
 mod cluster;
 mod history;

@@ -413,10 +413,7 @@ impl Cluster {
         let stored = append_reply(&reply)
             .ok_or_else(|| self.failed(op, unknown(format!("unexpected reply {reply:?}"))))?;
         if let Some(position) = &stored.position {
-            let entry = EntryId {
-                top: position.top,
-                seq: position.seq,
-            };
+            let entry = position.entry();
             let mut applied = self.shared.applied.subscribe();
             let wait = applied.wait_for(|applied| applied.is_some_and(|a| a >= entry));
             let left = APPEND_TIMEOUT.saturating_sub(started.elapsed()) + APPEND_TIMEOUT;
@@ -495,11 +492,7 @@ fn append_reply(reply: &[Value]) -> Option<Stored> {
         None
     } else {
         let entry: EntryId = entry.parse().ok()?;
-        Some(Position {
-            epoch: Arc::from(text(epoch)?),
-            top: entry.top,
-            seq: entry.seq,
-        })
+        Some(Position::at(&Arc::from(text(epoch)?), entry))
     };
     let stored = Stored {
         counts: IngestReply {

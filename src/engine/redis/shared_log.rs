@@ -47,14 +47,14 @@ pub struct Position {
 }
 
 impl Position {
-    fn entry(&self) -> EntryId {
+    pub(super) fn entry(&self) -> EntryId {
         EntryId {
             top: self.top,
             seq: self.seq,
         }
     }
 
-    fn at(epoch: &Arc<str>, id: EntryId) -> Position {
+    pub(super) fn at(epoch: &Arc<str>, id: EntryId) -> Position {
         Position {
             epoch: epoch.clone(),
             top: id.top,
