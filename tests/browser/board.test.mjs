@@ -103,10 +103,16 @@ test("the live odds board", async (t) => {
       const loads = await page.evaluate(() => window.board.fullLoads);
       const before = await textOf(page, "#connection-id");
       await page.evaluate(() => window.board.bus.socket.close()); // as a network drop would
-      await ingest(base, "betpawa", 501, 2.85); // most likely while it is away
-      await page.waitForSelector('#status[data-state="live"]');
-      await eventually(async () => (await textOf(page, "#connection-id")) !== before, "a new connection");
-      await eventually(async () => (await textOf(page, cell(501, "betpawa", "1"))) === "2.85", "the missed change");
+      await page.waitForSelector('#status[data-state="reconnecting"]');
+      // A price it does not show yet (an unchanged one publishes nothing), most likely sent
+      // while it is away.
+      await ingest(base, "betpawa", 501, 2.95);
+      // The id is blank while reconnecting: wait for the next connection's.
+      await eventually(async () => {
+        const id = await textOf(page, "#connection-id");
+        return /^[0-9a-f-]{36}$/.test(id) && id !== before;
+      }, "a new connection");
+      await eventually(async () => (await textOf(page, cell(501, "betpawa", "1"))) === "2.95", "the missed change");
       assert.deepEqual(await page.evaluate(() => window.board.recovered), ["odds_updates", "scrape_progress"]);
       assert.equal(await page.evaluate(() => window.board.fullLoads), loads, "no whole reload");
     });
