@@ -62,10 +62,14 @@ pub enum BusEvent {
         /// Where they came from.
         source: Arc<str>,
         /// On a cluster member, each change's offset in the cluster's log: the changes are
-        /// then published as the log has them, never merged with others, so that every
-        /// node publishes the same messages under the same offsets.
+        /// then merged with those of the log's group they belong to, and published when
+        /// it ends ([`BusEvent::Cut`]), so that every node publishes the same messages
+        /// under the same offsets.
         offsets: Option<Vec<u64>>,
     },
+    /// A cluster member read the end of a group of the log's entries: what they changed is
+    /// published now.
+    Cut,
     /// A cluster member (re)joined the cluster's log, or fell behind it: every topic's log
     /// starts over after `top` in `epoch`, and subscribers get `resync`.
     Restart {
@@ -165,6 +169,8 @@ pub async fn run_dispatcher(
 ) {
     let change_bytes = MAX_CHANGE_BYTES.min(max_frame.saturating_sub(CHANGE_OVERHEAD));
     let mut batch = Vec::with_capacity(64);
+    // A cluster's group of entries, gathered until the log says it ends.
+    let mut group = Group::new(change_bytes);
     let mut last_publication = Instant::now();
     // Paces publications once a burst is spent; none with a zero window or coalescing off.
     let mut pacer = match coalescing {
@@ -183,7 +189,8 @@ pub async fn run_dispatcher(
             }
             () = stop.cancelled() => {
                 drain(&mut queue, &mut batch);
-                dispatch(&mut batch, &manager, coalescing, change_bytes);
+                dispatch(&mut batch, &mut group, &manager, coalescing);
+                group.publish(&manager);
                 break;
             }
         }
@@ -201,7 +208,7 @@ pub async fn run_dispatcher(
             drain(&mut queue, &mut batch);
         }
         metrics.dispatcher_batch_size.observe(batch.len() as f64);
-        dispatch(&mut batch, &manager, coalescing, change_bytes);
+        dispatch(&mut batch, &mut group, &manager, coalescing);
         last_publication = Instant::now();
     }
     tracing::debug!(event = "dispatcher.stopped");
@@ -230,19 +237,16 @@ fn drain(queue: &mut BusReceiver, batch: &mut Vec<BusEvent>) {
     }
 }
 
-/// Publishes one drained batch and empties it. Odds changes queued before a scrape-progress
-/// step are published before it, so `completed` never overtakes the run's own updates. An
-/// `odds_change` holds at most `change_bytes` of snapshots.
+/// Publishes one drained batch and empties it; a cluster's changes wait in `group` for the
+/// end of theirs. Odds changes queued before a scrape-progress step are published before
+/// it, so `completed` never overtakes the run's own updates.
 fn dispatch(
     batch: &mut Vec<BusEvent>,
+    group: &mut Group,
     manager: &ConnectionManager,
     coalescing: Coalescing,
-    change_bytes: usize,
 ) {
-    let mut merged = Merged {
-        groups: Vec::new(),
-        change_bytes,
-    };
+    let mut merged = Merged::new(group.merged.change_bytes);
     for event in batch.drain(..) {
         match event {
             BusEvent::OddsChanged {
@@ -250,12 +254,7 @@ fn dispatch(
                 snapshots,
                 source,
                 offsets: Some(offsets),
-            } => {
-                merged.publish(manager);
-                let numbering = Numbering::FromLog(&offsets);
-                let odds = Odds::new(&source, &event_ids, &snapshots, change_bytes);
-                odds.publish(manager, numbering);
-            }
+            } => group.add(source, event_ids, snapshots, &offsets),
             BusEvent::OddsChanged {
                 event_ids,
                 snapshots,
@@ -264,49 +263,98 @@ fn dispatch(
             } => match coalescing {
                 Coalescing::PerSource { .. } => merged.add(source, event_ids, snapshots),
                 Coalescing::Off => {
-                    let odds = Odds::new(&source, &event_ids, &snapshots, change_bytes);
-                    odds.publish(manager, Numbering::Next);
+                    let odds = Odds::new(&source, &event_ids, &snapshots, merged.change_bytes);
+                    odds.publish(manager, &mut Numbering::Next);
                 }
             },
+            BusEvent::Cut => group.publish(manager),
             BusEvent::Restart { epoch, top } => {
-                merged.publish(manager);
+                merged.publish(manager, &mut Numbering::Next);
+                // What the group held is before `top`: subscribers get `resync` for it.
+                group.clear();
                 manager.restart(epoch, top);
             }
             BusEvent::ScrapeProgress { progress, offset } => {
-                merged.publish(manager);
+                merged.publish(manager, &mut Numbering::Next);
+                group.publish(manager);
                 manager.publish_step(progress, offset);
             }
         }
     }
-    merged.publish(manager);
+    merged.publish(manager, &mut Numbering::Next);
 }
 
 /// Where the offsets of the messages being published come from.
 #[derive(Debug, Clone, Copy)]
-enum Numbering<'a> {
+enum Numbering {
     /// Each message takes the next offset of its topic (a single node).
     Next,
-    /// Each change's offset in the cluster's log: a message takes that of the last change it
-    /// holds.
-    FromLog(&'a [u64]),
+    /// The offsets of one group of the cluster's log, counted per topic from its first
+    /// change's: a group of n changes makes at most n messages per topic, so they stay
+    /// within the group's offsets, and every member numbers them alike.
+    Log([u64; Topic::ALL.len()]),
 }
 
-impl Numbering<'_> {
-    /// Publishes on `topic` the message for the changes before `end`.
+impl Numbering {
+    /// Publishes on `topic` the message `encode` makes; returns how many received it.
     fn publish(
-        self,
+        &mut self,
         manager: &ConnectionManager,
         topic: Topic,
-        end: usize,
         encode: impl FnOnce(u64) -> Frame,
     ) -> usize {
         match self {
             Numbering::Next => manager.publish(topic, encode).1,
-            Numbering::FromLog(offsets) => match offsets.get(end.wrapping_sub(1)) {
-                Some(&offset) => manager.publish_at(topic, offset, encode),
-                None => 0,
-            },
+            Numbering::Log(next) => {
+                let offset = next[topic.index()];
+                next[topic.index()] += 1;
+                manager.publish_at(topic, offset, encode)
+            }
         }
+    }
+}
+
+/// The changes of one group of a cluster's log entries (`append.lua` says where each ends),
+/// merged as a single node merges what it drains: one message per topic and source.
+#[derive(Debug)]
+struct Group {
+    merged: Merged,
+    /// The offset of its first change.
+    first: Option<u64>,
+}
+
+impl Group {
+    fn new(change_bytes: usize) -> Group {
+        Group {
+            merged: Merged::new(change_bytes),
+            first: None,
+        }
+    }
+
+    fn add(
+        &mut self,
+        source: Arc<str>,
+        event_ids: Vec<u64>,
+        snapshots: Vec<Bytes>,
+        offsets: &[u64],
+    ) {
+        if let Some(&first) = offsets.iter().min() {
+            self.first = Some(self.first.map_or(first, |f| f.min(first)));
+        }
+        self.merged.add(source, event_ids, snapshots);
+    }
+
+    /// Publishes what it holds and starts over.
+    fn publish(&mut self, manager: &ConnectionManager) {
+        if let Some(first) = self.first.take() {
+            let mut numbering = Numbering::Log([first; Topic::ALL.len()]);
+            self.merged.publish(manager, &mut numbering);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.first = None;
+        self.merged.groups.clear();
     }
 }
 
@@ -338,18 +386,17 @@ impl<'a> Odds<'a> {
     /// snapshots in as many `odds_change`s as `change_bytes` needs; a snapshot larger than
     /// that goes out on `odds_changes` as an `odds_update` of its id (the client refetches
     /// it), so that no subscriber copies a frame larger than `--max-frame-bytes`.
-    fn publish(&self, manager: &ConnectionManager, numbering: Numbering<'_>) {
+    fn publish(&self, manager: &ConnectionManager, numbering: &mut Numbering) {
         let (source, event_ids) = (self.source, self.event_ids);
-        for (index, chunk) in event_ids.chunks(MAX_IDS_PER_UPDATE).enumerate() {
-            let end = index * MAX_IDS_PER_UPDATE + chunk.len();
-            publish_update(manager, Topic::OddsUpdates, source, chunk, end, numbering);
+        for chunk in event_ids.chunks(MAX_IDS_PER_UPDATE) {
+            publish_update(manager, Topic::OddsUpdates, source, chunk, numbering);
         }
         let mut rest = self.snapshots;
         while !rest.is_empty() {
-            let end = self.snapshots.len() - rest.len() + 1;
             if rest[0].len() > self.change_bytes {
-                let id = &event_ids[end - 1..end];
-                publish_update(manager, Topic::OddsChanges, source, id, end, numbering);
+                let at = self.snapshots.len() - rest.len();
+                let id = &event_ids[at..=at];
+                publish_update(manager, Topic::OddsChanges, source, id, numbering);
                 rest = &rest[1..];
                 continue;
             }
@@ -362,8 +409,7 @@ impl<'a> Odds<'a> {
                 })
                 .count();
             let (chunk, after) = rest.split_at(count);
-            let end = self.snapshots.len() - after.len();
-            numbering.publish(manager, Topic::OddsChanges, end, |offset| {
+            numbering.publish(manager, Topic::OddsChanges, |offset| {
                 encode_odds_change(source, chunk, offset)
             });
             rest = after;
@@ -371,16 +417,15 @@ impl<'a> Odds<'a> {
     }
 }
 
-/// Publishes on `topic` an `odds_update` of `event_ids`, the changes before `end`.
+/// Publishes on `topic` an `odds_update` of `event_ids`.
 fn publish_update(
     manager: &ConnectionManager,
     topic: Topic,
     source: &str,
     event_ids: &[u64],
-    end: usize,
-    numbering: Numbering<'_>,
+    numbering: &mut Numbering,
 ) {
-    let receivers = numbering.publish(manager, topic, end, |offset| {
+    let receivers = numbering.publish(manager, topic, |offset| {
         encode(&ServerMessage::OddsUpdate {
             data: OddsUpdate {
                 event_ids,
@@ -404,13 +449,13 @@ fn publish_update(
 /// its latest snapshot.
 #[derive(Debug)]
 struct Merged {
-    groups: Vec<Group>,
+    groups: Vec<SourceChanges>,
     /// Most bytes of snapshots in one `odds_change`.
     change_bytes: usize,
 }
 
 #[derive(Debug)]
-struct Group {
+struct SourceChanges {
     source: Arc<str>,
     event_ids: Vec<u64>,
     snapshots: Vec<Bytes>,
@@ -420,12 +465,19 @@ struct Group {
 }
 
 impl Merged {
+    fn new(change_bytes: usize) -> Merged {
+        Merged {
+            groups: Vec::new(),
+            change_bytes,
+        }
+    }
+
     fn add(&mut self, source: Arc<str>, event_ids: Vec<u64>, snapshots: Vec<Bytes>) {
         // A batch holds a handful of sources: a linear scan beats hashing the name.
         let group = match self.groups.iter().position(|g| g.source == source) {
             Some(at) => &mut self.groups[at],
             None => {
-                self.groups.push(Group {
+                self.groups.push(SourceChanges {
                     source,
                     event_ids: Vec::with_capacity(event_ids.len()),
                     snapshots: Vec::with_capacity(snapshots.len()),
@@ -448,11 +500,11 @@ impl Merged {
     }
 
     /// Publishes each source's changes and starts over.
-    fn publish(&mut self, manager: &ConnectionManager) {
+    fn publish(&mut self, manager: &ConnectionManager, numbering: &mut Numbering) {
         for group in self.groups.drain(..) {
             let (ids, snapshots) = (&group.event_ids, &group.snapshots);
             let odds = Odds::new(&group.source, ids, snapshots, self.change_bytes);
-            odds.publish(manager, Numbering::Next);
+            odds.publish(manager, numbering);
         }
     }
 }
@@ -463,10 +515,7 @@ mod tests {
 
     #[test]
     fn merge_keeps_first_appearance_order_distinct_ids_and_latest_snapshots() {
-        let mut merged = Merged {
-            groups: Vec::new(),
-            change_bytes: MAX_CHANGE_BYTES,
-        };
+        let mut merged = Merged::new(MAX_CHANGE_BYTES);
         let a: Arc<str> = Arc::from("betpawa");
         let b: Arc<str> = Arc::from("sportybet");
         let json = |text: &'static str| Bytes::from_static(text.as_bytes());

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::eventually;
+use common::{eventually, TestServer};
 use common::position;
 use common::redis::{node, read_odds, RedisServer};
 use serde_json::{json, Value};
@@ -295,4 +295,88 @@ async fn members_are_listed_and_a_killed_node_leaves_the_list() {
     .await;
     let metrics = a.metrics().await;
     assert!(metrics.contains("oddsbus_cluster_members 1"), "{metrics}");
+}
+
+/// A flood from two nodes and three sources: each member merges it into the same messages
+/// under the same offsets (the groups are the log's, `append.lua`), and a client that left
+/// mid-flood recovers on the other node with exactly the changes it had not been sent.
+#[tokio::test]
+async fn a_flood_is_merged_alike_on_every_node_and_recovers_exactly_on_another() {
+    let redis = RedisServer::start();
+    // A long window: beyond the burst of 4, one group a second, and the flood takes less.
+    let window = |c: &mut oddsbus::Config| {
+        c.redis = Some(redis.url());
+        c.coalesce_window_ms = 1000;
+    };
+    let (a, b) = (TestServer::with(window).await, TestServer::with(window).await);
+    let query = "?topics=odds_updates";
+    let (mut on_a, ack) = a.ws_acked(query).await;
+    let (mut on_b, _) = b.ws_acked(query).await;
+    let (mut leaving, _) = a.ws_acked(query).await;
+    let (epoch, _) = position(&ack, "odds_updates");
+
+    const EACH: u64 = 150;
+    let started = Instant::now();
+    let from_a = async {
+        for id in 0..EACH {
+            let source = if id % 2 == 0 { "betpawa" } else { "sportybet" };
+            a.ingest_ok(source, &[id], 2.0).await;
+        }
+    };
+    let from_b = async {
+        for id in 0..EACH {
+            b.ingest_ok("bet9ja", &[id], 2.0).await;
+        }
+    };
+    let (_, _, first) = tokio::join!(from_a, from_b, async {
+        // What the leaving client was sent before it left: the burst's first message.
+        leaving.recv_type("odds_update").await
+    });
+    let elapsed = started.elapsed();
+    drop(leaving);
+
+    let every = |messages: &[Value]| -> Vec<(String, u64)> {
+        messages
+            .iter()
+            .flat_map(|m| {
+                let source = m["data"]["source"].as_str().unwrap().to_owned();
+                let ids = m["data"]["event_ids"].as_array().unwrap().clone();
+                ids.into_iter()
+                    .map(move |id| (source.clone(), id.as_u64().unwrap()))
+            })
+            .collect()
+    };
+    let mut published = Vec::new();
+    for client in [&mut on_a, &mut on_b] {
+        let mut messages = Vec::new();
+        while every(&messages).len() < 2 * EACH as usize {
+            let mut message = client.recv_type("odds_update").await;
+            message["timestamp"].take(); // when this node sent it
+            messages.push(message);
+        }
+        published.push(messages);
+    }
+    assert_eq!(published[0], published[1], "the same messages on both");
+    let mut changes = every(&published[0]);
+    changes.sort();
+    changes.dedup();
+    assert_eq!(changes.len(), 2 * EACH as usize, "each change once");
+    // Groups: 4 at once, then at most one per window the flood lasted, and the last.
+    let groups = 4 + elapsed.as_secs() + 2;
+    assert!(
+        published[0].len() as u64 <= 3 * groups,
+        "{} messages for {} groups at most",
+        published[0].len(),
+        groups
+    );
+
+    let seen = first["offset"].as_u64().unwrap();
+    let since = format!("{query}&since=odds_updates:{epoch}:{seen}");
+    let (mut back, ack) = b.ws_acked(&since).await;
+    assert_eq!(ack["recovered"], json!(["odds_updates"]));
+    let mut missed = back.until_pong().await;
+    for message in &mut missed {
+        message["timestamp"].take();
+    }
+    assert_eq!(missed, published[0][1..], "exactly what it was not sent");
 }

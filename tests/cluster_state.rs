@@ -251,7 +251,8 @@ async fn redis_forgets_events_nobody_updated_for_the_ttl() {
     assert_eq!(ids, [&json!(2)], "{events}");
 }
 
-/// A late node reads the log's history a page at a time: more entries than one page.
+/// A late node reads the log's history a page at a time: more entries than one page. It
+/// merges them as the node that followed them live did: the same messages, the same offsets.
 #[tokio::test]
 async fn a_late_node_loads_a_long_history_page_by_page() {
     let redis = RedisServer::start();
@@ -263,12 +264,31 @@ async fn a_late_node_loads_a_long_history_page_by_page() {
     }
     let late = node(&redis).await;
     let since = format!("?topics=odds_updates&since=odds_updates:{epoch}:{start}");
-    let (mut client, ack) = late.ws_acked(&since).await;
-    assert_eq!(ack["recovered"], json!(["odds_updates"]));
-    let missed = client.until_pong().await;
-    let ids: Vec<u64> = missed
+    let mut published = Vec::new();
+    for on in [&a, &late] {
+        let (mut client, ack) = on.ws_acked(&since).await;
+        assert_eq!(ack["recovered"], json!(["odds_updates"]));
+        published.push(every_id(&mut client, 600).await);
+    }
+    let ids: Vec<u64> = published[1]
         .iter()
-        .map(|m| m["data"]["event_ids"][0].as_u64().unwrap())
+        .flat_map(|m| m["data"]["event_ids"].as_array().unwrap().clone())
+        .map(|id| id.as_u64().unwrap())
         .collect();
     assert_eq!(ids, (0..600).collect::<Vec<u64>>());
+    assert_eq!(published[0], published[1], "the same messages on both");
+}
+
+/// The `odds_update`s `client` receives until they named `count` ids (the last group of a
+/// flood is published once nothing came after it for a window).
+async fn every_id(client: &mut common::WsClient, count: usize) -> Vec<Value> {
+    let mut messages = Vec::new();
+    let mut seen = 0;
+    while seen < count {
+        let mut message = client.recv_type("odds_update").await;
+        seen += message["data"]["event_ids"].as_array().unwrap().len();
+        message["timestamp"].take(); // when this node sent it
+        messages.push(message);
+    }
+    messages
 }

@@ -8,24 +8,33 @@
 --       (progress), the events' details hash, when each snapshot and details were last
 --       written (a sorted set, for the state's age bound), the ingest's idempotency key, and
 --       when each event was last written (a sorted set, for the state's count bound)
--- ARGV: kind (odds|progress), deadline (Unix ms), epoch if none, the log's max entries, max
---       age (ms) and max bytes, the state's max age (ms) and max events, the sources
+-- ARGV: kind (odds|progress|cut), deadline (Unix ms), epoch if none, the log's max entries,
+--       max age (ms) and max bytes, the state's max age (ms) and max events, the sources
 --       (comma-separated), how long the idempotency key is kept (ms; empty: no key), the
---       limits those came from as the node's flags (`--history-size=N ...`), then,
+--       limits those came from as the node's flags (`--history-size=N ...`), the coalescing
+--       window (us; 0: every entry closes its group), then,
 --       for odds, the source and the snapshots, each
 --       `EVENT MS M0 M1 TAIL` or, for an event's details, `e EVENT JSON`
 --       (MS: captured_at in ms since the year 0; TAIL: the snapshot's JSON after its id;
 --       M0..M1: where its markets lie in TAIL, from 0), or, for progress, the step's JSON,
 --       its mark (open: a run's first step, close: its last, orphan: the last, written for a
---       run whose lease expired, or nothing) and its run id.
+--       run whose lease expired, or nothing) and its run id, or, for a cut, the last entry id
+--       the caller read.
+--
+-- Entries come in groups that every member publishes alike (one message per topic and
+-- source: `crate::dispatcher`). An entry with `x` closes its group. As the dispatcher's
+-- pacing does on a single node, a token bucket (4 at once, then one per window, by Redis's
+-- clock) lets a quiet cluster's entries close at once and groups a flood's; steps always
+-- close. A group left open is closed by a cut: an entry of no offset that a follower
+-- appends once nothing new came for a window, unless something came meanwhile.
 local meta, log, state, lease, events, touched = KEYS[1], KEYS[2], KEYS[3], KEYS[3], KEYS[4], KEYS[5]
 local idempotency, recent = KEYS[6], KEYS[7]
 local kind, deadline, new_epoch = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local log_entries, log_age, log_bytes = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local state_age, max_events, sources = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
-local kept_for, limits = ARGV[10], ARGV[11]
+local kept_for, limits, window = ARGV[10], ARGV[11], tonumber(ARGV[12])
 -- Where the kind's own arguments start.
-local rest = 12
+local rest = 13
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 -- A caller that gave up (and answered 503) must never see its request applied later. The
@@ -50,7 +59,7 @@ if kept_for ~= '' then
     return {redis.call('HGET', meta, 'epoch') or '', '', tonumber(accepted), tonumber(stale), tonumber(changed), 1}
   end
 end
-local held_meta = redis.call('HMGET', meta, 'epoch', 'top', 'sid', 'last')
+local held_meta = redis.call('HMGET', meta, 'epoch', 'top', 'sid', 'last', 'open')
 local epoch = held_meta[1]
 if not epoch then
   epoch = new_epoch
@@ -60,7 +69,12 @@ local top = tonumber(held_meta[2] or '0')
 local fields = nil
 local accepted, stale, changed = 0, 0, 0
 
-if kind == 'progress' then
+if kind == 'cut' then
+  if held_meta[4] ~= ARGV[rest] or held_meta[5] ~= '1' then
+    return {epoch, '', 0, 0, 0, 0}
+  end
+  fields = {'k', 'cut'}
+elseif kind == 'progress' then
   -- The open run is kept in `meta` from its first step to its last, so that a run whose
   -- node died (its lease, KEYS[3], expired) can be ended `failed` by one other node.
   local mark, run = ARGV[rest + 1], ARGV[rest + 2]
@@ -186,14 +200,31 @@ end
 local entry = ''
 if fields then
   top = top + changed
+  local closes = kind ~= 'odds' or window == 0
+  if not closes then
+    local us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+    local bucket = redis.call('HMGET', meta, 'tokens', 'tokens_at')
+    local tokens = tonumber(bucket[1] or '4')
+    tokens = math.min(4, tokens + math.max(0, us - tonumber(bucket[2] or us)) / window)
+    closes = tokens >= 1
+    if closes then
+      tokens = tokens - 1
+    end
+    redis.call('HSET', meta, 'tokens', string.format('%.6f', tokens), 'tokens_at', string.format('%d', us))
+  end
+  if closes then
+    fields[#fields + 1] = 'x'
+    fields[#fields + 1] = '1'
+  end
   local size = 0
   for _, field in ipairs(fields) do
     size = size + #field
   end
+  -- `t` and `b` stay the 4th and 6th values: the trimming below reads them there.
   entry = redis.call('XADD', log, string.format('%d-*', top),
     'p', held_meta[4] or '0-0', 't', now, 'b', size, unpack(fields))
   local held = redis.call('HINCRBY', meta, 'bytes', size)
-  redis.call('HSET', meta, 'top', string.format('%d', top), 'last', entry)
+  redis.call('HSET', meta, 'top', string.format('%d', top), 'last', entry, 'open', closes and '0' or '1')
   -- The bounds of the log (entries, age, bytes): a few of the oldest entries leave per
   -- append, so no call takes long and the log converges to its bounds.
   local cutoff = now - log_age

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
@@ -40,6 +40,7 @@ pub async fn follow(cluster: Cluster, sink: Sink, stop: CancellationToken) {
         sink,
         epoch: None,
         last: EntryId::default(),
+        open: None,
         nodes: "$".to_owned(),
     };
     let mut backoff = Duration::from_millis(100);
@@ -89,6 +90,8 @@ struct Follower {
     epoch: Option<Arc<str>>,
     /// The last entry applied.
     last: EntryId,
+    /// Since when the last entry applied left its group open (nothing came after it).
+    open: Option<Instant>,
     /// The last heartbeat read.
     nodes: String,
 }
@@ -110,15 +113,32 @@ impl Follower {
         }
     }
 
-    /// One blocking read of the log and the heartbeats, and what it found applied.
+    /// One blocking read of the log and the heartbeats, and what it found applied. A group
+    /// left open for a window with nothing after it is cut here: by whichever member comes
+    /// first, so that a node that died after appending holds nobody up.
     async fn read(&mut self, connection: &mut MultiplexedConnection) -> Result<(), Stop> {
+        let window = self.cluster.shared.window;
+        let block = match self.open {
+            Some(since) if since.elapsed() >= window => {
+                // Read back as an entry that closes; if it fails, tried again a window on
+                // (a broken connection fails the read below as well).
+                if let Err(error) = self.cluster.cut(connection, self.last).await {
+                    tracing::warn!(event = "cluster.cut_failed", %error);
+                }
+                self.open = Some(Instant::now());
+                window
+            }
+            Some(since) => window.saturating_sub(since.elapsed()),
+            None => BLOCK,
+        };
         let mut pipe = redis::pipe();
         pipe.cmd("HMGET").arg(META).arg("epoch").arg("top");
         pipe.cmd("XREAD")
             .arg("COUNT")
             .arg(BATCH)
             .arg("BLOCK")
-            .arg(BLOCK.as_millis() as u64);
+            // 0 would block for ever.
+            .arg(block.as_millis().max(1) as u64);
         pipe.arg("STREAMS")
             .arg(LOG)
             .arg(NODES)
@@ -163,12 +183,25 @@ impl Follower {
         if entry.prev != self.last {
             return false;
         }
+        let closes = entry.closes;
         match entry.body {
             Body::Odds(source, logged, details) => self.sink.odds(&source, logged, details),
             Body::Progress(progress) => self.sink.step(progress, entry.id.top),
+            Body::Cut => {}
         }
+        self.ended(closes);
         self.advance(entry.id);
         true
+    }
+
+    /// After an entry: the end of its group, or a group (still) open.
+    fn ended(&mut self, closes: bool) {
+        if closes {
+            self.sink.cut();
+            self.open = None;
+        } else {
+            self.open = Some(Instant::now());
+        }
     }
 
     fn advance(&mut self, id: EntryId) {
@@ -208,6 +241,7 @@ impl Follower {
         if self.epoch.is_some() {
             self.sink.clear();
         }
+        self.open = None;
         // Loaded before clients are told to refetch, so that they find all of it.
         self.load(connection).await?;
         let epoch: Arc<str> = Arc::from(epoch);
@@ -236,7 +270,9 @@ impl Follower {
                 restarted = true;
             }
             for entry in entries {
+                let closes = entry.closes;
                 self.republish(entry);
+                self.ended(closes);
             }
             match page.ids.last() {
                 Some(newest) if page.ids.len() == BATCH => from = format!("({}", newest.id),
@@ -277,6 +313,7 @@ impl Follower {
         if let Some(epoch) = self.epoch.clone() {
             self.sink.restart(epoch, last.top);
         }
+        self.open = None;
         self.advance(last);
         Ok(())
     }
@@ -290,6 +327,7 @@ impl Follower {
                 self.sink.republish(&source, changes);
             }
             Body::Progress(progress) => self.sink.step(progress, entry.id.top),
+            Body::Cut => {}
         }
     }
 

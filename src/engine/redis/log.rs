@@ -54,6 +54,9 @@ pub struct Entry {
     pub id: EntryId,
     /// The id of the entry before it: a follower that applied that one missed nothing.
     pub prev: EntryId,
+    /// Whether it closes its group: what the group holds is published then, alike on every
+    /// member (`append.lua`).
+    pub closes: bool,
     /// What it says.
     pub body: Body,
 }
@@ -66,6 +69,8 @@ pub enum Body {
     Odds(String, Vec<Logged>, Vec<(u64, Arc<Details>)>),
     /// A scrape run's step, at the entry's offset.
     Progress(ScrapeProgress),
+    /// The end of a group that stayed open: nothing else.
+    Cut,
 }
 
 /// The text the append script takes for one snapshot.
@@ -107,9 +112,16 @@ pub fn entry(id: &str, field: impl Fn(&str) -> Option<Vec<u8>>) -> Result<Entry,
             let (logged, details) = snapshots(id, &text("d")?)?;
             Body::Odds(text("s")?, logged, details)
         }
+        "cut" => Body::Cut,
         other => return Err(format!("entry {id} is of an unknown kind `{other}`")),
     };
-    Ok(Entry { id, prev, body })
+    let closes = field("x").is_some();
+    Ok(Entry {
+        id,
+        prev,
+        closes,
+        body,
+    })
 }
 
 /// The snapshots and details of an odds entry: its changes take the offsets before its

@@ -42,8 +42,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 // Not our ConnectionManager (`crate::topics`): redis's self-reconnecting connection.
+use redis::aio::MultiplexedConnection;
 use redis::aio::{ConnectionManager as RedisConnection, ConnectionManagerConfig};
-use redis::{Client, Script, Value};
+use redis::{Client, RedisResult, Script, Value};
 use tokio::sync::watch;
 
 use self::follower::follow;
@@ -56,6 +57,7 @@ use self::sink::Sink;
 use super::{Node, Stored};
 use crate::cache::{Encoded, Snapshot};
 use crate::config::Config;
+use crate::dispatcher::Coalescing;
 use crate::metrics::{label, Metrics};
 use crate::protocol::{HttpError, HttpErrorCode, IngestReply, ScrapePhase, ScrapeProgress};
 use crate::topics::HistoryLimits;
@@ -156,6 +158,9 @@ struct Shared {
     commands: RedisConnection,
     append: Script,
     history: HistoryLimits,
+    /// The coalescing window (zero: every entry is published on its own); the append
+    /// script groups entries by it, and the follower cuts a group left open for as long.
+    window: Duration,
     /// What the limits are, as [`shared_limits`] writes them.
     limits: String,
     /// Why this node may not be a member (its limits differ from the cluster's), once the
@@ -211,6 +216,10 @@ impl Cluster {
                 commands,
                 append: Script::new(include_str!("append.lua")),
                 history: HistoryLimits::from_config(config),
+                window: match Coalescing::from_config(config) {
+                    Coalescing::PerSource { window } => window,
+                    Coalescing::Off => Duration::ZERO,
+                },
                 limits: shared_limits(config),
                 refused: watch::channel(None).0,
                 event_ttl: config.event_ttl,
@@ -370,7 +379,28 @@ impl Cluster {
             .arg(shared.max_events)
             .arg(shared.sources.join(","))
             .arg(kept_for)
-            .arg(&shared.limits);
+            .arg(&shared.limits)
+            .arg(shared.window.as_micros() as u64);
+    }
+
+    /// Closes the group `last` left open, unless an entry came after it or closed it.
+    async fn cut(&self, connection: &mut MultiplexedConnection, last: EntryId) -> RedisResult<()> {
+        let mut call = self.shared.append.prepare_invoke();
+        call.key(META)
+            .key(LOG)
+            .key(LEASE)
+            .key(EVENTS)
+            .key(TOUCHED)
+            .key(idempotency_key("", None))
+            .key(RECENT);
+        self.arguments(&mut call, "cut", script_cost(1, 0), None);
+        call.arg(last.to_string());
+        self.shared
+            .metrics
+            .redis_requests
+            .get_or_create(&label("op", "cut"))
+            .inc();
+        call.invoke_async::<Value>(connection).await.map(|_| ())
     }
 
     /// Runs an append within [`APPEND_TIMEOUT`], then waits (within what is left of it) for

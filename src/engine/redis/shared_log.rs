@@ -204,7 +204,7 @@ impl SharedLog {
                         .collect(),
                     details,
                 }),
-                Body::Progress(_) => None,
+                Body::Progress(_) | Body::Cut => None,
             };
             entries.push(LogEntry {
                 position: Position::at(&position.epoch, entry.id),

@@ -1,6 +1,7 @@
 //! Where the log follower puts what it reads, and all it may do to the node: apply odds and
-//! details to the cache (whose callback publishes the changes, as on a single node), hand
-//! scrape steps and held messages to the dispatcher, and start the topics over.
+//! details to the cache (whose callback hands the changes to the dispatcher, as on a single
+//! node), hand it scrape steps, held messages and the ends of groups, and start the topics
+//! over.
 
 use std::sync::Arc;
 
@@ -53,6 +54,11 @@ impl Sink {
             offsets: Some(changes.iter().filter_map(|l| l.offset).collect()),
             source: Arc::from(source),
         });
+    }
+
+    /// Ends a group of the log's entries: what they changed is published now.
+    pub fn cut(&self) {
+        self.send(BusEvent::Cut);
     }
 
     /// Starts every topic over in `epoch` after `top`: every subscriber gets `resync`.
