@@ -5,9 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{eventually, TestServer};
 use common::position;
 use common::redis::{node, read_odds, RedisServer};
+use common::{eventually, TestServer};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -308,7 +308,10 @@ async fn a_flood_is_merged_alike_on_every_node_and_recovers_exactly_on_another()
         c.redis = Some(redis.url());
         c.coalesce_window_ms = 1000;
     };
-    let (a, b) = (TestServer::with(window).await, TestServer::with(window).await);
+    let (a, b) = (
+        TestServer::with(window).await,
+        TestServer::with(window).await,
+    );
     let query = "?topics=odds_updates";
     let (mut on_a, ack) = a.ws_acked(query).await;
     let (mut on_b, _) = b.ws_acked(query).await;
