@@ -170,7 +170,11 @@ pub async fn run_dispatcher(
     let change_bytes = MAX_CHANGE_BYTES.min(max_frame.saturating_sub(CHANGE_OVERHEAD));
     let mut batch = Vec::with_capacity(64);
     // A cluster's group of entries, gathered until the log says it ends.
-    let mut group = Group::new(change_bytes);
+    let window = match coalescing {
+        Coalescing::PerSource { window } => window,
+        Coalescing::Off => Duration::ZERO,
+    };
+    let mut group = Group::new(change_bytes, window);
     let mut last_publication = Instant::now();
     // Paces publications once a burst is spent; none with a zero window or coalescing off.
     let mut pacer = match coalescing {
@@ -221,13 +225,17 @@ async fn gather(last_publication: Instant, wait: Duration, manager: &ConnectionM
     let start = tokio::time::Instant::now();
     let deadline = start + wait + MAX_STRETCH;
     tokio::time::sleep(wait).await;
-    let backlog = || manager.backlog(Topic::OddsUpdates) + manager.backlog(Topic::OddsChanges);
-    while backlog() > 0 && tokio::time::Instant::now() < deadline {
+    while backlog(manager) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let fan_out = last_publication.elapsed();
     let resume = tokio::time::Instant::from_std(last_publication + DUTY_CYCLE_FACTOR * fan_out);
     tokio::time::sleep_until(resume.min(deadline)).await;
+}
+
+/// Publications of odds not yet taken by every subscriber.
+fn backlog(manager: &ConnectionManager) -> usize {
+    manager.backlog(Topic::OddsUpdates) + manager.backlog(Topic::OddsChanges)
 }
 
 /// Moves everything queued right now into `batch`.
@@ -267,7 +275,13 @@ fn dispatch(
                     odds.publish(manager, &mut Numbering::Next);
                 }
             },
-            BusEvent::Cut => group.publish(manager),
+            BusEvent::Cut => {
+                // Subscribers still taking the previous group: groups should span longer.
+                let behind = backlog(manager) > 0;
+                if group.publish(manager) {
+                    group.paced(manager, behind);
+                }
+            }
             BusEvent::Restart { epoch, top } => {
                 merged.publish(manager, &mut Numbering::Next);
                 // What the group held is before `top`: subscribers get `resync` for it.
@@ -316,19 +330,39 @@ impl Numbering {
 
 /// The changes of one group of a cluster's log entries (`append.lua` says where each ends),
 /// merged as a single node merges what it drains: one message per topic and source.
+///
+/// A member cannot merge past the log's groups, so it asks for longer ones instead, as a
+/// single node's pacing would merge more: the node's pace, which its appends carry, doubles
+/// (from the window, up to the window and [`MAX_STRETCH`]) each time a group is published
+/// while subscribers are still taking the one before, and halves otherwise.
 #[derive(Debug)]
 struct Group {
     merged: Merged,
     /// The offset of its first change.
     first: Option<u64>,
+    /// `--coalesce-window-ms` (zero: no merging asked for).
+    window: Duration,
 }
 
 impl Group {
-    fn new(change_bytes: usize) -> Group {
+    fn new(change_bytes: usize, window: Duration) -> Group {
         Group {
             merged: Merged::new(change_bytes),
             first: None,
+            window,
         }
+    }
+
+    /// Adjusts the node's pace after publishing a group, `behind` if subscribers had not
+    /// taken the one before.
+    fn paced(&self, manager: &ConnectionManager, behind: bool) {
+        let pace = manager.pace();
+        let pace = if behind {
+            (2 * pace.max(self.window)).min(self.window + MAX_STRETCH)
+        } else {
+            pace * 3 / 4
+        };
+        manager.set_pace(pace);
     }
 
     fn add(
@@ -344,12 +378,14 @@ impl Group {
         self.merged.add(source, event_ids, snapshots);
     }
 
-    /// Publishes what it holds and starts over.
-    fn publish(&mut self, manager: &ConnectionManager) {
-        if let Some(first) = self.first.take() {
-            let mut numbering = Numbering::Log([first; Topic::ALL.len()]);
-            self.merged.publish(manager, &mut numbering);
-        }
+    /// Publishes what it holds, if anything, and starts over.
+    fn publish(&mut self, manager: &ConnectionManager) -> bool {
+        let Some(first) = self.first.take() else {
+            return false;
+        };
+        let mut numbering = Numbering::Log([first; Topic::ALL.len()]);
+        self.merged.publish(manager, &mut numbering);
+        true
     }
 
     fn clear(&mut self) {

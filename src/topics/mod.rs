@@ -62,6 +62,9 @@ struct Shared {
     published_bytes: [AtomicU64; Topic::ALL.len()],
     /// How far behind its topic a subscriber may fall, in bytes.
     lag_bytes: u64,
+    /// On a cluster member, how long the log's groups should span for subscribers to keep
+    /// up, in microseconds (`crate::dispatcher`).
+    pace_us: AtomicU64,
     /// Guarded by a blocking mutex: it is held for a map update only, never across `.await`.
     registry: Mutex<Registry>,
 }
@@ -133,6 +136,7 @@ impl ConnectionManager {
                 }),
                 registry: Mutex::new(Registry::default()),
                 published_bytes: Default::default(),
+                pace_us: AtomicU64::new(0),
                 lag_bytes: history.lag_bytes,
             }),
         }
@@ -180,6 +184,17 @@ impl ConnectionManager {
     /// Bytes published on `topic` so far (see [`Published::end`]).
     pub fn published_bytes(&self, topic: Topic) -> u64 {
         self.shared.published_bytes[topic.index()].load(Ordering::Relaxed)
+    }
+
+    /// On a cluster member, how long the log's groups should span for its subscribers to
+    /// keep up (zero: no longer than the coalescing window).
+    pub fn pace(&self) -> Duration {
+        Duration::from_micros(self.shared.pace_us.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_pace(&self, pace: Duration) {
+        let us = u64::try_from(pace.as_micros()).unwrap_or(u64::MAX);
+        self.shared.pace_us.store(us, Ordering::Relaxed);
     }
 
     /// How far behind its topic a subscriber may fall, in bytes (`--max-lag-bytes`).

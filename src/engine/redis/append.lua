@@ -12,7 +12,8 @@
 --       max age (ms) and max bytes, the state's max age (ms) and max events, the sources
 --       (comma-separated), how long the idempotency key is kept (ms; empty: no key), the
 --       limits those came from as the node's flags (`--history-size=N ...`), the coalescing
---       window (us; 0: every entry closes its group), then,
+--       window (us: the node's, longer while its subscribers fall behind; 0: every entry
+--       closes its group), then,
 --       for odds, the source and the snapshots, each
 --       `EVENT MS M0 M1 TAIL` or, for an event's details, `e EVENT JSON`
 --       (MS: captured_at in ms since the year 0; TAIL: the snapshot's JSON after its id;

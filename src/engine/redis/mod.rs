@@ -7,14 +7,16 @@
 //!
 //! Every node follows the log in order (`follower.rs`) and applies each entry to its own
 //! [`OddsCache`](crate::OddsCache), whose callback feeds the bridge and the dispatcher as on a
-//! single node. Each change carries its log offset, and the dispatcher publishes it as the
-//! log has it, so every node publishes the same messages under the same offsets in the same
+//! single node. Each change carries its log offset, and the log's entries come in groups
+//! (`append.lua` says where each ends) that the dispatcher merges as it merges a drained
+//! batch, so every node publishes the same messages under the same offsets in the same
 //! epoch, and a client recovers with `since` on any node.
 //!
 //! Redis holds, under `oddsbus:`:
 //! - `meta`: a hash with the `epoch`, the log's `top` offset, the `last` entry id, the
-//!   snapshot-id counter `sid`, the log's `bytes`, and the `limits` every member shares
-//!   ([`shared_limits`]);
+//!   snapshot-id counter `sid`, the log's `bytes`, the `limits` every member shares
+//!   ([`shared_limits`]), whether the last entry left its group `open`, and the grouping's
+//!   token bucket (`tokens`, `tokens_at`);
 //! - `log`: a stream, bounded by `--history-size`, `--history-ttl` and `--history-bytes`
 //!   (`log.rs`);
 //! - `state:SOURCE`: a hash per source, event id to its latest snapshot;
@@ -60,7 +62,7 @@ use crate::config::Config;
 use crate::dispatcher::Coalescing;
 use crate::metrics::{label, Metrics};
 use crate::protocol::{HttpError, HttpErrorCode, IngestReply, ScrapePhase, ScrapeProgress};
-use crate::topics::HistoryLimits;
+use crate::topics::{ConnectionManager, HistoryLimits};
 
 const META: &str = "oddsbus:meta";
 const LOG: &str = "oddsbus:log";
@@ -159,8 +161,11 @@ struct Shared {
     append: Script,
     history: HistoryLimits,
     /// The coalescing window (zero: every entry is published on its own); the append
-    /// script groups entries by it, and the follower cuts a group left open for as long.
+    /// script groups entries by it, or by the node's pace if longer, and the follower cuts
+    /// a group left open for as long.
     window: Duration,
+    /// The node's connections, whose pace its appends carry; set when it starts.
+    manager: std::sync::OnceLock<ConnectionManager>,
     /// What the limits are, as [`shared_limits`] writes them.
     limits: String,
     /// Why this node may not be a member (its limits differ from the cluster's), once the
@@ -220,6 +225,7 @@ impl Cluster {
                     Coalescing::PerSource { window } => window,
                     Coalescing::Off => Duration::ZERO,
                 },
+                manager: std::sync::OnceLock::new(),
                 limits: shared_limits(config),
                 refused: watch::channel(None).0,
                 event_ttl: config.event_ttl,
@@ -256,6 +262,7 @@ impl Cluster {
         if let Some(address) = node.address {
             self.listening_on(address);
         }
+        let _ = self.shared.manager.set(node.manager.clone());
         let sink = Sink::new(node.cache.clone(), node.bus.clone());
         let stop = node.follow_stop.clone();
         node.tasks.spawn(follow(self.clone(), sink, stop));
@@ -380,7 +387,17 @@ impl Cluster {
             .arg(shared.sources.join(","))
             .arg(kept_for)
             .arg(&shared.limits)
-            .arg(shared.window.as_micros() as u64);
+            .arg(self.window().as_micros() as u64);
+    }
+
+    /// How long a group of the log's entries should span at least, as this node asks.
+    fn window(&self) -> Duration {
+        let shared = &self.shared;
+        let pace = shared
+            .manager
+            .get()
+            .map_or(Duration::ZERO, ConnectionManager::pace);
+        shared.window.max(pace)
     }
 
     /// Closes the group `last` left open, unless an entry came after it or closed it.
