@@ -152,11 +152,7 @@ impl Auth {
             return Ok(());
         };
         let origin = origin.to_str().unwrap_or("(not text)");
-        let own = headers
-            .get(header::HOST)
-            .and_then(|host| host.to_str().ok())
-            .is_some_and(|host| is_same_host(origin, host));
-        if own || self.origins.iter().any(|allowed| allowed == origin) {
+        if self.allows_origin(origin, headers) {
             return Ok(());
         }
         Err(HttpError::new(
@@ -166,6 +162,16 @@ impl Auth {
                  to --allowed-origins"
             ),
         ))
+    }
+
+    /// Whether pages at `origin` may use the broker: its own pages (same host as the
+    /// request's) and `--allowed-origins`. The one rule for WebSockets, writes and CORS.
+    pub fn allows_origin(&self, origin: &str, headers: &HeaderMap) -> bool {
+        let own = headers
+            .get(header::HOST)
+            .and_then(|host| host.to_str().ok())
+            .is_some_and(|host| is_same_host(origin, host));
+        own || self.origins.iter().any(|allowed| allowed == origin)
     }
 }
 

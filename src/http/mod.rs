@@ -2,9 +2,10 @@
 //! become the contract's JSON error replies.
 //!
 //! `ingest.rs` holds `POST /api/odds`, `events.rs` the cache-first reads, `scrape.rs` the
-//! scrape stream; the WebSocket endpoint is `crate::ws`, the board `crate::web`. The small
-//! routes (stats, health, metrics) are here.
+//! scrape stream, `cors.rs` what lets other sites' pages read them; the WebSocket endpoint is
+//! `crate::ws`, the board `crate::web`. The small routes (stats, health, metrics) are here.
 
+pub mod cors;
 mod events;
 mod history;
 mod ingest;
