@@ -16,9 +16,11 @@ const CHART: &str = include_str!("../web/chart.js");
 const STYLE: &str = include_str!("../web/style.css");
 const ICON: &str = include_str!("../web/favicon.svg");
 const CLIENT: &str = include_str!("../web/oddsbus-client.js");
+const CLIENT_TYPES: &str = include_str!("../web/oddsbus-client.d.ts");
 
 /// `GET /`, `/app.js` (with its modules `/board.js` and `/chart.js`), `/style.css`,
-/// `/favicon.svg` and `/oddsbus-client.js`, the client module any page can import. The page
+/// `/favicon.svg`, and `/oddsbus-client.js`, the client module any page can import (its
+/// types at `/oddsbus-client.d.ts`). The page
 /// learns the configured sources (its table's columns) and where the price history is kept
 /// (`database`: days of it, so its chart offers ranges; else `memory`) from `<meta>` tags
 /// filled in here; source names are validated to `[a-z0-9_-]` at start-up, so they need no
@@ -51,6 +53,9 @@ pub fn routes(sources: &[&str], database: bool) -> BoxedFilter<(Response,)> {
     let client = warp::path!("oddsbus-client.js")
         .and(warp::get())
         .map(|| asset(CLIENT.to_owned(), "text/javascript; charset=utf-8"));
+    let types = warp::path!("oddsbus-client.d.ts")
+        .and(warp::get())
+        .map(|| asset(CLIENT_TYPES.to_owned(), "application/typescript; charset=utf-8"));
     // Boxed: the type of a long chain of filters is deep enough to trip the compiler.
     page.or(app)
         .unify()
@@ -59,6 +64,8 @@ pub fn routes(sources: &[&str], database: bool) -> BoxedFilter<(Response,)> {
         .or(icon)
         .unify()
         .or(client)
+        .unify()
+        .or(types)
         .unify()
         .boxed()
 }

@@ -34,13 +34,14 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|value| value.to_str().ok())
 }
 
-const READS: [&str; 8] = [
+const READS: [&str; 9] = [
     "/api/events",
     "/api/events/odds?ids=7",
     "/api/events/7/odds",
     "/api/ws/stats",
     "/healthz",
     "/oddsbus-client.js",
+    "/oddsbus-client.d.ts",
     "/metrics",
     "/api/moves",
 ];

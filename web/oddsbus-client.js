@@ -1,11 +1,16 @@
 // oddsbus-client: a small, dependency-free client for the oddsbus WebSocket, served by the
-// broker at /oddsbus-client.js. The wire contract is docs/PROTOCOL.md (v1 and v1.1).
+// broker at /oddsbus-client.js (its types at /oddsbus-client.d.ts). The wire contract is
+// docs/PROTOCOL.md (v1 and v1.1).
 //
-//   import { OddsbusClient } from "/oddsbus-client.js";
+//   import { OddsbusClient } from "http://127.0.0.1:8000/oddsbus-client.js";
 //   const bus = new OddsbusClient({ topics: ["odds_updates"] });
 //   bus.addEventListener("changed", (e) => refetch(e.detail.eventIds)); // these ids changed
 //   bus.addEventListener("resync", () => refetchEverything());          // we may have missed some
 //   bus.connect();
+//
+// Imported from the broker, it connects to that broker, from a page on any site the broker
+// allows (`--allowed-origins`); `bus.origin` is where the reads are (`${bus.origin}/api/...`).
+// A copy served from elsewhere is told where the broker is: `new OddsbusClient({ url })`.
 //
 // A client that would rather not refetch subscribes to "odds_changes" instead: its
 // "snapshots" events carry the changed snapshots themselves, as the reads return them.
@@ -31,15 +36,19 @@ const DEFAULT_BACKOFF = { base: 250, cap: 10000 };
 export class OddsbusClient extends EventTarget {
   /**
    * @param {object} options
-   * @param {string} [options.url] the WebSocket URL; default: /api/ws on this page's host
+   * @param {string} [options.url] the WebSocket URL; default: /api/ws on the broker this
+   *   module was loaded from
    * @param {string[]} [options.topics] topics to subscribe to; default: odds_updates
    * @param {() => string} [options.token] returns the access token, if the broker needs one
    * @param {{base: number, cap: number}} [options.backoff] reconnect delays, in milliseconds
    */
   constructor({ url, topics = ["odds_updates"], token = () => "", backoff = DEFAULT_BACKOFF } = {}) {
     super();
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    this.url = url ?? `${scheme}://${location.host}/api/ws`;
+    const socket = new URL(url ?? "/api/ws", import.meta.url);
+    socket.protocol = socket.protocol.replace(/^http/, "ws");
+    this.url = socket.href;
+    /** The broker's HTTP origin, for the reads: `${bus.origin}/api/events/odds?ids=1,2`. */
+    this.origin = `${socket.protocol.replace(/^ws/, "http")}//${socket.host}`;
     this.token = token;
     this.backoff = backoff;
     /** Topics the application wants; the server's set is `this.topics`. */
