@@ -53,9 +53,12 @@ pub fn routes(sources: &[&str], database: bool) -> BoxedFilter<(Response,)> {
     let client = warp::path!("oddsbus-client.js")
         .and(warp::get())
         .map(|| asset(CLIENT.to_owned(), "text/javascript; charset=utf-8"));
-    let types = warp::path!("oddsbus-client.d.ts")
-        .and(warp::get())
-        .map(|| asset(CLIENT_TYPES.to_owned(), "application/typescript; charset=utf-8"));
+    let types = warp::path!("oddsbus-client.d.ts").and(warp::get()).map(|| {
+        asset(
+            CLIENT_TYPES.to_owned(),
+            "application/typescript; charset=utf-8",
+        )
+    });
     // Boxed: the type of a long chain of filters is deep enough to trip the compiler.
     page.or(app)
         .unify()

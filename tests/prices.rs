@@ -172,6 +172,8 @@ async fn the_biggest_moves_of_the_last_minutes_come_first() {
     );
     assert!((first["change"].as_f64().unwrap() - 0.5).abs() < 1e-9);
     assert_eq!(moves["moves"][1]["event_id"], 2);
+    // 1.8 / 2.0 - 1 is -0.09999999999999998 in floating point: written rounded.
+    assert_eq!(moves["moves"][1]["change"], json!(-0.1));
     let limited = server.get("/api/moves?limit=1").await.1;
     assert_eq!(limited["moves"].as_array().unwrap().len(), 1);
     for bad in ["minutes=0", "minutes=61", "limit=x", "limit=501"] {

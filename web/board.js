@@ -123,6 +123,7 @@ function renderHeader() {
   const perSource = `${"60px ".repeat(outcomes.length)}56px`;
   const columns = `84px minmax(180px, 280px) ${Array(board.sources.length).fill(perSource).join(" ")}`;
   $("#board").style.setProperty("--columns", columns);
+  $("#board").style.setProperty("--outcomes", outcomes.length);
   const top = document.createElement("div");
   top.className = "row head";
   top.setAttribute("role", "row");
@@ -144,19 +145,23 @@ function buildCells(row) {
   row.cells = new Map();
   row.margins = new Map();
   const parts = [row.when, row.event];
-  for (const source of board.sources) {
+  board.sources.forEach((source, index) => {
+    // A phone's card puts each source on a line of its own (style.css).
+    const line = String(3 + index);
     const cells = outcomes.map((outcome, i) => {
       const el = cell("–", i === 0 ? "first missing" : "missing");
       el.dataset.source = source;
       el.dataset.outcome = outcome;
+      el.style.setProperty("--line", line);
       return el;
     });
     const margin = cell("", "margin");
     margin.dataset.source = source;
+    margin.style.setProperty("--line", line);
     row.cells.set(source, cells);
     row.margins.set(source, margin);
     parts.push(...cells, margin);
-  }
+  });
   row.el.replaceChildren(...parts);
 }
 

@@ -135,6 +135,12 @@ impl Move {
     fn change(&self) -> f64 {
         self.to / self.from - 1.0
     }
+
+    /// The change as the contract writes it: to 4 decimals (0.27 for a 27% rise, not
+    /// 0.2693069306930693), which is all a person or a threshold reads of it.
+    fn rounded_change(&self) -> f64 {
+        (self.change() * 1e4).round() / 1e4
+    }
 }
 
 impl Serialize for Move {
@@ -159,7 +165,7 @@ impl Serialize for Move {
             outcome: &self.key.outcome,
             from: self.from,
             to: self.to,
-            change: self.change(),
+            change: self.rounded_change(),
             at: time(self.at),
         }
         .serialize(serializer)

@@ -33,7 +33,9 @@ async function put(base, source, eventId, event, [home, draw, away], [over, unde
 }
 
 const row = (id) => `#rows [data-event="${id}"]`;
-const hidden = (page, id) => page.$eval(row(id), (el) => el.hidden);
+/** Whether a person sees the row: rendered at all, not merely marked. */
+const hidden = (page, id) => page.$eval(row(id), (el) => !el.checkVisibility());
+const visibleRows = (page) => page.$$eval("#rows .row", (rows) => rows.filter((r) => r.checkVisibility()).length);
 
 test("the board as an odds-comparison page", async (t) => {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
@@ -81,8 +83,10 @@ test("the board as an odds-comparison page", async (t) => {
     });
 
     await t.test("search filters by team or competition", async () => {
+      assert.equal(await visibleRows(page), 2);
       await page.fill("#search", "milan");
       await eventually(async () => (await hidden(page, 901)) && !(await hidden(page, 902)), "only Inter v Milan");
+      assert.equal(await visibleRows(page), 1);
       await page.fill("#search", "premier league");
       await eventually(async () => !(await hidden(page, 901)) && (await hidden(page, 902)), "only the Premier League");
       await page.fill("#search", "");
@@ -93,6 +97,7 @@ test("the board as an odds-comparison page", async (t) => {
       await eventually(async () => /beats betpawa/.test(await textOf(page, '#summary [data-source="sportybet"]') ?? ""), "the summary");
       await page.check("#beaten");
       await eventually(async () => !(await hidden(page, 901)) && (await hidden(page, 902)), "only where sportybet pays more");
+      assert.equal(await visibleRows(page), 1);
       await page.uncheck("#beaten");
       await eventually(async () => !(await hidden(page, 902)), "every row again");
     });
@@ -148,6 +153,16 @@ test("the board as an odds-comparison page", async (t) => {
         return { right: r.right, width: r.width };
       });
       assert.ok(box.right <= 390 && box.width >= 36, JSON.stringify(box));
+      // Every price (with its outcome's label and its arrow) and every bookmaker's name fits.
+      const overflowing = await page.$$eval("#rows .row .cell[data-source]", (cells) => cells
+        .filter((c) => c.checkVisibility() && c.scrollWidth > c.clientWidth)
+        .map((c) => `${c.closest(".row").dataset.event} ${c.dataset.source} ${c.dataset.outcome ?? "name"}: ${c.textContent}`));
+      assert.deepEqual(overflowing, []);
+      const label = (selector, pseudo) => page.$eval(selector, (el, p) => getComputedStyle(el, p).content, pseudo);
+      assert.equal(await label(cell(901, "betpawa", "X"), "::before"), '"X"');
+      assert.equal(await label(`${row(901)} .margin[data-source="sportybet"]`, "::before"), '"sportybet"');
+      const price = await page.$eval(cell(901, "betpawa", "1"), (el) => el.getBoundingClientRect().width);
+      assert.ok(price >= 60, `a price cell ${price} px wide`);
       await page.screenshot({ path: path.join(ARTIFACTS, "comparison-phone.png") });
       await page.setViewportSize({ width: 1400, height: 900 });
     });
