@@ -214,7 +214,7 @@ for (const tab of document.querySelectorAll("#markets [data-market]")) {
 $("#search").addEventListener("input", (event) => setSearch(event.target.value));
 $("#beaten").addEventListener("change", (event) => setBeatenOnly(event.target.checked));
 $("#order").addEventListener("change", (event) => setOrder(event.target.value));
-followMoves(read);
+followMoves(read, fetchEvents);
 
 // ---- scrape progress ---------------------------------------------------------------------
 

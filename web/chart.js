@@ -169,13 +169,17 @@ function sinceOpening(series, sources) {
   return list;
 }
 
-/** Lists the biggest moves of the last 10 minutes, and again every 10 seconds. */
-export function followMoves(read) {
+/** Lists the biggest moves of the last 10 minutes, and again every 10 seconds. A move of an
+ *  event the board has no row for yet has it read first (`load`), so the list names the
+ *  match as the table does. */
+export function followMoves(read, load) {
   const refresh = async () => {
     try {
       const response = await read("/api/moves?minutes=10&limit=10");
       if (!response.ok) return;
       const { moves } = await response.json();
+      const unknown = [...new Set(moves.map((move) => move.event_id))].filter((id) => !eventOf(id));
+      if (unknown.length) await load(unknown);
       $("#move-list").replaceChildren(...moves.map((move) => {
         const item = document.createElement("li");
         item.dataset.event = move.event_id;

@@ -145,6 +145,26 @@ test("the board as an odds-comparison page", async (t) => {
       await page.keyboard.press("Escape");
     });
 
+    await t.test("the moves panel names a match the table has not shown yet", async () => {
+      // Not following odds_updates, the board hears nothing of a new match...
+      await page.click('input[data-topic="odds_updates"]');
+      await eventually(async () => !(await page.isChecked('input[data-topic="odds_updates"]')), "odds_updates off");
+      const roma = { name: "Roma v Lazio", competition: "Italy: Serie A", kickoff: LATER };
+      await put(base, "betpawa", 903, roma, [2.0, 3.2, 3.6]);
+      // The price history keeps the latest of each queued snapshot: let it take the first.
+      await eventually(async () => (await (await fetch(`${base}/api/events/903/history`)).json())
+        .history?.some((series) => series.points?.length), "the first price recorded");
+      await put(base, "betpawa", 903, null, [2.6, 3.2, 3.6]);
+      // ...until its move is listed: the panel reads it, and names it as the table does.
+      let listed = "";
+      await eventually(async () => {
+        listed = await page.$eval("#move-list", (list) => list.textContent).catch(() => "");
+        return /^Roma v Lazio · betpawa 1x2 1: 2\.00 → 2\.60/.test((await textOf(page, '#move-list li[data-event="903"]')) ?? "");
+      }, "the move of Roma v Lazio", 15000).catch((error) => assert.fail(`${error.message}: ${listed}`));
+      await page.click('input[data-topic="odds_updates"]');
+      await eventually(async () => page.isChecked('input[data-topic="odds_updates"]'), "odds_updates on");
+    });
+
     await t.test("at 390 px wide the page fits and every price is readable", async () => {
       await page.setViewportSize({ width: 390, height: 844 });
       await eventually(async () => (await page.evaluate(() => document.documentElement.scrollWidth)) <= 390, "no sideways scroll");
