@@ -203,6 +203,8 @@ enum Fault {
     Fails,
     /// The listing panics (a bug in the scraper), the first time only.
     PanicsOnce(std::sync::atomic::AtomicBool),
+    /// The listing waits until the test lets it go on.
+    Waits(Arc<tokio::sync::Notify>),
 }
 
 impl Faulty {
@@ -231,6 +233,14 @@ impl OddsSource for Faulty {
                     if !done.swap(true, std::sync::atomic::Ordering::SeqCst) {
                         panic!("a bug in the {platform} scraper");
                     }
+                }
+                Fault::Waits(go) => {
+                    let go = go.clone();
+                    return async move {
+                        go.notified().await;
+                        self.inner.list_events(platform).await
+                    }
+                    .boxed();
                 }
             }
         }
@@ -322,6 +332,41 @@ async fn a_panic_inside_a_run_ends_it_failed_and_scraping_goes_on() {
         .collect()
         .await;
     assert_eq!(phases(&again), FULL_RUN);
+}
+
+/// A WebSocket that subscribes to `scrape_progress` mid-run gets the run's steps so far, then
+/// the rest, as a scrape stream does: a board opened mid-run shows every platform.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_joining_mid_run_gets_the_steps_so_far() {
+    let go = Arc::new(tokio::sync::Notify::new());
+    let source = Faulty::new(5, "sportybet", Fault::Waits(go.clone()));
+    let server =
+        TestServer::with_server(Server::with_source(common::config(), Arc::new(source))).await;
+    let mut stream = SseClient::open(&server, "/api/scrape/stream").await;
+    // The run waits in sportybet's listing.
+    while stream.next().await.unwrap()["platform"] != "sportybet" {}
+
+    let (mut late, ack) = server.ws_acked("?topics=scrape_progress").await;
+    let mut steps = Vec::new();
+    while steps.len() < 4 {
+        steps.push(late.recv_type("scrape_progress").await);
+    }
+    let (_, before) = common::position(&ack, "scrape_progress");
+    assert_eq!(steps[0]["offset"].as_u64().unwrap(), before + 1, "{ack}");
+    go.notify_one();
+    loop {
+        let step = late.recv_type("scrape_progress").await;
+        let last = step["data"]["phase"] == "completed";
+        steps.push(step);
+        if last {
+            break;
+        }
+    }
+    let data: Vec<Value> = steps.iter().map(|s| s["data"].clone()).collect();
+    assert_eq!(phases(&data), FULL_RUN);
+    // Between runs, a new subscriber gets nothing old.
+    let (mut after, _) = server.ws_acked("?topics=scrape_progress").await;
+    after.ping_pong().await;
 }
 
 #[tokio::test]

@@ -3,9 +3,9 @@
 //! or a connection that fell behind its channel, gets exactly what it missed.
 //!
 //! On a single node every published message is one entry, so offsets are consecutive. In a
-//! cluster a message takes the offset of the last change it covers in the shared log, so
-//! offsets may skip: each entry also records the offset before it (`prev`), which is how a
-//! gap is told from a skip. The history keeps the last `size` offsets' worth of entries, none
+//! cluster a message takes an offset within the shared log's offsets of the changes it
+//! covers, so offsets may skip: each entry also records the offset before it (`prev`), which
+//! is how a gap is told from a skip. The history keeps the last `size` offsets' worth of entries, none
 //! older than `ttl`, and at most `bytes` of frames; past any bound the oldest entries go.
 
 use std::collections::VecDeque;
@@ -203,6 +203,21 @@ impl History {
         self.trim(now);
         let held = self.entries.iter().map(|(_, p)| p);
         held.filter(|p| p.offset > offset).cloned().collect()
+    }
+
+    /// Where the open scrape run's steps begin, as far as the history holds them: the offset
+    /// before the first of them, when the latest step is not a run's last.
+    pub fn open_run_start(&mut self, now: Instant) -> Option<u64> {
+        self.trim(now);
+        let latest = self.entries.back()?.1.step.clone()?;
+        if latest.is_final() {
+            return None;
+        }
+        let of_run = |p: &Published| p.step.as_ref().is_some_and(|s| s.run_id == latest.run_id);
+        let held = self.entries.iter().rev().map(|(_, p)| p);
+        held.take_while(|p| of_run(p))
+            .last()
+            .map(|first| first.prev)
     }
 
     /// The message at `offset`, if the history still holds it.

@@ -132,6 +132,19 @@ impl Subscriber {
         let given = self.last[topic.index()];
         let current = if held { given } else { top };
         let (position, recovery) = match since {
+            // A new follower of scrape runs starts with the open run's steps so far, as a
+            // scrape stream does: a page opened mid-run shows every platform.
+            None if topic == Topic::ScrapeProgress && !held => {
+                match log.history.open_run_start(Instant::now()) {
+                    Some(start) => {
+                        let steps = log.history.after(start, Instant::now());
+                        let steps = steps.into_iter().map(|p| Queued::Message(topic, p));
+                        self.queued.extend(steps);
+                        (start, None)
+                    }
+                    None => (current, None),
+                }
+            }
             None => (current, None),
             Some(s) if s.epoch != epoch || s.offset > top => (current, Some(Err(("epoch", 0)))),
             // Held: everything after what it was given is in its receiver already.
