@@ -16,8 +16,9 @@ use crate::cache::{CacheLimits, OddsCache};
 use crate::config::Config;
 use crate::dispatcher::{self, BusReceiver, BusSender};
 use crate::engine::Engine;
-use crate::metrics::Metrics;
+use crate::metrics::{known, Metrics};
 use crate::prices::PriceHistory;
+use crate::protocol::Topic;
 use crate::scrape::{OddsSource, ScrapeCoordinator, ScrapeSettings};
 use crate::store::Store;
 use crate::topics::ConnectionManager;
@@ -132,6 +133,7 @@ impl Broker {
         });
         let mut metrics = Metrics::new();
         metrics.watch_cache(cache.clone());
+        known_labels(&metrics, config.database_url.is_some());
         let metrics = Arc::new(metrics);
         let (bus, queue) = dispatcher::bus_channel();
         dispatcher::create_cache_update_bridge(&cache, bus.clone());
@@ -182,5 +184,27 @@ impl Broker {
             fanout,
         }));
         (broker, queue)
+    }
+}
+
+/// Every labelled family's known series at 0 from the start (see [`known`]).
+fn known_labels(metrics: &Metrics, store: bool) {
+    crate::ws::known_metrics(metrics);
+    known(
+        &metrics.messages_published,
+        "topic",
+        Topic::ALL.map(Topic::name),
+    );
+    let statuses = ["200", "400", "401", "403", "413", "503"];
+    known(&metrics.ingest_requests, "status", statuses);
+    known(&metrics.scrape_runs, "outcome", ["completed", "failed"]);
+    if store {
+        let tables = [
+            "odds_current",
+            "odds_history",
+            "odds_opening",
+            "event_details",
+        ];
+        known(&metrics.persist_rows, "table", tables);
     }
 }

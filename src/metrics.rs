@@ -330,6 +330,22 @@ impl Metrics {
     }
 }
 
+/// Creates the series of `family` named `name` = each of `values`, at 0: a fresh broker
+/// lists every known label, so a dashboard's query or an alert finds them before the first
+/// event.
+pub fn known<M, C>(
+    family: &Family<Label, M, C>,
+    name: &'static str,
+    values: impl IntoIterator<Item = &'static str>,
+) where
+    M: Default,
+    C: prometheus_client::metrics::family::MetricConstructor<M>,
+{
+    for value in values {
+        drop(family.get_or_create(&label(name, value)));
+    }
+}
+
 /// A one-label set.
 pub fn label(name: &'static str, value: impl Into<String>) -> Label {
     [(name, value.into())]

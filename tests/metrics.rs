@@ -68,3 +68,26 @@ async fn metrics_count_connections_publications_frames_ingests_and_scrapes() {
         "{text}"
     );
 }
+
+/// A fresh broker lists every labelled family with its known labels at 0, so that a
+/// dashboard's query (or the troubleshooting grep in docs/OPERATIONS.md) finds them before
+/// the first event.
+#[tokio::test]
+async fn a_fresh_broker_lists_every_labelled_family_at_zero() {
+    let server = TestServer::start().await;
+    let text = server.metrics().await;
+    for series in [
+        r#"oddsbus_connections_closed_total{reason="client_closed"}"#,
+        r#"oddsbus_connections_closed_total{reason="too_slow"}"#,
+        r#"oddsbus_connections_refused_total{reason="forbidden_origin"}"#,
+        r#"oddsbus_connections_refused_total{reason="too_many_connections"}"#,
+        r#"oddsbus_messages_published_total{topic="odds_changes"}"#,
+        r#"oddsbus_recoveries_total{outcome="too_old"}"#,
+        r#"oddsbus_lag_limit_total{action="close"}"#,
+        r#"oddsbus_ingest_requests_total{status="200"}"#,
+        r#"oddsbus_ingest_requests_total{status="503"}"#,
+        r#"oddsbus_scrape_runs_total{outcome="failed"}"#,
+    ] {
+        assert_eq!(sample(&text, series), Some(0.0), "{series} in\n{text}");
+    }
+}

@@ -122,7 +122,7 @@ where
         }
     }
     let counts = stored.counts;
-    tracing::info!(
+    tracing::debug!(
         event = "ingest.accepted",
         source = batch.source,
         accepted = counts.accepted,

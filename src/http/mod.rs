@@ -15,6 +15,7 @@ use std::convert::Infallible;
 
 use std::sync::Arc;
 
+use warp::filters::BoxedFilter;
 use warp::http::header::{HeaderValue, CONTENT_TYPE};
 use warp::http::HeaderMap;
 use warp::http::StatusCode;
@@ -28,7 +29,7 @@ use crate::store::Store;
 use crate::{reply, web, ws};
 
 /// Every route of the broker, with errors turned into JSON replies.
-pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+pub fn routes(broker: Broker) -> BoxedFilter<(Response,)> {
     let with_broker = {
         let broker = broker.clone();
         warp::any().map(move || broker.clone())
@@ -144,6 +145,9 @@ pub fn routes(broker: Broker) -> impl Filter<Extract = (Response,), Error = Infa
         .unify()
         .recover(recover)
         .unify()
+        // Boxed: wrapped in the CORS layer, the chain's future type is too deep for the
+        // compiler to prove it `Unpin`.
+        .boxed()
 }
 
 /// `GET /healthz`: `ok`, or 503 `degraded` when a cluster member's delivery path through

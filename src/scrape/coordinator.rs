@@ -348,14 +348,25 @@ impl Shared {
             events_total: tally.total,
             message,
         };
-        tracing::info!(
-            event = "scrape.progress",
-            run_id = %progress.run_id,
-            phase = progress.phase.as_str(),
-            platform = progress.platform.as_deref(),
-            events_scraped = progress.events_scraped,
-            events_total = progress.events_total,
-        );
+        // One line per run at the default level: its end.
+        if progress.is_final() {
+            tracing::info!(
+                event = "scrape.run_ended",
+                run_id = %progress.run_id,
+                phase = progress.phase.as_str(),
+                events_scraped = progress.events_scraped,
+                message = %progress.message,
+            );
+        } else {
+            tracing::debug!(
+                event = "scrape.progress",
+                run_id = %progress.run_id,
+                phase = progress.phase.as_str(),
+                platform = progress.platform.as_deref(),
+                events_scraped = progress.events_scraped,
+                events_total = progress.events_total,
+            );
+        }
         {
             let mut current = self.current.lock();
             if let Some(run) = current.as_mut().filter(|run| run.id == tally.run_id) {

@@ -20,6 +20,30 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use crate::broker::Broker;
+use crate::metrics::{known, Metrics};
+use crate::protocol::HttpErrorCode;
+
+/// The WebSocket families' series, at 0 from the start: how connections end, why upgrades
+/// are refused, how recoveries go, and what a subscriber too far behind gets.
+pub fn known_metrics(metrics: &Metrics) {
+    let closed = connection::EndReason::ALL.map(connection::EndReason::as_str);
+    known(&metrics.connections_closed, "reason", closed);
+    let refusals = [
+        HttpErrorCode::UpgradeRequired,
+        HttpErrorCode::ForbiddenOrigin,
+        HttpErrorCode::Unauthorized,
+        HttpErrorCode::InvalidQuery,
+        HttpErrorCode::TooManyConnections,
+    ];
+    known(
+        &metrics.connections_refused,
+        "reason",
+        refusals.map(HttpErrorCode::as_str),
+    );
+    let outcomes = ["recovered", "epoch", "too_old", "malformed"];
+    known(&metrics.recoveries, "outcome", outcomes);
+    known(&metrics.lag_limit, "action", ["resync", "close"]);
+}
 
 /// `GET /api/ws[?topics=a,b][&token=..]`.
 pub fn route(broker: Broker) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {

@@ -35,6 +35,18 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    /// Every reason, for `/metrics` to list from the start.
+    pub const ALL: [EndReason; 8] = [
+        EndReason::ClientClosed,
+        EndReason::MessageTooLarge,
+        EndReason::ServerShutdown,
+        EndReason::SocketError,
+        EndReason::TooSlow,
+        EndReason::RateLimited,
+        EndReason::HeartbeatTimeout,
+        EndReason::TokenExpired,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             EndReason::ClientClosed => "client_closed",
@@ -70,7 +82,7 @@ impl Connection {
         if let Some((code, why)) = close {
             self.close(code, why).await;
         }
-        tracing::info!(event = "ws.closing", reason = reason.as_str());
+        tracing::debug!(event = "ws.closing", reason = reason.as_str());
         reason
     }
 

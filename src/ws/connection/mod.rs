@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 mod closing;
 
-use self::closing::EndReason;
+pub(super) use self::closing::EndReason;
 use super::commands::{self, Reply, Subscription};
 use crate::broker::Broker;
 use crate::bucket::TokenBucket;
@@ -125,7 +125,7 @@ pub async fn serve(setup: Box<Setup>, upgraded: Upgraded) {
         .connections_closed
         .get_or_create(&label("reason", reason.as_str()))
         .inc();
-    tracing::info!(
+    tracing::debug!(
         event = "ws.disconnect",
         reason = reason.as_str(),
         duration_ms = started.elapsed().as_millis() as u64,
@@ -162,7 +162,7 @@ impl Connection {
         let metrics = &self.broker.metrics;
         metrics.connections_opened.inc();
         metrics.active_connections.inc();
-        tracing::info!(
+        tracing::debug!(
             event = "ws.connect",
             topics = ?self.subscription.topics.names(),
             active = self.broker.manager.active_count(),
@@ -409,7 +409,7 @@ impl Connection {
 
     /// The `resync` telling the client it will not get `missed` messages of `topic`.
     fn resync(&self, topic: Topic, missed: u64) -> Frame {
-        tracing::info!(event = "ws.resync", topic = topic.name(), missed);
+        tracing::debug!(event = "ws.resync", topic = topic.name(), missed);
         self.broker.metrics.resyncs.inc();
         self.broker.metrics.resync_missed.inc_by(missed);
         encode(&ServerMessage::Resync { topic, missed })
