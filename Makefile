@@ -28,8 +28,11 @@ flaky:
 fmt:
 	$(CARGO) fmt --all -- --check
 
+# The release profile is checked too: `make run` builds it, and a type the compiler cannot
+# prove `Unpin` failed there alone once.
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) check --release --bin oddsbus
 
 # The binary is built as the Rust tests build it: their dev-dependencies turn on more
 # features of shared crates, so a plain `cargo build` would compile the crate a second time.

@@ -251,10 +251,7 @@ async fn accept(
     http_connections: &GracefulShutdown,
     shutdown: &mut BoxFuture<'static, ()>,
 ) {
-    let service = tower::ServiceBuilder::new()
-        .map_response(http::cors::no_content)
-        .layer(http::cors::layer(broker.clone()))
-        .service(warp::service(http::routes(broker.clone())));
+    let service = http::cors::service(broker.clone());
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(event = "server.listening", %addr);
     }
