@@ -266,6 +266,23 @@ async fn redis_restarted_empty_means_a_new_epoch_resync_and_caches_that_converge
 }
 
 #[tokio::test]
+async fn a_fresh_member_lists_its_redis_round_trips_at_zero() {
+    let redis = RedisServer::start();
+    let a = node(&redis).await;
+    let text = a.metrics().await;
+    for series in [
+        r#"oddsbus_redis_requests_total{op="ingest"}"#,
+        r#"oddsbus_redis_errors_total{op="ingest"}"#,
+        r#"oddsbus_redis_errors_total{op="follow"}"#,
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(series)),
+            "{series} in\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn members_are_listed_and_a_killed_node_leaves_the_list() {
     let redis = RedisServer::start();
     let a = node(&redis).await;

@@ -60,7 +60,7 @@ use super::{Node, Stored};
 use crate::cache::{Encoded, Snapshot};
 use crate::config::Config;
 use crate::dispatcher::Coalescing;
-use crate::metrics::{label, Metrics};
+use crate::metrics::{known, label, Metrics};
 use crate::protocol::{HttpError, HttpErrorCode, IngestReply, ScrapePhase, ScrapeProgress};
 use crate::topics::{ConnectionManager, HistoryLimits};
 
@@ -76,6 +76,23 @@ const PERIOD: &str = "oddsbus:scrape:period";
 fn state_key(source: &str) -> String {
     format!("oddsbus:state:{source}")
 }
+
+/// Every `op` a round trip to Redis is counted under (`redis_requests_total`,
+/// `redis_errors_total`), listed at 0 from the start.
+const OPS: [&str; 12] = [
+    "ingest",
+    "step",
+    "cut",
+    "read",
+    "join",
+    "load",
+    "follow",
+    "heartbeat",
+    "lease",
+    "period",
+    "runs",
+    "persist",
+];
 
 /// How long an append may take before the caller gets 503 `outcome_unknown`.
 const APPEND_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -207,6 +224,8 @@ impl Cluster {
             .set_max_delay(Duration::from_millis(200));
         let commands = RedisConnection::new_lazy_with_config(client.clone(), settings)
             .map_err(|e| format!("--redis `{url}`: {e}"))?;
+        known(&metrics.redis_requests, "op", OPS);
+        known(&metrics.redis_errors, "op", OPS);
         let node: String = uuid::Uuid::new_v4()
             .simple()
             .to_string()
