@@ -5,7 +5,9 @@
 //! drains that channel. Each time it wakes it takes everything queued at that moment, merges
 //! the changes per source, encodes each `odds_update` (the ids) and each `odds_change` (the
 //! snapshots, joined from the bytes the cache stored) once and publishes them on the
-//! `odds_updates` and `odds_changes` topics.
+//! `odds_updates` and `odds_changes` topics. On a cluster member the changes carry the
+//! shared log's offsets and are merged per group of the log's entries instead, published
+//! when the log says the group ended ([`Group`]), so that every member publishes alike.
 //!
 //! A publication costs one socket write per subscriber, so under sustained load the number of
 //! publications, not of changes, is what the machine pays for. The dispatcher therefore paces
