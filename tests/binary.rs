@@ -18,7 +18,9 @@ async fn sigterm_closes_websockets_with_1001_and_exits_zero() {
         "--auth-secret",
         common::SECRET,
     ];
-    let (mut child, addr, lines) = common::spawn_binary(&args, "info");
+    // A connection's lines are at debug (the default level logs one line per scrape run and
+    // per refused or failed request).
+    let (mut child, addr, lines) = common::spawn_binary(&args, "info,oddsbus=debug");
     let logs = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<String>>());
 
     let token = common::token(serde_json::json!({"sub": "board-7"}), common::SECRET);
