@@ -333,14 +333,7 @@ impl Cluster {
             })
             .collect();
         let bytes = items.iter().map(Vec::len).sum();
-        let mut call = self.shared.append.prepare_invoke();
-        call.key(META)
-            .key(LOG)
-            .key(state_key(source))
-            .key(EVENTS)
-            .key(TOUCHED)
-            .key(idempotency_key(source, key))
-            .key(RECENT);
+        let mut call = self.invocation(&state_key(source), &idempotency_key(source, key));
         let kept_for = key.map(|_| self.shared.history.ttl);
         self.arguments(&mut call, "odds", script_cost(items.len(), bytes), kept_for);
         call.arg(source);
@@ -363,18 +356,25 @@ impl Cluster {
     /// Appends a step marked `mark` (see `append.lua`); returns whether it was appended.
     async fn append_step(&self, progress: &ScrapeProgress, mark: &str) -> Result<bool, HttpError> {
         let json = serde_json::to_string(progress).map_err(|e| unavailable(e.to_string()))?;
-        let mut call = self.shared.append.prepare_invoke();
-        call.key(META)
-            .key(LOG)
-            .key(LEASE)
-            .key(EVENTS)
-            .key(TOUCHED)
-            .key(idempotency_key("", None))
-            .key(RECENT);
+        let mut call = self.invocation(LEASE, &idempotency_key("", None));
         self.arguments(&mut call, "progress", script_cost(1, json.len()), None);
         call.arg(json).arg(mark).arg(progress.run_id.to_string());
         let stored = self.appended("step", call).await?;
         Ok(stored.counts.changed > 0)
+    }
+
+    /// An append with its keys (see `append.lua`): the source's state (odds) or the scrape
+    /// lease (a step or a cut) third, and the ingest's idempotency key.
+    fn invocation(&self, third: &str, idempotency: &str) -> redis::ScriptInvocation<'_> {
+        let mut call = self.shared.append.prepare_invoke();
+        call.key(META)
+            .key(LOG)
+            .key(third)
+            .key(EVENTS)
+            .key(TOUCHED)
+            .key(idempotency)
+            .key(RECENT);
+        call
     }
 
     /// The arguments every append starts with: among them the deadline by which the script
@@ -421,14 +421,7 @@ impl Cluster {
 
     /// Closes the group `last` left open, unless an entry came after it or closed it.
     async fn cut(&self, connection: &mut MultiplexedConnection, last: EntryId) -> RedisResult<()> {
-        let mut call = self.shared.append.prepare_invoke();
-        call.key(META)
-            .key(LOG)
-            .key(LEASE)
-            .key(EVENTS)
-            .key(TOUCHED)
-            .key(idempotency_key("", None))
-            .key(RECENT);
+        let mut call = self.invocation(LEASE, &idempotency_key("", None));
         self.arguments(&mut call, "cut", script_cost(1, 0), None);
         call.arg(last.to_string());
         self.shared
