@@ -146,6 +146,14 @@ pub enum Coalescing {
 }
 
 impl Coalescing {
+    /// The window (zero: no merging asked for).
+    pub fn window(self) -> Duration {
+        match self {
+            Coalescing::PerSource { window } => window,
+            Coalescing::Off => Duration::ZERO,
+        }
+    }
+
     /// What `--no-coalesce` and `--coalesce-window-ms` ask for.
     pub fn from_config(config: &Config) -> Coalescing {
         if config.no_coalesce {
@@ -172,11 +180,7 @@ pub async fn run_dispatcher(
     let change_bytes = MAX_CHANGE_BYTES.min(max_frame.saturating_sub(CHANGE_OVERHEAD));
     let mut batch = Vec::with_capacity(64);
     // A cluster's group of entries, gathered until the log says it ends.
-    let window = match coalescing {
-        Coalescing::PerSource { window } => window,
-        Coalescing::Off => Duration::ZERO,
-    };
-    let mut group = Group::new(change_bytes, window);
+    let mut group = Group::new(change_bytes, coalescing.window());
     let mut last_publication = Instant::now();
     // Paces publications once a burst is spent; none with a zero window or coalescing off.
     let mut pacer = match coalescing {

@@ -86,7 +86,7 @@ impl Cluster {
         let mut commands = self.shared.commands.clone();
         self.count("period");
         let reply = tokio::time::timeout(
-            super::APPEND_TIMEOUT,
+            super::append::APPEND_TIMEOUT,
             claim.query_async::<Option<String>>(&mut commands),
         )
         .await;
@@ -101,10 +101,15 @@ impl Cluster {
     ) -> Result<T, HttpError> {
         let mut commands = self.shared.commands.clone();
         self.count(op);
-        match tokio::time::timeout(super::APPEND_TIMEOUT, call.invoke_async(&mut commands)).await {
+        match tokio::time::timeout(
+            super::append::APPEND_TIMEOUT,
+            call.invoke_async(&mut commands),
+        )
+        .await
+        {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(self.failed(op, super::unavailable(error.to_string()))),
-            Err(_) => Err(self.failed(op, super::unavailable("no answer in time".into()))),
+            Ok(Err(error)) => Err(self.failed(op, super::append::unavailable(error.to_string()))),
+            Err(_) => Err(self.failed(op, super::append::unavailable("no answer in time".into()))),
         }
     }
 
@@ -134,7 +139,7 @@ pub async fn watch_runs(cluster: Cluster, stop: CancellationToken) {
             .arg(LEASE);
         cluster.count("runs");
         let reply = tokio::time::timeout(
-            super::APPEND_TIMEOUT,
+            super::append::APPEND_TIMEOUT,
             pipe.query_async::<(Option<String>, bool)>(&mut commands),
         )
         .await;
