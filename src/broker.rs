@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::analysis::Analysis;
 use crate::auth::Auth;
 use crate::bucket::TokenBucket;
 use crate::cache::{CacheLimits, OddsCache};
@@ -18,7 +19,7 @@ use crate::dispatcher::{self, BusReceiver, BusSender};
 use crate::engine::Engine;
 use crate::metrics::{known, Metrics};
 use crate::prices::PriceHistory;
-use crate::protocol::Topic;
+use crate::protocol::{AlertKind, Topic};
 use crate::scrape::{OddsSource, ScrapeCoordinator, ScrapeSettings};
 use crate::store::Store;
 use crate::topics::ConnectionManager;
@@ -51,6 +52,8 @@ pub struct Parts {
     pub store: Option<Store>,
     /// How the odds moved, for the charts and the biggest moves.
     pub prices: PriceHistory,
+    /// What the odds say for the home bookmaker: alerts, surebets, fair prices.
+    pub analysis: Analysis,
     /// Topic channels and the connection registry.
     pub manager: ConnectionManager,
     /// Counters, gauges and histograms for `/metrics`.
@@ -165,6 +168,7 @@ impl Broker {
         );
         let history = HistoryLimits::from_config(&config);
         let manager = ConnectionManager::with_metrics(metrics.clone(), history);
+        let analysis = Analysis::new(&config, manager.clone(), metrics.clone());
         let broker = Broker(Arc::new(Parts {
             slots: Arc::new(Slots::new(&config)),
             auth: Arc::new(Auth::from_config(&config)),
@@ -173,6 +177,7 @@ impl Broker {
             engine,
             store,
             prices,
+            analysis,
             manager,
             metrics,
             bus,
@@ -198,6 +203,9 @@ fn known_labels(metrics: &Metrics, store: bool) {
     let statuses = ["200", "400", "401", "403", "413", "503"];
     known(&metrics.ingest_requests, "status", statuses);
     known(&metrics.scrape_runs, "outcome", ["completed", "failed"]);
+    let kinds = AlertKind::ALL.map(AlertKind::name);
+    known(&metrics.alerts, "kind", kinds);
+    known(&metrics.alerts_suppressed, "kind", kinds);
     if store {
         let tables = [
             "odds_current",

@@ -9,7 +9,7 @@ use clap::builder::{BoolishValueParser, RangedU64ValueParser};
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, ValueEnum};
 
-use crate::protocol::HOME_SOURCE;
+use crate::protocol::{Thresholds, HOME_SOURCE};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -278,6 +278,24 @@ pub struct Config {
     #[arg(long, env = "ODDSBUS_RETENTION", default_value_t = 14,
           value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub retention: u32,
+
+    /// Most bytes the odds analysis (alerts, surebets, fair prices) holds; past it, the event
+    /// taken in longest ago leaves it.
+    #[arg(long, env = "ODDSBUS_ANALYSIS_BYTES", default_value_t = 128 << 20,
+          value_parser = count(1 << 20, 64 << 30))]
+    pub analysis_bytes: usize,
+
+    /// The percentages a price move must reach to raise a `price_change` alert of severity
+    /// `warning`, `elevated` and `critical`: three ascending numbers.
+    #[arg(long, env = "ODDSBUS_ALERT_THRESHOLDS", default_value = "7,10,15",
+          value_parser = Thresholds::parse)]
+    pub alert_thresholds: Thresholds,
+
+    /// Seconds between two alerts of one kind for one event and market; the alerts between
+    /// are counted in `oddsbus_alerts_suppressed_total`, not sent. 0 sends every one.
+    #[arg(long, env = "ODDSBUS_ALERT_COOLDOWN", default_value = "60",
+          value_parser = seconds(0.0, 86_400.0))]
+    pub alert_cooldown: Duration,
 
     /// Most `GET /api/scrape/stream` followers at once; more get 503 `too_many_streams`.
     #[arg(long, env = "ODDSBUS_MAX_SSE_STREAMS", default_value_t = 256,

@@ -21,6 +21,8 @@ mod ingest;
 mod protocol;
 
 #[cfg(feature = "server")]
+mod analysis;
+#[cfg(feature = "server")]
 mod auth;
 #[cfg(feature = "server")]
 mod broker;
@@ -61,7 +63,7 @@ pub use protocol::{
     decode_client, encode, encode_odds_change, parse_topics, since_from_query, BadSince,
     ClientError, ClientMessage, ErrorCode, Frame, Health, HistoryQuery, HistoryReply, HttpError,
     HttpErrorCode, IngestReply, OddsUpdate, Position, Positions, PricePoint, PriceSeries,
-    ScrapePhase, ScrapeProgress, ServerMessage, SinceEntry, Timestamp, Topic, TopicSet,
+    ScrapePhase, ScrapeProgress, ServerMessage, SinceEntry, Thresholds, Timestamp, Topic, TopicSet,
 };
 
 #[cfg(feature = "server")]

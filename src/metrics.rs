@@ -93,6 +93,14 @@ pub struct Metrics {
     /// Changes replaced by a newer one of the same event and source before they were
     /// written: the current state lost nothing, the price history their step.
     pub persist_dropped: Counter,
+    /// Events the odds analysis holds a book of.
+    pub analysis_events: Gauge,
+    /// Bytes the odds analysis holds, against `--analysis-bytes`.
+    pub analysis_bytes: Gauge,
+    /// Alerts published on `alerts`, by `kind`.
+    pub alerts: Family<Label, Counter>,
+    /// Alerts the cooldown held back (`--alert-cooldown`), by `kind`.
+    pub alerts_suppressed: Family<Label, Counter>,
     /// Age of the oldest change not yet committed to the store.
     pub persist_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
@@ -138,6 +146,10 @@ impl Metrics {
             price_history_bytes: Gauge::default(),
             persist_queue_depth: Gauge::default(),
             persist_rows: Family::default(),
+            alerts: Family::default(),
+            alerts_suppressed: Family::default(),
+            analysis_events: Gauge::default(),
+            analysis_bytes: Gauge::default(),
             persist_failures: Counter::default(),
             persist_dropped: Counter::default(),
             persist_lag_seconds: Gauge::default(),
@@ -308,6 +320,26 @@ impl Metrics {
             "persist_lag_seconds",
             "Age of the oldest change not yet written to the database",
             metrics.persist_lag_seconds.clone(),
+        );
+        r.register(
+            "analysis_events",
+            "Events the odds analysis holds a book of",
+            metrics.analysis_events.clone(),
+        );
+        r.register(
+            "analysis_bytes",
+            "Bytes the odds analysis holds, against --analysis-bytes",
+            metrics.analysis_bytes.clone(),
+        );
+        r.register(
+            "alerts",
+            "Alerts published on the alerts topic, by kind",
+            metrics.alerts.clone(),
+        );
+        r.register(
+            "alerts_suppressed",
+            "Alerts the cooldown held back (--alert-cooldown), by kind",
+            metrics.alerts_suppressed.clone(),
         );
         Metrics {
             registry,

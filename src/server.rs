@@ -170,6 +170,9 @@ impl Server {
         if let Err(error) = broker.prices.start_recording(&broker.cache) {
             tracing::error!(event = "prices.not_started", %error, "no price history is kept");
         }
+        if let Err(error) = broker.analysis.start(&broker.cache) {
+            tracing::error!(event = "analysis.not_started", %error, "no alerts are raised");
+        }
         // Stopped once in-flight HTTP requests are done: an ingest waits for its entry.
         let follow_stop = CancellationToken::new();
         let started = tokio::select! {

@@ -352,7 +352,7 @@ async fn health_stats_and_unknown_routes_answer_in_json() {
     assert_eq!(server.get("/healthz").await, (200, json!({"status": "ok"})));
     assert_eq!(
         server.stats().await,
-        json!({"active_connections": 0, "topics": {"odds_changes": 0, "odds_updates": 0, "scrape_progress": 0}})
+        json!({"active_connections": 0, "topics": {"alerts": 0, "odds_changes": 0, "odds_updates": 0, "scrape_progress": 0}})
     );
     let (status, body) = server.get("/nope").await;
     assert_eq!(status, 404);

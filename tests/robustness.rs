@@ -90,7 +90,7 @@ async fn a_client_that_stops_reading_is_closed_with_1008() {
     let stats = server.stats().await;
     assert_eq!(
         stats["topics"],
-        json!({"odds_changes": 0, "odds_updates": 1, "scrape_progress": 0})
+        json!({"alerts": 0, "odds_changes": 0, "odds_updates": 1, "scrape_progress": 0})
     );
     assert!(!draining.is_finished(), "the reader is still connected");
     draining.abort();

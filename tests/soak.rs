@@ -78,7 +78,7 @@ async fn churn_and_updates_leave_nothing_behind() {
         .await;
     assert_eq!(
         stats["topics"],
-        serde_json::json!({"odds_changes": 0, "odds_updates": 0, "scrape_progress": 0})
+        serde_json::json!({"alerts": 0, "odds_changes": 0, "odds_updates": 0, "scrape_progress": 0})
     );
     let settle = Instant::now() + Duration::from_secs(5);
     while server.broker.fanout.metrics().num_alive_tasks() > tasks_before && Instant::now() < settle

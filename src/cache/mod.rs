@@ -19,6 +19,8 @@
 mod details;
 #[cfg(feature = "server")]
 mod logged;
+#[cfg(feature = "server")]
+mod queue;
 mod read;
 mod snapshot;
 #[cfg(test)]
@@ -37,6 +39,10 @@ use parking_lot::RwLock;
 pub use self::details::{Details, EventDetails};
 #[cfg(feature = "server")]
 pub use self::logged::Logged;
+#[cfg(test)]
+pub use self::queue::OutcomePrice;
+#[cfg(feature = "server")]
+pub use self::queue::{spawn_worker, Job, MarketPrices, Prices};
 pub use self::read::{EventOdds, EventSummary, Tag};
 pub use self::snapshot::Encoded;
 pub use self::snapshot::{intern, Market, Outcome, Snapshot, StoredSnapshot};

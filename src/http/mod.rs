@@ -1,10 +1,12 @@
 //! The HTTP API: every route of the broker, and the one place where warp's own rejections
 //! become the contract's JSON error replies.
 //!
-//! `ingest.rs` holds `POST /api/odds`, `events.rs` the cache-first reads, `scrape.rs` the
+//! `ingest.rs` holds `POST /api/odds`, `events.rs` the cache-first reads, `history.rs` the
+//! price history, `alerts.rs` the odds analysis, `scrape.rs` the
 //! scrape stream, `cors.rs` what lets other sites' pages read them; the WebSocket endpoint is
 //! `crate::ws`, the board `crate::web`. The small routes (stats, health, metrics) are here.
 
+mod alerts;
 pub mod cors;
 mod events;
 mod history;
@@ -76,6 +78,22 @@ pub fn routes(broker: Broker) -> BoxedFilter<(Response,)> {
         .and(warp::query::<Vec<(String, String)>>())
         .then(history::moves);
 
+    let alerts = warp::path!("api" / "alerts")
+        .and(warp::get())
+        .and(with_broker.clone())
+        .and(warp::query::<Vec<(String, String)>>())
+        .then(alerts::alerts);
+
+    let surebets = warp::path!("api" / "surebets")
+        .and(warp::get())
+        .and(with_broker.clone())
+        .then(alerts::surebets);
+
+    let fair = warp::path!("api" / "events" / String / "fair")
+        .and(warp::get())
+        .and(with_broker.clone())
+        .then(alerts::fair);
+
     let stats = warp::path!("api" / "ws" / "stats")
         .and(warp::get())
         .and(with_broker.clone())
@@ -134,6 +152,12 @@ pub fn routes(broker: Broker) -> BoxedFilter<(Response,)> {
         .or(history)
         .unify()
         .or(moves)
+        .unify()
+        .or(alerts)
+        .unify()
+        .or(surebets)
+        .unify()
+        .or(fair)
         .unify()
         .or(scrape_stream)
         .unify()

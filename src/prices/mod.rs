@@ -2,9 +2,9 @@
 //! `GET /api/events/{id}/history` (a chart of one event) and `GET /api/moves` (the biggest
 //! moves of the last minutes).
 //!
-//! Fed like the dispatcher: OddsCache callbacks that only queue (`queue.rs`: the latest
-//! snapshot of each event and source, and the events the cache dropped), and one thread of
-//! its own that records, so that no runtime worker ever parses a snapshot or waits for the
+//! Fed like the dispatcher: OddsCache callbacks that only queue (`cache::spawn_worker`: the
+//! latest snapshot of each event and source, and the events the cache dropped), and one
+//! thread of its own that records, so that no runtime worker ever parses a snapshot or waits for the
 //! history's lock (and the history's memory comes from one allocator arena). Each outcome
 //! whose price differs from its last point gets a point at the snapshot's `captured_at`.
 //!
@@ -15,25 +15,18 @@
 //! longest ago leaving first. Both reads (`read.rs`) run on the blocking pool; `/api/moves` is computed
 //! at most once per [`MOVES_FRESH`] per window, however many ask.
 
-mod queue;
 mod read;
 
-use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use self::read::Move;
+use crate::cache::{spawn_worker, Job, OddsCache, Prices};
+use crate::metrics::Metrics;
 use lru::LruCache;
 use parking_lot::Mutex;
-use serde::Deserialize;
-use tokio::sync::mpsc;
-
-use self::queue::{Job, Queue};
-use self::read::Move;
-use crate::cache::{Changes, OddsCache};
-use crate::metrics::Metrics;
-use crate::protocol::Timestamp;
 
 /// Prices kept per event, source and outcome: an hour of a price that moves every minute.
 pub const POINTS_PER_OUTCOME: usize = 64;
@@ -73,7 +66,6 @@ pub struct PriceHistory {
 
 struct Shared {
     recorded: Mutex<Recorded>,
-    queue: Mutex<Queue>,
     /// The latest `/api/moves` of each window (in seconds).
     moves: Mutex<HashMap<u64, Computed>>,
     budget: usize,
@@ -181,30 +173,6 @@ impl std::fmt::Debug for PriceHistory {
     }
 }
 
-/// A snapshot's prices, read from its stored JSON.
-#[derive(Deserialize)]
-struct Prices<'a> {
-    captured_at: Timestamp,
-    #[serde(borrow)]
-    markets: Vec<MarketPrices<'a>>,
-}
-
-#[derive(Deserialize)]
-struct MarketPrices<'a> {
-    #[serde(borrow)]
-    market_id: Cow<'a, str>,
-    line: Option<f64>,
-    #[serde(borrow)]
-    outcomes: Vec<OutcomePrice<'a>>,
-}
-
-#[derive(Deserialize)]
-struct OutcomePrice<'a> {
-    #[serde(borrow)]
-    name: Cow<'a, str>,
-    odds: f64,
-}
-
 impl PriceHistory {
     /// An empty history of at most `budget` bytes, counting into `metrics`.
     pub fn new(budget: usize, metrics: Arc<Metrics>) -> PriceHistory {
@@ -216,7 +184,6 @@ impl PriceHistory {
                     points: 0,
                     names: HashSet::new(),
                 }),
-                queue: Mutex::default(),
                 moves: Mutex::default(),
                 budget,
                 metrics,
@@ -227,51 +194,15 @@ impl PriceHistory {
     /// Registers the callbacks that queue every change and eviction of `cache` for the
     /// recorder, and starts the recorder's thread: it runs as long as the cache.
     pub fn start_recording(&self, cache: &OddsCache) -> std::io::Result<()> {
-        // A wake-up, not the data: the data waits in the queue, at most one per event and
-        // source. The channel closes when the cache, and with it the callbacks, is gone.
-        let (wake, mut woken) = mpsc::channel::<()>(1);
-        let (shared, waker) = (self.shared.clone(), wake.clone());
-        cache.on_update(move |changes: Changes<'_>| {
-            let source = Arc::from(changes.source);
-            let mut queue = shared.queue.lock();
-            for (event_id, json) in changes.event_ids.iter().zip(changes.snapshots) {
-                queue.record(*event_id, &source, json.clone());
-            }
-            drop(queue);
-            let _ = waker.try_send(());
-        });
-        let shared = self.shared.clone();
-        cache.on_evict(move |event_ids| {
-            shared.queue.lock().forget(event_ids);
-            let _ = wake.try_send(());
-        });
         let history = self.clone();
-        std::thread::Builder::new()
-            .name("price-history".into())
-            .spawn(move || {
-                while woken.blocking_recv().is_some() {
-                    // Let a burst gather: one wake-up per burst, not per ingest.
-                    std::thread::sleep(GATHER);
-                    history.drain();
-                }
-            })
-            .map(drop)
-    }
-
-    /// Does every queued job, one at a time, so that reads wait for one snapshot at most.
-    fn drain(&self) {
-        loop {
-            let job = self.shared.queue.lock().pop();
-            match job {
-                None => return,
-                Some(Job::Record {
-                    event_id,
-                    source,
-                    json,
-                }) => self.record(&source, event_id, &json),
-                Some(Job::Forget(event_ids)) => self.forget(&event_ids),
-            }
-        }
+        spawn_worker(cache, "price-history", GATHER, move |job| match job {
+            Job::Record {
+                event_id,
+                source,
+                json,
+            } => history.record(&source, event_id, &json),
+            Job::Forget(event_ids) => history.forget(&event_ids),
+        })
     }
 
     /// Records the prices of one stored snapshot that differ from each outcome's last one,

@@ -6,6 +6,7 @@
 //! messages join those bytes. Server messages are encoded once into a [`Frame`], a
 //! reference-counted UTF-8 buffer that every receiving connection shares.
 
+mod alert;
 mod client;
 mod http;
 mod position;
@@ -19,6 +20,10 @@ use serde::{Deserialize, Serialize};
 use tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
+pub use self::alert::{
+    rounded, Alert, AlertKind, Availability, Detail, Leg, PriceMove, Severity, SurebetState,
+    Thresholds, EPSILON,
+};
 pub use self::client::{decode_client, ClientError, ClientMessage};
 pub use self::http::{
     Health, HistoryQuery, HistoryReply, HttpError, HttpErrorCode, IngestReply, PricePoint,
@@ -172,6 +177,13 @@ pub enum ServerMessage<'a> {
         /// The progress object, as the SSE stream carries it too.
         data: &'a ScrapeProgress,
         /// Its place in the `scrape_progress` log (v1.1).
+        offset: u64,
+    },
+    /// Something the odds analysis raised (*extension*).
+    OddsAlert {
+        /// The alert.
+        data: &'a Alert,
+        /// Its place in the `alerts` log.
         offset: u64,
     },
     /// The connection fell behind on `topic` and `missed` messages were dropped for it.

@@ -9,6 +9,9 @@ use serde::{Serialize, Serializer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Topic {
+    /// Risk alerts and surebets from the odds analysis (*extension*): for those who watch
+    /// odds for a bookmaker.
+    Alerts,
     /// The changed snapshots themselves, from one source (*extension*): for clients that
     /// would otherwise refetch every id `odds_updates` names.
     OddsChanges,
@@ -20,7 +23,8 @@ pub enum Topic {
 
 impl Topic {
     /// Every topic, sorted by name.
-    pub const ALL: [Topic; 3] = [
+    pub const ALL: [Topic; 4] = [
+        Topic::Alerts,
         Topic::OddsChanges,
         Topic::OddsUpdates,
         Topic::ScrapeProgress,
@@ -29,6 +33,7 @@ impl Topic {
     /// The topic's wire name.
     pub fn name(self) -> &'static str {
         match self {
+            Topic::Alerts => "alerts",
             Topic::OddsChanges => "odds_changes",
             Topic::OddsUpdates => "odds_updates",
             Topic::ScrapeProgress => "scrape_progress",
@@ -63,7 +68,7 @@ impl TopicSet {
     }
 
     /// What a connection that names no topics gets: the topics of v1. `odds_changes` carries
-    /// whole snapshots, so only clients that ask for it get it.
+    /// whole snapshots and `alerts` serves another reader, so only clients that ask get them.
     pub fn defaults() -> TopicSet {
         [Topic::OddsUpdates, Topic::ScrapeProgress]
             .into_iter()

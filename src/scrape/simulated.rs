@@ -10,8 +10,14 @@
 //! walk nudges the expectations of `change_fraction` of its events, and only of those, so
 //! that exactly those events change. Every platform has its own generator, so the sequence
 //! depends only on the seed and on how often each platform was scraped.
+//!
+//! So that the odds analysis has something to say, now and then a chosen event also takes a
+//! sharp move (a critical price change), pulls one of its markets (back when it is chosen
+//! again), or, at a competitor, prices its home win too long (a short-lived sure bet, over
+//! when it is chosen again). Competitors walking apart from the home bookmaker disagree on
+//! their own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -59,8 +65,24 @@ struct Platform {
     listed: Vec<usize>,
     /// Expected goals (home, away) per match index, as this platform prices them.
     goals: Vec<(f64, f64)>,
+    /// Matches with one market pulled (its index in [`price`]'s list), until chosen again.
+    pulled: HashMap<usize, usize>,
+    /// Matches whose home win a competitor prices [`BOOST`] too long, until chosen again.
+    boosted: HashSet<usize>,
+    home: bool,
     scrapes: u64,
 }
+
+/// How much too long a boosted home win is priced: enough to beat every other bookmaker's
+/// margin, so that the best prices usually add up to a sure bet.
+const BOOST: f64 = 1.15;
+
+/// Of the walks, the share in which the first chosen event moves sharply, the second pulls a
+/// market, and (at a competitor) the third is boosted: at the default settings, a few of
+/// each per minute.
+const SHARP: f64 = 1.0 / 8.0;
+const PULL: f64 = 1.0 / 10.0;
+const SUREBET: f64 = 1.0 / 15.0;
 
 impl SimulatedSource {
     /// Builds the world and one view of it per platform.
@@ -94,6 +116,9 @@ impl SimulatedSource {
                     id_base: 10_000_000 * (1 + (tag % 89) as i64),
                     listed,
                     goals,
+                    pulled: HashMap::new(),
+                    boosted: HashSet::new(),
+                    home,
                     scrapes: 0,
                     rng,
                 };
@@ -156,10 +181,18 @@ impl OddsSource for SimulatedSource {
                 .filter_map(|&id| {
                     let index = usize::try_from(id.checked_sub(FIRST_EVENT_ID)?).ok()?;
                     let &(home, away) = view.goals.get(index)?;
+                    let mut markets = price(home, away, view.margin);
+                    if view.boosted.contains(&index) {
+                        let win = &mut markets[0].outcomes[0].odds;
+                        *win = (*win * BOOST * 100.0).round() / 100.0;
+                    }
+                    if let Some(&market) = view.pulled.get(&index) {
+                        markets.remove(market);
+                    }
                     let snapshot = Snapshot {
                         bookmaker_id: Some(view.id_base + index as i64),
                         captured_at,
-                        markets: price(home, away, view.margin),
+                        markets,
                         event: self.fixtures.get(index).map(|f| f.details(captured_at)),
                     };
                     Some((id, snapshot))
@@ -176,14 +209,25 @@ impl Platform {
         let moves = ((self.listed.len() as f64) * fraction.clamp(0.0, 1.0)).round() as usize;
         let mut chosen = self.listed.clone();
         self.rng.shuffle(&mut chosen);
-        for &index in chosen.iter().take(moves) {
+        let roll = self.rng.f64();
+        for (nth, &index) in chosen.iter().take(moves).enumerate() {
+            self.pulled.remove(&index);
+            self.boosted.remove(&index);
+            let sharp = nth == 0 && roll < SHARP;
+            if nth == 1 && roll < PULL {
+                self.pulled.insert(index, self.rng.usize(0..3));
+            }
+            if nth == 2 && !self.home && roll < SUREBET {
+                self.boosted.insert(index);
+            }
             let (home, away) = self.goals[index];
             let before = price(home, away, self.margin);
-            // A nudge of 3-10% either way; retried in the rare case that rounding to two
-            // decimals hides it, so a chosen event always changes.
+            // A nudge of 3-10% either way (a sharp one: 30-50%); retried in the rare case
+            // that rounding to two decimals hides it, so a chosen event always changes.
+            let (least, spread) = if sharp { (0.3, 0.2) } else { (0.03, 0.07) };
             for _ in 0..16 {
                 let mut nudge = || {
-                    let size = 0.03 + 0.07 * self.rng.f64();
+                    let size = least + spread * self.rng.f64();
                     if self.rng.bool() {
                         1.0 + size
                     } else {

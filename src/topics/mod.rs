@@ -52,9 +52,13 @@ pub struct ConnectionManager {
 struct Shared {
     /// Counters for `/metrics`; publications are counted here.
     metrics: Arc<Metrics>,
-    /// The epoch of every topic's log: new at every start of a single node, since its logs
-    /// are in memory; the cluster's, read from Redis, on a cluster member.
+    /// The epoch of every topic's log but `alerts`: new at every start of a single node,
+    /// since its logs are in memory; the cluster's, read from Redis, on a cluster member.
     epoch: RwLock<Arc<str>>,
+    /// The epoch of `alerts`, new at every start. Each node computes its alerts from what
+    /// its own cache took, so even a cluster member numbers them in its own log, which a
+    /// restart of the cluster's leaves alone: a `since` from another node gets `resync`.
+    local_epoch: Arc<str>,
     /// One channel and log per topic, indexed by [`Topic::index`]. A blocking mutex: held
     /// to append and send, or to read the log and subscribe, never across `.await`.
     topics: [Mutex<TopicLog>; Topic::ALL.len()],
@@ -127,6 +131,7 @@ impl ConnectionManager {
         ConnectionManager {
             shared: Arc::new(Shared {
                 metrics,
+                local_epoch: Arc::from(epoch.as_str()),
                 epoch: RwLock::new(Arc::from(epoch)),
                 topics: Topic::ALL.map(|_| {
                     Mutex::new(TopicLog {
@@ -142,17 +147,27 @@ impl ConnectionManager {
         }
     }
 
-    /// The epoch of every topic's log.
+    /// The epoch of every topic's log but `alerts`'.
     pub fn epoch(&self) -> Arc<str> {
         self.shared.epoch.read().clone()
+    }
+
+    /// The epoch of `topic`'s log.
+    pub fn epoch_of(&self, topic: Topic) -> Arc<str> {
+        match topic {
+            Topic::Alerts => self.shared.local_epoch.clone(),
+            _ => self.epoch(),
+        }
     }
 
     /// Starts every topic's log over, in `epoch`, after offset `top`: the histories are
     /// forgotten and every subscriber gets `resync`. A cluster member does this when it joins
     /// (no subscriber yet), when Redis lost the log (a new epoch, `top` 0), and when it fell
-    /// behind what the log still held (same epoch, the log's top).
+    /// behind what the log still held (same epoch, the log's top). `alerts`, the node's own
+    /// log, goes on.
     pub fn restart(&self, epoch: Arc<str>, top: u64) {
-        let mut logs: Vec<_> = self.shared.topics.iter().map(|t| t.lock()).collect();
+        let shared = Topic::ALL.into_iter().filter(|&t| t != Topic::Alerts);
+        let mut logs: Vec<_> = shared.map(|t| self.log(t)).collect();
         *self.shared.epoch.write() = epoch;
         for log in &mut logs {
             log.history.restart(top);

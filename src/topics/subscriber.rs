@@ -126,7 +126,7 @@ impl Subscriber {
         let manager = self.manager.clone();
         let mut log = manager.log(topic);
         // A restart changes it while holding every topic's log, this one's too.
-        let epoch = manager.epoch();
+        let epoch = manager.epoch_of(topic);
         let top = log.history.top();
         let held = self.topics.contains(topic);
         let given = self.last[topic.index()];
@@ -231,13 +231,14 @@ impl Subscriber {
     /// Cancel-safe: dropping the future loses nothing.
     pub async fn recv(&mut self) -> Delivery {
         // One branch per topic: the compiler checks that the list below stays complete.
-        const _: () = assert!(Topic::ALL.len() == 3, "add a branch for the new topic");
+        const _: () = assert!(Topic::ALL.len() == 4, "add a branch for the new topic");
         loop {
             if let Some(delivery) = self.next_queued() {
                 return delivery;
             }
-            let [changes, odds, progress] = &mut self.receivers;
+            let [alerts, changes, odds, progress] = &mut self.receivers;
             let (topic, result) = tokio::select! {
+                r = recv_from(alerts) => (Topic::Alerts, r),
                 r = recv_from(changes) => (Topic::OddsChanges, r),
                 r = recv_from(odds) => (Topic::OddsUpdates, r),
                 r = recv_from(progress) => (Topic::ScrapeProgress, r),

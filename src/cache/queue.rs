@@ -1,20 +1,109 @@
-//! What the cache's callbacks hand the price-history recorder: the latest snapshot of each
-//! event and source not yet recorded, and the events the cache dropped, in order.
+//! What the cache's callbacks hand a worker that reacts to changes off the hot path (the
+//! price history, the odds analysis): the latest snapshot of each event and source not yet
+//! taken, and the events the cache dropped, in order; and [`spawn_worker`], the thread that
+//! takes them.
 //!
 //! A snapshot that arrives while an older one of the same event and source waits takes its
 //! place, so the queue holds at most one snapshot per event and source (shared bytes, as
-//! the cache stores them) however far the recorder falls behind: it then records fewer
-//! prices, never more memory.
+//! the cache stores them) however far the worker falls behind: it then sees fewer steps,
+//! never more memory.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
+use serde::Deserialize;
+use tokio::sync::mpsc;
 
-/// Something for the recorder to do.
+use super::{Changes, OddsCache};
+use crate::protocol::Timestamp;
+
+/// Registers callbacks that queue every change and eviction of `cache`, and starts the
+/// thread `name` that hands each job to `work`, in order. Woken by the callbacks, it first
+/// lets a burst gather for `gather`: a busy broker then wakes it a few times a second, not
+/// once per ingest, which cost the batch-1 fan-out (BENCHMARKS.md, "Bounded by bytes"). It
+/// runs as long as the cache.
+pub fn spawn_worker(
+    cache: &OddsCache,
+    name: &str,
+    gather: Duration,
+    mut work: impl FnMut(Job) + Send + 'static,
+) -> std::io::Result<()> {
+    // A wake-up, not the data: the data waits in the queue. The channel closes when the
+    // cache, and with it the callbacks, is gone.
+    let queue = Arc::new(Mutex::new(Queue::default()));
+    let (wake, mut woken) = mpsc::channel::<()>(1);
+    let (queued, waker) = (queue.clone(), wake.clone());
+    cache.on_update(move |changes: Changes<'_>| {
+        let source = Arc::from(changes.source);
+        let mut queue = queued.lock();
+        for (event_id, json) in changes.event_ids.iter().zip(changes.snapshots) {
+            queue.record(*event_id, &source, json.clone());
+        }
+        drop(queue);
+        let _ = waker.try_send(());
+    });
+    let queued = queue.clone();
+    cache.on_evict(move |event_ids| {
+        queued.lock().forget(event_ids);
+        let _ = wake.try_send(());
+    });
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            while woken.blocking_recv().is_some() {
+                std::thread::sleep(gather);
+                // One job at a time, so that the worker's readers wait for one at most.
+                loop {
+                    let job = queue.lock().pop();
+                    let Some(job) = job else { break };
+                    work(job);
+                }
+            }
+        })
+        .map(drop)
+}
+
+/// A stored snapshot's prices, as a worker reads them from its JSON.
+#[derive(Deserialize)]
+pub struct Prices<'a> {
+    /// When they were seen.
+    pub captured_at: Timestamp,
+    /// The markets.
+    #[serde(borrow)]
+    pub markets: Vec<MarketPrices<'a>>,
+}
+
+/// One market's prices.
+#[derive(Deserialize)]
+pub struct MarketPrices<'a> {
+    /// The market's id.
+    #[serde(borrow)]
+    pub market_id: Cow<'a, str>,
+    /// Its line, if it has one.
+    pub line: Option<f64>,
+    /// Its outcomes.
+    #[serde(borrow)]
+    pub outcomes: Vec<OutcomePrice<'a>>,
+}
+
+/// One outcome's price.
+#[derive(Deserialize)]
+pub struct OutcomePrice<'a> {
+    /// The outcome's name.
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+    /// Its decimal odds.
+    pub odds: f64,
+}
+
+/// Something for the worker to do.
 #[derive(Debug)]
 pub enum Job {
-    /// Record the prices of this snapshot.
+    /// Take in this snapshot, the latest of its event and source.
     Record {
         event_id: u64,
         source: Arc<str>,
