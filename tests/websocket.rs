@@ -104,7 +104,7 @@ async fn subscribe_and_unsubscribe_reply_with_the_whole_set_after_the_change() {
     let stats = server.stats().await;
     assert_eq!(
         stats["topics"],
-        json!({"odds_changes": 0, "odds_updates": 0, "scrape_progress": 1})
+        json!({"alerts": 0, "odds_changes": 0, "odds_updates": 0, "scrape_progress": 1})
     );
 }
 
@@ -347,7 +347,7 @@ async fn two_hundred_clients_all_receive_the_update_and_stats_return_to_zero() {
     assert_eq!(stats["active_connections"], 200);
     assert_eq!(
         stats["topics"],
-        json!({"odds_changes": 0, "odds_updates": 200, "scrape_progress": 0})
+        json!({"alerts": 0, "odds_changes": 0, "odds_updates": 200, "scrape_progress": 0})
     );
 
     server.ingest_ok("bet9ja", &[42, 43], 1.8).await;
