@@ -4,7 +4,7 @@
 //!
 //! Fed like the price history: cache callbacks that only queue (`cache::spawn_worker`: the
 //! latest snapshot of each event and source), and one thread of its own that takes each in
-//! turn into its event's [`Book`] (`book.rs`, where the rules are), and publishes what it
+//! turn into its event's [`Book`] (`book/`, where the rules are), and publishes what it
 //! raises on `alerts`. The ingest and the fan-out never wait for it: a burst it has not
 //! reached yet only leaves it fewer snapshots to look at.
 //!

@@ -2,9 +2,9 @@
 //! become the contract's JSON error replies.
 //!
 //! `ingest.rs` holds `POST /api/odds`, `events.rs` the cache-first reads, `history.rs` the
-//! price history, `alerts.rs` the odds analysis, `scrape.rs` the
-//! scrape stream, `cors.rs` what lets other sites' pages read them; the WebSocket endpoint is
-//! `crate::ws`, the board `crate::web`. The small routes (stats, health, metrics) are here.
+//! price history, `alerts.rs` the odds analysis, `scrape.rs` the scrape stream, `cors.rs`
+//! what lets other sites' pages read them; the WebSocket endpoint is `crate::ws`, the board
+//! `crate::web`. The small routes (stats, health, metrics) are here.
 
 mod alerts;
 pub mod cors;

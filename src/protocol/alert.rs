@@ -1,6 +1,5 @@
 //! The `odds_alert` payload (*extension*, on `alerts`): what the odds analysis raises.
 
-use std::fmt;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -74,12 +73,6 @@ impl Severity {
     /// Parses a wire name.
     pub fn from_name(name: &str) -> Option<Severity> {
         Severity::ALL.into_iter().find(|s| s.name() == name)
-    }
-}
-
-impl fmt::Display for AlertKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 

@@ -4,7 +4,9 @@
 //! The rules are the contract's ("Odds alerts"); each alert goes through the cooldown of its
 //! event, market and kind. An alert that ends another (`returned`, surebet `closed`) is sent
 //! exactly when the one it ends was, whatever the cooldown, so a feed never shows a surebet
-//! open that has closed.
+//! open that has closed. `fair.rs` computes the fair prices.
+
+mod fair;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::mem::size_of;
@@ -12,6 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use litemap::LiteMap;
+
+pub use self::fair::FairMarket;
 
 use crate::cache::MarketPrices;
 use crate::protocol::{
@@ -133,39 +137,6 @@ pub struct Raised {
     pub alerts: Vec<Alert>,
     /// Kinds of the alerts the cooldown held back.
     pub suppressed: Vec<AlertKind>,
-}
-
-/// A market's fair prices (`GET /api/events/{id}/fair`).
-#[derive(Debug, serde::Serialize)]
-pub struct FairMarket {
-    market_id: Arc<str>,
-    line: Option<f64>,
-    /// Each bookmaker's margin (sum of 1/odds - 1), for those that price every outcome.
-    margins: BTreeMap<Arc<str>, f64>,
-    outcomes: Vec<FairOutcome>,
-}
-
-#[derive(Debug, serde::Serialize)]
-struct FairOutcome {
-    outcome: Arc<str>,
-    best: Option<Best>,
-    fair_probability: Option<f64>,
-    fair_odds: Option<f64>,
-    /// The home bookmaker's odds x the fair probability - 1.
-    betpawa_edge: Option<f64>,
-    prices: BTreeMap<Arc<str>, Price>,
-}
-
-#[derive(Debug, serde::Serialize)]
-struct Best {
-    source: Arc<str>,
-    odds: f64,
-}
-
-#[derive(Debug, serde::Serialize)]
-struct Price {
-    odds: f64,
-    opening: f64,
 }
 
 impl MarketKey {
@@ -630,64 +601,6 @@ impl MarketBook {
             }
             (Some(was), None) if was.announced => alerts.push(alert(SurebetState::Closed, &was)),
             _ => {}
-        }
-    }
-
-    /// This market's fair prices.
-    fn fair(&self, key: &MarketKey) -> FairMarket {
-        let outcomes = self.outcomes().unwrap_or_default();
-        // Each full bookmaker's margin-free probabilities, in `outcomes` order.
-        let mut margins = BTreeMap::new();
-        let mut probabilities: Vec<Vec<f64>> = Vec::new();
-        for (source, quotes) in self.quotes.iter() {
-            let odds: Option<Vec<f64>> = outcomes
-                .iter()
-                .map(|o| quotes.iter().find(|q| q.outcome == *o).map(|q| q.odds))
-                .collect();
-            let Some(odds) = odds.filter(|o| o.len() >= 2) else {
-                continue;
-            };
-            let sum: f64 = odds.iter().map(|o| 1.0 / o).sum();
-            margins.insert(source.clone(), rounded(sum - 1.0, 4));
-            probabilities.push(odds.iter().map(|o| 1.0 / o / sum).collect());
-        }
-        let outcomes = outcomes
-            .iter()
-            .enumerate()
-            .map(|(i, outcome)| {
-                let p = (!probabilities.is_empty()).then(|| {
-                    probabilities.iter().map(|p| p[i]).sum::<f64>() / probabilities.len() as f64
-                });
-                let prices: BTreeMap<Arc<str>, Price> = self
-                    .quotes
-                    .iter()
-                    .filter_map(|(source, quotes)| {
-                        let q = quotes.iter().find(|q| q.outcome == *outcome)?;
-                        let price = Price {
-                            odds: q.odds,
-                            opening: q.opening,
-                        };
-                        Some((source.clone(), price))
-                    })
-                    .collect();
-                let home = prices.get(HOME_SOURCE).map(|p| p.odds);
-                FairOutcome {
-                    outcome: outcome.clone(),
-                    best: self
-                        .best(outcome)
-                        .map(|(source, odds)| Best { source, odds }),
-                    fair_probability: p.map(|p| rounded(p, 4)),
-                    fair_odds: p.map(|p| rounded(1.0 / p, 2)),
-                    betpawa_edge: p.zip(home).map(|(p, odds)| rounded(odds * p - 1.0, 4)),
-                    prices,
-                }
-            })
-            .collect();
-        FairMarket {
-            market_id: key.market_id.clone(),
-            line: self.line,
-            margins,
-            outcomes,
         }
     }
 }
