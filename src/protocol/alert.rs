@@ -230,6 +230,7 @@ impl Thresholds {
 }
 
 /// `x` rounded to `decimals` places, for the wire.
+#[cfg(feature = "server")]
 pub fn rounded(x: f64, decimals: i32) -> f64 {
     let scale = 10f64.powi(decimals);
     (x * scale).round() / scale

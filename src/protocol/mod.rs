@@ -20,10 +20,11 @@ use serde::{Deserialize, Serialize};
 use tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
+#[cfg(feature = "server")]
 pub use self::alert::{
-    rounded, Alert, AlertKind, Availability, Detail, Leg, PriceMove, Severity, SurebetState,
-    Thresholds, EPSILON,
+    rounded, AlertKind, Availability, Detail, Leg, PriceMove, Severity, SurebetState, EPSILON,
 };
+pub use self::alert::{Alert, Thresholds};
 pub use self::client::{decode_client, ClientError, ClientMessage};
 pub use self::http::{
     Health, HistoryQuery, HistoryReply, HttpError, HttpErrorCode, IngestReply, PricePoint,
