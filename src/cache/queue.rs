@@ -54,6 +54,7 @@ pub fn spawn_worker(
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
+            yield_to_the_push();
             while woken.blocking_recv().is_some() {
                 std::thread::sleep(gather);
                 // One job at a time, so that the worker's readers wait for one at most.
@@ -98,6 +99,18 @@ pub struct OutcomePrice<'a> {
     pub name: Cow<'a, str>,
     /// Its decimal odds.
     pub odds: f64,
+}
+
+/// Lowers the calling thread's scheduling priority to the least (nice 19): a worker uses the
+/// cores the fan-out leaves idle, and under a flood it falls behind (its queue keeps only the
+/// latest snapshot of each event and source) instead of taking a core from the push.
+fn yield_to_the_push() {
+    // SAFETY: gettid and setpriority take no pointers; on failure the thread keeps its
+    // priority, which is only slower for the push.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+    }
 }
 
 /// Something for the worker to do.
