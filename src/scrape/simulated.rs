@@ -2,20 +2,24 @@
 //! with no outside system.
 //!
 //! The world is a fixed list of football matches (teams, competition and kickoff from
-//! `fixtures.rs`), each with expected goals for both teams drawn from the seed. Each platform prices every match it lists from those expectations
-//! (1X2 and both-teams-to-score from independent Poisson scores, over/under 2.5 from their
-//! sum) with its own margin, rounded to two decimals as bookmakers show them.
+//! `fixtures.rs`), each with expected goals for both teams drawn from the seed. Each platform
+//! prices every match it lists from those expectations (1X2 and both-teams-to-score from
+//! independent Poisson scores, over/under 2.5 from their sum) with its own margin, rounded to
+//! two decimals as bookmakers show them.
 //!
-//! Each time a platform is scraped after its first scrape, its market moves: a seeded random
-//! walk nudges the expectations of `change_fraction` of its events, and only of those, so
-//! that exactly those events change. Every platform has its own generator, so the sequence
-//! depends only on the seed and on how often each platform was scraped.
+//! The market agrees with itself, as a real one does: each match's expectations swing slowly
+//! and smoothly about their base (its [`Drift`], a function of how often a platform was
+//! scraped), and every platform follows them with its own small bias. Each time a platform
+//! is scraped after its first scrape, `change_fraction` of its events, and only those, catch
+//! up with the drift, by a percent or two. Every platform has its own generator, so the
+//! sequence depends only on the seed and on how often each platform was scraped.
 //!
-//! So that the odds analysis has something to say, now and then a chosen event also takes a
-//! sharp move (a critical price change), pulls one of its markets (back when it is chosen
-//! again), or, at a competitor, prices its home win too long (a short-lived sure bet, over
-//! when it is chosen again). Competitors walking apart from the home bookmaker disagree on
-//! their own.
+//! So that the odds analysis has something to say, now and then a chosen event also moves
+//! sharply at one platform (8 to 45%, past each severity, and back by half each time it is
+//! chosen again), pulls one of its markets (back when chosen again), or, at a competitor,
+//! moves against the market (a direction disagreement with the home bookmaker) or prices its
+//! home win too long (a short-lived sure bet, over when chosen again). At the defaults that
+//! is a few alerts of each kind per minute (BENCHMARKS.md).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -51,6 +55,8 @@ pub struct SimulatedSource {
     settings: SimulatedSettings,
     /// Each match (teams, competition, kickoff), by index.
     fixtures: Vec<Fixture>,
+    /// How each match's expectations drift, by index.
+    drifts: Vec<Drift>,
     platforms: Mutex<HashMap<String, Platform>>,
 }
 
@@ -63,8 +69,14 @@ struct Platform {
     id_base: i64,
     /// Indexes of the matches this platform offers.
     listed: Vec<usize>,
-    /// Expected goals (home, away) per match index, as this platform prices them.
-    goals: Vec<(f64, f64)>,
+    /// This platform's standing view of each match: factors on the drift's expected goals.
+    bias: Vec<(f64, f64)>,
+    /// Each match's passing deviation from that view (a sharp move, a move against the
+    /// market), halved each time the match is chosen again.
+    shift: Vec<(f64, f64)>,
+    /// How far along its drift each match is priced, in scrapes: the scrape at which it last
+    /// caught up, or a little ahead (see [`Platform::walk`]).
+    synced: Vec<u64>,
     /// Matches with one market pulled (its index in [`price`]'s list), until chosen again.
     pulled: HashMap<usize, usize>,
     /// Matches whose home win a competitor prices [`BOOST`] too long, until chosen again.
@@ -78,20 +90,65 @@ struct Platform {
 const BOOST: f64 = 1.15;
 
 /// Of the walks, the share in which the first chosen event moves sharply, the second pulls a
-/// market, and (at a competitor) the third is boosted: at the default settings, a few of
-/// each per minute.
-const SHARP: f64 = 1.0 / 8.0;
-const PULL: f64 = 1.0 / 10.0;
-const SUREBET: f64 = 1.0 / 15.0;
+/// market, and, at a competitor, the third is boosted and the fourth moves against the
+/// market: at the default settings, a few of each per minute.
+const SHARP: f64 = 1.0 / 16.0;
+const PULL: f64 = 1.0 / 12.0;
+const SUREBET: f64 = 1.0 / 24.0;
+const AGAINST: f64 = 1.0 / 12.0;
+
+/// How a match's expectations drift: each swings by up to [`SWING`] (as a log factor) about
+/// its base over `period` scrapes, home and away out of phase.
+#[derive(Debug)]
+struct Drift {
+    base: (f64, f64),
+    period: f64,
+    phase: (f64, f64),
+}
+
+const SWING: f64 = 0.25;
+
+impl Drift {
+    fn angles(&self, scrape: u64) -> (f64, f64) {
+        let turn = std::f64::consts::TAU * scrape as f64 / self.period;
+        (turn + self.phase.0, turn + self.phase.1)
+    }
+
+    /// The expected goals (home, away) after `scrape` scrapes.
+    fn goals(&self, scrape: u64) -> (f64, f64) {
+        let (h, a) = self.angles(scrape);
+        (
+            self.base.0 * (SWING * h.sin()).exp(),
+            self.base.1 * (SWING * a.sin()).exp(),
+        )
+    }
+
+    /// Which way each is heading: 1 or -1.
+    fn heading(&self, scrape: u64) -> (f64, f64) {
+        let (h, a) = self.angles(scrape);
+        (1f64.copysign(h.cos()), 1f64.copysign(a.cos()))
+    }
+}
 
 impl SimulatedSource {
     /// Builds the world and one view of it per platform.
     pub fn new(settings: SimulatedSettings, platforms: &[String]) -> SimulatedSource {
         let mut world = fastrand::Rng::with_seed(settings.seed);
-        let truth: Vec<(f64, f64)> = (0..settings.events)
+        let bases: Vec<(f64, f64)> = (0..settings.events)
             .map(|_| (0.7 + 1.5 * world.f64(), 0.5 + 1.3 * world.f64()))
             .collect();
         let fixtures = fixtures(&mut world, settings.events);
+        let drifts = bases
+            .into_iter()
+            .map(|base| Drift {
+                base,
+                period: 1_440.0 + 2_880.0 * world.f64(),
+                phase: (
+                    std::f64::consts::TAU * world.f64(),
+                    std::f64::consts::TAU * world.f64(),
+                ),
+            })
+            .collect();
         let views = platforms
             .iter()
             .map(|name| {
@@ -102,10 +159,9 @@ impl SimulatedSource {
                 let listed = (0..settings.events)
                     .filter(|_| home || rng.f64() < 0.92)
                     .collect();
-                // Each platform's traders disagree a little with the truth.
-                let goals = truth
-                    .iter()
-                    .map(|&(h, a)| (h * (0.97 + 0.06 * rng.f64()), a * (0.97 + 0.06 * rng.f64())))
+                // Each platform's traders disagree a little with the market.
+                let bias = (0..settings.events)
+                    .map(|_| (0.99 + 0.02 * rng.f64(), 0.99 + 0.02 * rng.f64()))
                     .collect();
                 let platform = Platform {
                     margin: if home {
@@ -115,7 +171,9 @@ impl SimulatedSource {
                     },
                     id_base: 10_000_000 * (1 + (tag % 89) as i64),
                     listed,
-                    goals,
+                    bias,
+                    shift: vec![(1.0, 1.0); settings.events],
+                    synced: vec![0; settings.events],
                     pulled: HashMap::new(),
                     boosted: HashSet::new(),
                     home,
@@ -128,6 +186,7 @@ impl SimulatedSource {
         SimulatedSource {
             settings,
             fixtures,
+            drifts,
             platforms: Mutex::new(views),
         }
     }
@@ -147,7 +206,7 @@ impl OddsSource for SimulatedSource {
             match platforms.get_mut(platform) {
                 Some(view) => {
                     if view.scrapes > 0 {
-                        view.walk(self.settings.change_fraction);
+                        view.walk(self.settings.change_fraction, &self.drifts);
                     }
                     view.scrapes += 1;
                     Ok(view
@@ -180,7 +239,7 @@ impl OddsSource for SimulatedSource {
                 .iter()
                 .filter_map(|&id| {
                     let index = usize::try_from(id.checked_sub(FIRST_EVENT_ID)?).ok()?;
-                    let &(home, away) = view.goals.get(index)?;
+                    let (home, away) = view.goals(index, self.drifts.get(index)?);
                     let mut markets = price(home, away, view.margin);
                     if view.boosted.contains(&index) {
                         let win = &mut markets[0].outcomes[0].odds;
@@ -204,44 +263,65 @@ impl OddsSource for SimulatedSource {
 }
 
 impl Platform {
+    /// The expected goals (home, away) at which this platform prices match `index`.
+    fn goals(&self, index: usize, drift: &Drift) -> (f64, f64) {
+        let (home, away) = drift.goals(self.synced[index]);
+        let ((bh, ba), (sh, sa)) = (self.bias[index], self.shift[index]);
+        (
+            (home * bh * sh).clamp(0.2, 4.5),
+            (away * ba * sa).clamp(0.2, 4.5),
+        )
+    }
+
     /// Moves the prices of `fraction` of the listed events, and only of those.
-    fn walk(&mut self, fraction: f64) {
+    fn walk(&mut self, fraction: f64, drifts: &[Drift]) {
         let moves = ((self.listed.len() as f64) * fraction.clamp(0.0, 1.0)).round() as usize;
         let mut chosen = self.listed.clone();
         self.rng.shuffle(&mut chosen);
         let roll = self.rng.f64();
         for (nth, &index) in chosen.iter().take(moves).enumerate() {
+            let drift = &drifts[index];
             self.pulled.remove(&index);
             self.boosted.remove(&index);
-            let sharp = nth == 0 && roll < SHARP;
             if nth == 1 && roll < PULL {
                 self.pulled.insert(index, self.rng.usize(0..3));
             }
             if nth == 2 && !self.home && roll < SUREBET {
                 self.boosted.insert(index);
             }
-            let (home, away) = self.goals[index];
-            let before = price(home, away, self.margin);
-            // A nudge of 3-10% either way (a sharp one: 30-50%); retried in the rare case
-            // that rounding to two decimals hides it, so a chosen event always changes.
-            let (least, spread) = if sharp { (0.3, 0.2) } else { (0.03, 0.07) };
-            for _ in 0..16 {
-                let mut nudge = || {
-                    let size = least + spread * self.rng.f64();
+            let before = self.goals(index, drift);
+            let synced = &mut self.synced[index];
+            *synced = (*synced).max(self.scrapes);
+            let heading = drift.heading(self.scrapes);
+            let shift = &mut self.shift[index];
+            *shift = ((1.0 + shift.0) / 2.0, (1.0 + shift.1) / 2.0);
+            if nth == 0 && roll < SHARP {
+                let mut sharp = || {
+                    let size = 1.08 + 0.37 * self.rng.f64();
                     if self.rng.bool() {
-                        1.0 + size
+                        size
                     } else {
-                        1.0 / (1.0 + size)
+                        size.recip()
                     }
                 };
-                let moved = (
-                    (home * nudge()).clamp(0.2, 4.5),
-                    (away * nudge()).clamp(0.2, 4.5),
+                *shift = (shift.0 * sharp(), shift.1 * sharp());
+            }
+            if nth == 3 && !self.home && roll < AGAINST {
+                let size = 0.03 + 0.02 * self.rng.f64();
+                *shift = (
+                    shift.0 * (1.0 - heading.0 * size),
+                    shift.1 * (1.0 - heading.1 * size),
                 );
-                if price(moved.0, moved.1, self.margin) != before {
-                    self.goals[index] = moved;
+            }
+            // Rounding to two decimals can hide a small move: a chosen event then runs ahead
+            // on its drift, the way the market goes, so that it always changes.
+            let before = price(before.0, before.1, self.margin);
+            for ahead in 1..=16 {
+                let (home, away) = self.goals(index, drift);
+                if price(home, away, self.margin) != before {
                     break;
                 }
+                self.synced[index] += 4 * ahead;
             }
         }
     }
