@@ -2,7 +2,7 @@
 // are those of docs/PROTOCOL.md.
 
 /** A topic of the broker. */
-export type Topic = "odds_updates" | "odds_changes" | "scrape_progress";
+export type Topic = "odds_updates" | "odds_changes" | "scrape_progress" | "alerts";
 
 /** A topic's position: its epoch and the offset of the last message received. */
 export interface Position {
@@ -45,6 +45,42 @@ export interface ScrapeProgress {
   message: string;
 }
 
+/** One bookmaker's move, as a direction disagreement names it. */
+export interface PriceMove {
+  source: string;
+  from: number;
+  to: number;
+  change_pct: number;
+}
+
+/** One leg of a sure bet: back `outcome` at `source`, with `stake_share` of the total. */
+export interface Leg {
+  outcome: string;
+  source: string;
+  odds: number;
+  stake_share: number;
+}
+
+/** What every alert says: what it is, how serious, where, and when it was raised. */
+interface AlertBase {
+  severity: "warning" | "elevated" | "critical";
+  event_id: number;
+  /** The bookmaker whose change raised it. */
+  source: string;
+  market_id: string;
+  line: number | null;
+  /** When it was raised (RFC 3339, UTC). */
+  at: string;
+}
+
+/** An `odds_alert`'s data, and an item of `GET /api/alerts` (docs/PROTOCOL.md, "Odds alerts"). */
+export type Alert = AlertBase & (
+  | { kind: "price_change"; outcome: string; from: number; to: number; change_pct: number }
+  | { kind: "direction_disagreement"; outcome: string; moves: [PriceMove, PriceMove] }
+  | { kind: "availability"; state: "pulled" | "returned" }
+  | { kind: "surebet"; state: "open" | "closed"; profit_pct: number; legs: Leg[] }
+);
+
 /** What each event's `detail` holds, by event name. */
 export interface OddsbusEventMap {
   status: {
@@ -59,6 +95,8 @@ export interface OddsbusEventMap {
   /** An `odds_change`: the changed snapshots themselves. */
   snapshots: { snapshots: Snapshot[]; source: string; offset?: number };
   progress: { progress: ScrapeProgress; offset?: number };
+  /** An `odds_alert` (topic `alerts`). */
+  alert: { alert: Alert; offset?: number };
   /** Some messages of `topic` cannot be replayed: refetch everything of it. */
   resync: { topic: Topic; missed: number; reason: "missed" };
   /** Topics resumed without loss on (re)connecting. */

@@ -26,6 +26,7 @@
 //   changed   {eventIds, source, offset}    an odds_update
 //   snapshots {snapshots, source, offset}   an odds_change: each snapshot as the reads give it
 //   progress  {progress, offset}            a scrape_progress step
+//   alert     {alert, offset}               an odds_alert (topic "alerts", opt-in)
 //   resync    {topic, missed, reason}       refetch everything of `topic` from the reads
 //   recovered {topics}                      topics resumed without loss on (re)connecting
 //   message   the raw server message, for anything else (errors, pongs)
@@ -173,6 +174,10 @@ export class OddsbusClient extends EventTarget {
       case "scrape_progress":
         this.#track("scrape_progress", message.offset);
         this.#emit("progress", { progress: message.data, offset: message.offset });
+        break;
+      case "odds_alert":
+        this.#track("alerts", message.offset);
+        this.#emit("alert", { alert: message.data, offset: message.offset });
         break;
       case "resync":
         this.#emit("resync", { topic: message.topic, missed: message.missed, reason: "missed" });

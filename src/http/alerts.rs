@@ -1,13 +1,13 @@
 //! What the odds analysis holds: `GET /api/alerts` (the recent alerts), `GET /api/surebets`
-//! (the open ones) and `GET /api/events/{id}/fair` (fair prices and the home bookmaker's
-//! edge). They take the analysis's locks, so they run on the blocking pool, as the large
+//! (the open ones), and `GET /api/events/{id}/fair` and `GET /api/events/fair?ids=` (fair
+//! prices, the home bookmaker's edge, opening prices). They take the analysis's locks, so they run on the blocking pool, as the large
 //! reads do.
 
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
 
-use super::events::{large_read, parse_id};
+use super::events::{large_read, parse_id, requested_ids};
 use crate::analysis::AlertQuery;
 use crate::broker::Broker;
 use crate::protocol::{AlertKind, HttpError, HttpErrorCode, Severity};
@@ -104,6 +104,28 @@ pub async fn fair(id: String, broker: Broker) -> Response {
             let message = format!("event {event_id} has no prices of a primary market");
             HttpError::new(HttpErrorCode::NotFound, message).into_response()
         }
+    })
+    .await
+}
+
+/// `GET /api/events/fair?ids=1,2,3`: what `GET /api/events/{id}/fair` says of each of several
+/// events, in one read (events without a primary market priced are left out), so that a
+/// board can show every row's movement since opening without a request per row.
+pub async fn many_fair(broker: Broker, query: Vec<(String, String)>) -> Response {
+    let ids = match requested_ids(&query) {
+        Ok(ids) => ids,
+        Err(error) => return error.into_response(),
+    };
+    large_read(broker, move |broker| {
+        // One event at a time under the analysis's lock, which its thread also takes.
+        let events: Vec<_> = ids
+            .iter()
+            .filter_map(|&event_id| {
+                let markets = broker.analysis.fair(event_id)?;
+                Some(serde_json::json!({ "event_id": event_id, "markets": markets }))
+            })
+            .collect();
+        reply::ok(&serde_json::json!({ "events": events }))
     })
     .await
 }

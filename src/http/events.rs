@@ -19,7 +19,7 @@ use crate::cache::{EventOdds, Tag};
 use crate::protocol::{HttpError, HttpErrorCode};
 use crate::reply;
 
-/// Most event ids one `GET /api/events/odds` may name.
+/// Most event ids one `GET /api/events/odds` (or `/api/events/fair`) may name.
 const MAX_IDS_PER_READ: usize = 500;
 
 /// Most events one page of `GET /api/events?limit=` may hold.
@@ -179,7 +179,7 @@ fn page(query: &[(String, String)]) -> Result<(Option<u64>, Option<usize>), Http
 }
 
 /// The distinct ids of `?ids=`, sorted.
-fn requested_ids(query: &[(String, String)]) -> Result<Vec<u64>, HttpError> {
+pub(super) fn requested_ids(query: &[(String, String)]) -> Result<Vec<u64>, HttpError> {
     let mut ids = query
         .iter()
         .filter(|(key, _)| key == "ids")

@@ -78,21 +78,30 @@ pub fn routes(broker: Broker) -> BoxedFilter<(Response,)> {
         .and(warp::query::<Vec<(String, String)>>())
         .then(history::moves);
 
-    let alerts = warp::path!("api" / "alerts")
+    // One boxed filter for the analysis's reads: each `or` deepens the chain's type, and the
+    // compile time grows far faster than the chain.
+    let analysis = warp::path!("api" / "alerts")
         .and(warp::get())
         .and(with_broker.clone())
         .and(warp::query::<Vec<(String, String)>>())
-        .then(alerts::alerts);
-
-    let surebets = warp::path!("api" / "surebets")
-        .and(warp::get())
-        .and(with_broker.clone())
-        .then(alerts::surebets);
-
-    let fair = warp::path!("api" / "events" / String / "fair")
-        .and(warp::get())
-        .and(with_broker.clone())
-        .then(alerts::fair);
+        .then(alerts::alerts)
+        .or(warp::path!("api" / "surebets")
+            .and(warp::get())
+            .and(with_broker.clone())
+            .then(alerts::surebets))
+        .unify()
+        .or(warp::path!("api" / "events" / String / "fair")
+            .and(warp::get())
+            .and(with_broker.clone())
+            .then(alerts::fair))
+        .unify()
+        .or(warp::path!("api" / "events" / "fair")
+            .and(warp::get())
+            .and(with_broker.clone())
+            .and(warp::query::<Vec<(String, String)>>())
+            .then(alerts::many_fair))
+        .unify()
+        .boxed();
 
     let stats = warp::path!("api" / "ws" / "stats")
         .and(warp::get())
@@ -153,11 +162,7 @@ pub fn routes(broker: Broker) -> BoxedFilter<(Response,)> {
         .unify()
         .or(moves)
         .unify()
-        .or(alerts)
-        .unify()
-        .or(surebets)
-        .unify()
-        .or(fair)
+        .or(analysis)
         .unify()
         .or(scrape_stream)
         .unify()
