@@ -10,17 +10,25 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 const INDEX: &str = include_str!("../web/index.html");
-const APP: &str = include_str!("../web/app.js");
-const BOARD: &str = include_str!("../web/board.js");
-const CHART: &str = include_str!("../web/chart.js");
 const STYLE: &str = include_str!("../web/style.css");
 const ICON: &str = include_str!("../web/favicon.svg");
-const CLIENT: &str = include_str!("../web/oddsbus-client.js");
 const CLIENT_TYPES: &str = include_str!("../web/oddsbus-client.d.ts");
 
-/// `GET /`, `/app.js` (with its modules `/board.js` and `/chart.js`), `/style.css`,
-/// `/favicon.svg`, and `/oddsbus-client.js`, the client module any page can import (its
-/// types at `/oddsbus-client.d.ts`). The page
+/// The scripts, by name: the board's modules, and the client module any page can import.
+const SCRIPTS: [(&str, &str); 5] = [
+    ("app.js", include_str!("../web/app.js")),
+    ("board.js", include_str!("../web/board.js")),
+    ("chart.js", include_str!("../web/chart.js")),
+    ("alerts.js", include_str!("../web/alerts.js")),
+    (
+        "oddsbus-client.js",
+        include_str!("../web/oddsbus-client.js"),
+    ),
+];
+
+/// `GET /`, `/app.js` (with its modules `/board.js`, `/chart.js` and `/alerts.js`),
+/// `/style.css`, `/favicon.svg`, and `/oddsbus-client.js`, the client module any page can
+/// import (its types at `/oddsbus-client.d.ts`). The page
 /// learns the configured sources (its table's columns) and where the price history is kept
 /// (`database`: days of it, so its chart offers ranges; else `memory`) from `<meta>` tags
 /// filled in here; source names are validated to `[a-z0-9_-]` at start-up, so they need no
@@ -33,26 +41,22 @@ pub fn routes(sources: &[&str], database: bool) -> BoxedFilter<(Response,)> {
     let page = warp::path::end()
         .and(warp::get())
         .map(move || asset(index.clone(), "text/html; charset=utf-8"));
-    let script = |name: &'static str, body: &'static str| {
-        warp::path(name)
-            .and(warp::path::end())
-            .and(warp::get())
-            .map(move || asset(body.to_owned(), "text/javascript; charset=utf-8"))
-    };
-    let app = script("app.js", APP)
-        .or(script("board.js", BOARD))
-        .unify()
-        .or(script("chart.js", CHART))
-        .unify();
+    let scripts = warp::path::param::<String>()
+        .and(warp::path::end())
+        .and(warp::get())
+        .and_then(|name: String| async move {
+            let (_, body) = SCRIPTS
+                .iter()
+                .find(|(script, _)| *script == name)
+                .ok_or_else(warp::reject::not_found)?;
+            Ok::<_, warp::Rejection>(asset((*body).to_owned(), "text/javascript; charset=utf-8"))
+        });
     let style = warp::path!("style.css")
         .and(warp::get())
         .map(|| asset(STYLE.to_owned(), "text/css; charset=utf-8"));
     let icon = warp::path!("favicon.svg")
         .and(warp::get())
         .map(|| asset(ICON.to_owned(), "image/svg+xml"));
-    let client = warp::path!("oddsbus-client.js")
-        .and(warp::get())
-        .map(|| asset(CLIENT.to_owned(), "text/javascript; charset=utf-8"));
     let types = warp::path!("oddsbus-client.d.ts").and(warp::get()).map(|| {
         asset(
             CLIENT_TYPES.to_owned(),
@@ -60,13 +64,11 @@ pub fn routes(sources: &[&str], database: bool) -> BoxedFilter<(Response,)> {
         )
     });
     // Boxed: the type of a long chain of filters is deep enough to trip the compiler.
-    page.or(app)
+    page.or(scripts)
         .unify()
         .or(style)
         .unify()
         .or(icon)
-        .unify()
-        .or(client)
         .unify()
         .or(types)
         .unify()

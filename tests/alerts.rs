@@ -196,10 +196,18 @@ async fn a_disagreement_a_pulled_market_and_a_surebet_come_and_go() {
     assert_eq!(status, 200);
     assert_eq!(many["events"], json!([fair]));
     let (status, body) = server.get("/api/events/fair?ids=7,x").await;
-    assert_eq!((status, &body["error"]["code"]), (400, &json!("invalid_event_id")));
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("invalid_event_id"))
+    );
     let ids: Vec<String> = (0..501).map(|id| id.to_string()).collect();
-    let (status, body) = server.get(&format!("/api/events/fair?ids={}", ids.join(","))).await;
-    assert_eq!((status, &body["error"]["code"]), (400, &json!("too_many_ids")));
+    let (status, body) = server
+        .get(&format!("/api/events/fair?ids={}", ids.join(",")))
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("too_many_ids"))
+    );
 
     // bet9ja pulls its 1X2: pulled, and the sure bet closes with it.
     let body = json!({"source": "bet9ja", "snapshots": [{"event_id": 7, "markets": []}]});

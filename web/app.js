@@ -6,9 +6,10 @@
 // missed. It refetches everything on its first load and on `resync` (a restarted broker, or
 // a drop longer than the history). With `odds_changes` on (a setting kept in this browser),
 // the odds come with the push and nothing is refetched but on `resync`. Rows are updated in
-// place, so a message never re-renders the table.
+// place, so a message never re-renders the table. With `alerts` on, the alerts feed is live.
 import { OddsbusClient } from "/oddsbus-client.js";
-import { eventIds, removeRow, renderRow, setBeatenOnly, setMarket, setOrder, setSearch, setupBoard } from "/board.js";
+import { followAlerts } from "/alerts.js";
+import { eventIds, removeRow, renderRow, setBeatenOnly, setMarket, setOpenings, setOrder, setSearch, setupBoard } from "/board.js";
 import { followMoves, openChart } from "/chart.js";
 
 const SOURCES = document.querySelector('meta[name="oddsbus-sources"]').content.split(",");
@@ -16,7 +17,7 @@ const HOME = "betpawa";
 /** The topic toggles are a setting: kept in this browser. */
 const TOPICS_KEY = "oddsbus-topics";
 const savedTopics = JSON.parse(localStorage.getItem(TOPICS_KEY) ?? "null");
-const TOPICS = Array.isArray(savedTopics) ? savedTopics : ["odds_updates", "scrape_progress"];
+const TOPICS = Array.isArray(savedTopics) ? savedTopics : ["odds_updates", "scrape_progress", "alerts"];
 /** Refetch rounds: updates gather for FETCH_DELAY_MS, then their events are read in requests
  * of up to FETCH_BATCH ids, at most FETCH_CONCURRENCY requests at a time. */
 const FETCH_CONCURRENCY = 2;
@@ -202,7 +203,8 @@ async function refetchAll() {
 
 // ---- the board and its controls -------------------------------------------------------
 
-setupBoard({ sources: SOURCES, home: HOME, onOpen: (id) => openChart(id, { read, sources: SOURCES }) });
+const open = (id) => openChart(id, { read, sources: SOURCES });
+setupBoard({ sources: SOURCES, home: HOME, onOpen: open, onOpenings: askOpenings });
 for (const tab of document.querySelectorAll("#markets [data-market]")) {
   tab.addEventListener("click", () => {
     for (const other of document.querySelectorAll("#markets [data-market]")) {
@@ -215,6 +217,31 @@ $("#search").addEventListener("input", (event) => setSearch(event.target.value))
 $("#beaten").addEventListener("change", (event) => setBeatenOnly(event.target.checked));
 $("#order").addEventListener("change", (event) => setOrder(event.target.value));
 followMoves(read, fetchEvents);
+followAlerts({ bus, read, open });
+
+// ---- opening prices ----------------------------------------------------------------------
+// Rows whose prices lack their opening ask for it; the asks of a second go in one read of up
+// to FETCH_BATCH events (`GET /api/events/fair?ids=`).
+
+const openings = { pending: new Set(), timer: null };
+
+function askOpenings(id) {
+  openings.pending.add(id);
+  openings.timer ??= setTimeout(readOpenings, 1000);
+}
+
+async function readOpenings() {
+  openings.timer = null;
+  const ids = [...openings.pending].slice(0, FETCH_BATCH);
+  for (const id of ids) openings.pending.delete(id);
+  if (openings.pending.size) openings.timer = setTimeout(readOpenings, 1000);
+  try {
+    const response = await read(`/api/events/fair?ids=${ids.join(",")}`);
+    if (!response.ok) return;
+    const { events } = await response.json();
+    for (const event of events) setOpenings(event);
+  } catch { /* the rows ask again */ }
+}
 
 // ---- scrape progress ---------------------------------------------------------------------
 

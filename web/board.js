@@ -1,7 +1,8 @@
 // The board's table: one row per event (kickoff, teams, competition), each source's prices for
-// the chosen market with the best of each outcome highlighted, each source's margin, and how
-// each price last moved. Rows are updated in place; a change of market, search, filter or
-// order touches every row once, a changed price only its row.
+// the chosen market with the best of each outcome highlighted, each source's margin, how each
+// price last moved and how far it is from its opening, and a badge on a row whose best prices
+// make a sure bet. Rows are updated in place; a change of market, search, filter or order
+// touches every row once, a changed price only its row.
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -27,7 +28,12 @@ const board = {
   visible: new Set(),
   summaryTimer: null,
   groupsTimer: null,
+  /** Called with an event id whose shown prices lack their opening price. */
+  onOpenings: () => {},
 };
+
+/** How long a row waits before asking again for openings the analysis did not have. */
+const OPENINGS_RETRY_MS = 5000;
 
 const visibility = new IntersectionObserver((entries) => {
   for (const entry of entries) {
@@ -36,9 +42,10 @@ const visibility = new IntersectionObserver((entries) => {
   }
 });
 
-export function setupBoard({ sources, home, onOpen }) {
+export function setupBoard({ sources, home, onOpen, onOpenings }) {
   board.sources = sources;
   board.home = home;
+  board.onOpenings = onOpenings;
   $("#board").dataset.order = board.order;
   renderHeader();
   const rows = $("#rows");
@@ -120,7 +127,7 @@ function cell(text, className) {
 function renderHeader() {
   const { outcomes } = MARKETS[board.market];
   // kickoff, event, then per source its outcomes and its margin.
-  const perSource = `${"60px ".repeat(outcomes.length)}56px`;
+  const perSource = `${"82px ".repeat(outcomes.length)}56px`;
   const columns = `84px minmax(180px, 280px) ${Array(board.sources.length).fill(perSource).join(" ")}`;
   $("#board").style.setProperty("--columns", columns);
   $("#board").style.setProperty("--outcomes", outcomes.length);
@@ -149,7 +156,13 @@ function buildCells(row) {
     // A phone's card puts each source on a line of its own (style.css).
     const line = String(3 + index);
     const cells = outcomes.map((outcome, i) => {
-      const el = cell("–", i === 0 ? "first missing" : "missing");
+      const el = cell("", i === 0 ? "first missing" : "missing");
+      const price = document.createElement("span");
+      price.className = "price";
+      price.textContent = "–";
+      const since = document.createElement("small");
+      since.className = "since";
+      el.append(price, since);
       el.dataset.source = source;
       el.dataset.outcome = outcome;
       el.style.setProperty("--line", line);
@@ -171,7 +184,15 @@ function newRow(id) {
   el.setAttribute("role", "row");
   el.tabIndex = 0;
   el.dataset.event = id;
-  const row = { id, el, odds: null, details: null, when: cell("", "when"), event: cell(String(id), "event") };
+  const badge = document.createElement("span");
+  badge.className = "surebet";
+  badge.hidden = true;
+  const row = {
+    id, el, odds: null, details: null, when: cell("", "when"), event: cell("", "event"), badge,
+    /** "market line outcome source" -> the analysis's opening price, and when it was asked. */
+    openings: new Map(), openingsAsked: 0,
+  };
+  row.event.append(badge, String(id));
   buildCells(row);
   board.rows.set(id, row);
   visibility.observe(el);
@@ -248,14 +269,13 @@ export function renderRow(incoming) {
 
 function showDetails(row) {
   const { name, competition, kickoff } = row.details;
-  row.event.replaceChildren();
   const title = document.createElement("span");
   title.className = "name";
   title.textContent = name ?? `event ${row.id}`;
   const where = document.createElement("span");
   where.className = "competition";
   where.textContent = competition ?? "";
-  row.event.append(title, where);
+  row.event.replaceChildren(row.badge, title, where);
   row.el.dataset.competition = competition ?? "";
   row.when.textContent = kickoff ? when(kickoff) : "";
   row.when.classList.toggle("live", Boolean(kickoff) && Date.parse(kickoff) <= Date.now());
@@ -290,18 +310,19 @@ function snapshotOf(odds, source) {
 
 function fill(row, flash) {
   const bySource = new Map(board.sources.map((s) => [s, pricesIn(snapshotOf(row.odds, s))]));
-  const count = MARKETS[board.market].outcomes.length;
-  const best = Array.from({ length: count }, (_, i) =>
-    Math.max(...board.sources.map((s) => bySource.get(s)[i] ?? -Infinity)));
+  const best = bestPrices(bySource);
+  const { line, outcomes } = MARKETS[board.market];
+  let unopened = false;
   for (const source of board.sources) {
     const prices = bySource.get(source);
     row.cells.get(source).forEach((el, i) => {
       const price = prices[i];
       const text = price === undefined ? "–" : price.toFixed(2);
-      if (el.textContent !== text) {
-        const before = Number(el.textContent);
-        const moved = el.textContent !== "–" && price !== undefined;
-        el.textContent = text;
+      const shown = el.firstChild;
+      if (shown.textContent !== text) {
+        const before = Number(shown.textContent);
+        const moved = shown.textContent !== "–" && price !== undefined;
+        shown.textContent = text;
         el.classList.toggle("up", moved && price > before);
         el.classList.toggle("down", moved && price < before);
         if (moved && flash) {
@@ -309,12 +330,84 @@ function fill(row, flash) {
         }
       }
       el.classList.toggle("missing", price === undefined);
-      el.classList.toggle("best", price !== undefined && price === best[i]);
+      el.classList.toggle("best", price !== undefined && price === best[i]?.odds);
+      const opening = row.openings.get(`${board.market} ${line} ${outcomes[i]} ${source}`);
+      if (price !== undefined && opening === undefined) unopened = true;
+      showSince(el.lastChild, price, opening);
     });
     const m = margin(prices);
     row.margins.get(source).textContent = m === undefined ? "" : `${(m * 100).toFixed(1)}%`;
   }
+  showSurebet(row);
+  if (unopened && Date.now() - row.openingsAsked > OPENINGS_RETRY_MS) {
+    row.openingsAsked = Date.now();
+    board.onOpenings(row.id);
+  }
   applyFilter(row);
+}
+
+/** Each outcome of `market` (in the tab's order): its best price and the first source that
+ * pays it, from `bySource` (each source's prices, as `pricesIn` gives them). */
+function bestPrices(bySource, market = board.market) {
+  return MARKETS[market].outcomes.map((outcome, i) => {
+    let best;
+    for (const source of board.sources) {
+      const odds = bySource.get(source)[i];
+      if (odds !== undefined && !(odds <= best?.odds)) best = { outcome, source, odds };
+    }
+    return best;
+  });
+}
+
+/** "+12%" or "−4%" beside a price: how far it is from the first price the broker saw. */
+function showSince(el, price, opening) {
+  const change = price !== undefined && opening ? Math.round(100 * (price / opening - 1)) : 0;
+  el.textContent = change ? `${change > 0 ? "+" : "−"}${Math.abs(change)}%` : "";
+  el.dataset.direction = change > 0 ? "up" : "down";
+  el.parentElement.title = opening ? `opened at ${opening.toFixed(2)}` : "";
+}
+
+/** A market's sure bet from every source's prices: the best price of each outcome, when
+ * their implied probabilities add up to under 1 (the rule of docs/PROTOCOL.md, "Odds
+ * alerts"); null when there is none. */
+export function surebet(odds, market) {
+  const bySource = new Map(board.sources.map((s) => [s, pricesIn(snapshotOf(odds, s), market)]));
+  const legs = bestPrices(bySource, market);
+  if (legs.some((leg) => !leg)) return null;
+  const sum = legs.reduce((total, leg) => total + 1 / leg.odds, 0);
+  return sum < 1 - 1e-9 ? { market, profit: 1 / sum - 1, legs } : null;
+}
+
+const MARKET_NAMES = { "1x2": "1X2", over_under: "O/U 2.5", btts: "BTTS" };
+
+/** The row's badge: its best sure bet (the shown market's first), its profit and legs. */
+function showSurebet(row) {
+  const found = Object.keys(MARKETS).map((m) => surebet(row.odds, m)).filter(Boolean);
+  found.sort((a, b) => (a.market === board.market ? -1 : b.market === board.market ? 1 : b.profit - a.profit));
+  const best = found[0];
+  row.el.classList.toggle("arb", best?.market === board.market);
+  row.badge.hidden = !best;
+  if (!best) return;
+  const market = best.market === board.market ? "" : ` ${MARKET_NAMES[best.market]}`;
+  row.badge.textContent = `sure bet${market} +${(100 * best.profit).toFixed(1)}%`;
+  const sum = best.legs.reduce((total, leg) => total + 1 / leg.odds, 0);
+  row.badge.title = best.legs
+    .map((leg) => `${leg.outcome} @ ${leg.odds.toFixed(2)} at ${leg.source}: ${(100 / leg.odds / sum).toFixed(1)}% of the stake`)
+    .join("\n");
+}
+
+/** Takes in the analysis's opening prices of an event (`GET /api/events/fair`). */
+export function setOpenings({ event_id, markets }) {
+  const row = board.rows.get(event_id);
+  if (!row) return;
+  for (const market of markets) {
+    for (const outcome of market.outcomes) {
+      for (const [source, price] of Object.entries(outcome.prices)) {
+        row.openings.set(`${market.market_id} ${market.line ?? null} ${outcome.outcome} ${source}`, price.opening);
+      }
+    }
+  }
+  fill(row, false);
 }
 
 /** Whether some competitor pays more than the home bookmaker for some outcome. */

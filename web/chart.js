@@ -1,5 +1,6 @@
 // How the odds moved: an event's prices over time per bookmaker, drawn as SVG in a dialog
-// (`GET /api/events/{id}/history`), each price's rise or drop since its opening, and the
+// (`GET /api/events/{id}/history`), each price's rise or drop since its opening, the market's
+// fair prices and betpawa's edge against them (`GET /api/events/{id}/fair`), and the
 // biggest moves of the last 10 minutes (`GET /api/moves`). With a database the history holds
 // days, so the chart offers ranges and reads the history in pages.
 
@@ -45,10 +46,10 @@ async function draw(id, { read, sources }) {
   $("#chart-body").replaceChildren(...ranges, "loading…");
   const market = marketShown();
   const since = DAYS ? Date.now() - range[1] : null;
-  const loaded = await load(id, market, since, read);
+  const [loaded, fair] = await Promise.all([load(id, market, since, read), loadFair(id, read)]);
   if (mine !== asked) return;
   if (!loaded) {
-    $("#chart-body").replaceChildren(...ranges, "no price of this event was recorded yet");
+    $("#chart-body").replaceChildren(...ranges, "no price of this event was recorded yet", fairView(fair, market));
     return;
   }
   const { line, outcomes } = MARKETS[market];
@@ -65,7 +66,65 @@ async function draw(id, { read, sources }) {
     legend.appendChild(key);
   });
   if (loaded.cut) legend.append(`(the first ${MAX_PAGES} pages of changes: a shorter range shows the latest)`);
-  $("#chart-body").replaceChildren(...ranges, legend, ...charts);
+  $("#chart-body").replaceChildren(...ranges, legend, ...charts, fairView(fair, market));
+}
+
+/** The event's fair prices, or null. */
+async function loadFair(id, read) {
+  try {
+    const response = await read(`/api/events/${id}/fair`);
+    return response.ok ? await response.json() : null;
+  } catch {
+    return null;
+  }
+}
+
+/** `market`'s fair prices: per outcome the best price and who pays it, the fair odds and
+ * probability (the bookmakers' margins taken out and averaged), betpawa's price and its edge
+ * (above 0: it pays more than fair), and each bookmaker's margin. */
+function fairView(fair, market) {
+  const section = document.createElement("section");
+  section.id = "fair";
+  section.setAttribute("aria-label", "fair prices");
+  const title = document.createElement("h3");
+  title.textContent = "Fair prices";
+  const { line } = MARKETS[market];
+  const found = fair?.markets.find((m) => m.market_id === market && (m.line ?? null) === line);
+  if (!found) {
+    section.append(title, "no bookmaker prices this market yet");
+    return section;
+  }
+  const table = document.createElement("table");
+  const row = (cells, tag = "td") => {
+    const tr = document.createElement("tr");
+    for (const text of cells) {
+      const cell = document.createElement(tag);
+      cell.textContent = text;
+      tr.appendChild(cell);
+    }
+    return tr;
+  };
+  const odds = (o) => (o === null || o === undefined ? "–" : o.toFixed(2));
+  table.appendChild(row(["outcome", "best", "fair", "probability", "betpawa", "edge"], "th"));
+  for (const o of found.outcomes) {
+    const tr = row([
+      o.outcome,
+      o.best ? `${odds(o.best.odds)} ${o.best.source}` : "–",
+      odds(o.fair_odds),
+      o.fair_probability === null ? "–" : `${(100 * o.fair_probability).toFixed(1)}%`,
+      odds(o.prices.betpawa?.odds),
+      o.betpawa_edge === null ? "–" : `${o.betpawa_edge > 0 ? "+" : ""}${(100 * o.betpawa_edge).toFixed(1)}%`,
+    ]);
+    tr.dataset.outcome = o.outcome;
+    if (o.betpawa_edge !== null) tr.lastChild.dataset.edge = o.betpawa_edge > 0 ? "over" : "under";
+    table.appendChild(tr);
+  }
+  const margins = document.createElement("p");
+  margins.className = "margins";
+  margins.textContent = "margins: " + Object.entries(found.margins)
+    .map(([source, m]) => `${source} ${(100 * m).toFixed(1)}%`).join(" · ");
+  section.append(title, table, margins);
+  return section;
 }
 
 /** The buttons that pick the chart's range. */

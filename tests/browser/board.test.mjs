@@ -7,7 +7,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
 import {
-  ARTIFACTS, BINARY, CHROMIUM, CHROMIUM_ARGS, cell, eventually, ingest, jwt, startServer, stats,
+  ARTIFACTS, BINARY, CHROMIUM, CHROMIUM_ARGS, cell, price, eventually, ingest, jwt, startServer, stats,
   stopServer, textOf,
 } from "./helpers.mjs";
 
@@ -41,12 +41,12 @@ test("the live odds board", async (t) => {
     });
 
     await t.test("an ingest changes a price and the row shows it, best price highlighted", async () => {
-      await eventually(async () => (await textOf(page, cell(501, "betpawa", "1"))) === "2.10", "the first price");
-      assert.equal(await textOf(page, cell(501, "sportybet", "1")), "2.25");
+      await eventually(async () => (await textOf(page, price(501, "betpawa", "1"))) === "2.10", "the first price");
+      assert.equal(await textOf(page, price(501, "sportybet", "1")), "2.25");
       assert.match(await page.getAttribute(cell(501, "sportybet", "1"), "class"), /\bbest\b/);
 
       await ingest(base, "betpawa", 501, 2.4);
-      await eventually(async () => (await textOf(page, cell(501, "betpawa", "1"))) === "2.40", "the new price");
+      await eventually(async () => (await textOf(page, price(501, "betpawa", "1"))) === "2.40", "the new price");
       assert.match(await page.getAttribute(cell(501, "betpawa", "1"), "class"), /\bbest\b/);
       assert.doesNotMatch(await page.getAttribute(cell(501, "sportybet", "1"), "class"), /\bbest\b/);
     });
@@ -59,14 +59,14 @@ test("the live odds board", async (t) => {
 
       await ingest(base, "betpawa", 501, 2.55);
       await new Promise((resolve) => setTimeout(resolve, 1000));
-      assert.equal(await textOf(page, cell(501, "betpawa", "1")), "2.40", "no update while unsubscribed");
+      assert.equal(await textOf(page, price(501, "betpawa", "1")), "2.40", "no update while unsubscribed");
     });
 
     await t.test("turning it back on resumes updates", async () => {
       await page.click('input[data-topic="odds_updates"]');
       await eventually(async () => (await stats(base)).topics.odds_updates === 1, "the topic count to return");
       await ingest(base, "betpawa", 501, 2.7);
-      await eventually(async () => (await textOf(page, cell(501, "betpawa", "1"))) === "2.70", "the resumed update");
+      await eventually(async () => (await textOf(page, price(501, "betpawa", "1"))) === "2.70", "the resumed update");
     });
 
     await t.test("with odds_changes on, the odds come with the push and nothing is refetched", async () => {
@@ -74,7 +74,7 @@ test("the live odds board", async (t) => {
       await eventually(async () => (await stats(base)).topics.odds_changes === 1, "the odds_changes subscription");
       const refetched = await page.evaluate(() => window.board.refetched);
       await ingest(base, "betpawa", 501, 2.85);
-      await eventually(async () => (await textOf(page, cell(501, "betpawa", "1"))) === "2.85", "the pushed price");
+      await eventually(async () => (await textOf(page, price(501, "betpawa", "1"))) === "2.85", "the pushed price");
       assert.equal(await page.evaluate(() => window.board.refetched), refetched, "no refetch");
       assert.ok((await page.evaluate(() => window.board.pushed)) >= 1, "the snapshot was pushed");
 
@@ -82,7 +82,7 @@ test("the live odds board", async (t) => {
       await page.reload();
       await page.waitForSelector('#status[data-state="live"]');
       await eventually(async () => page.isChecked('input[data-topic="odds_changes"]'), "the kept setting");
-      await eventually(async () => (await textOf(page, cell(501, "betpawa", "1"))) === "2.85", "the reloaded board");
+      await eventually(async () => (await textOf(page, price(501, "betpawa", "1"))) === "2.85", "the reloaded board");
       await page.click('input[data-topic="odds_changes"]'); // back to refetching for what follows
       await eventually(async () => (await stats(base)).topics.odds_changes === 0, "odds_changes off");
     });
@@ -112,8 +112,8 @@ test("the live odds board", async (t) => {
         const id = await textOf(page, "#connection-id");
         return /^[0-9a-f-]{36}$/.test(id) && id !== before;
       }, "a new connection");
-      await eventually(async () => (await textOf(page, cell(501, "betpawa", "1"))) === "2.95", "the missed change");
-      assert.deepEqual(await page.evaluate(() => window.board.recovered), ["odds_updates", "scrape_progress"]);
+      await eventually(async () => (await textOf(page, price(501, "betpawa", "1"))) === "2.95", "the missed change");
+      assert.deepEqual(await page.evaluate(() => window.board.recovered), ["alerts", "odds_updates", "scrape_progress"]);
       assert.equal(await page.evaluate(() => window.board.fullLoads), loads, "no whole reload");
     });
 
@@ -129,7 +129,7 @@ test("the live odds board", async (t) => {
       assert.notEqual(await textOf(page, "#connection-id"), before);
       // A fresh server starts empty; the page refetched, and new changes show up.
       await ingest(base, "betpawa", 777, 1.95);
-      await eventually(async () => (await textOf(page, cell(777, "betpawa", "1"))) === "1.95", "an update after reconnecting");
+      await eventually(async () => (await textOf(page, price(777, "betpawa", "1"))) === "1.95", "an update after reconnecting");
       await eventually(async () => (await textOf(page, "#event-count")) === "1", "the refetched board");
       // A new broker is a new epoch: the page could not resume, was told so, and reloaded.
       assert.ok((await page.evaluate(() => window.board.fullLoads)) > loads, "a whole reload");
@@ -166,7 +166,7 @@ test("the board with access control", async (t) => {
       await page.goto(`${base}/#token=${board}`);
       await page.waitForSelector('#status[data-state="live"]');
       assert.ok(!page.url().includes("token"), page.url());
-      await eventually(async () => (await textOf(page, cell(601, "betpawa", "1"))) === "2.05", "the price");
+      await eventually(async () => (await textOf(page, price(601, "betpawa", "1"))) === "2.05", "the price");
     });
 
     await t.test("Scrape now starts a run with the token's scrape claim", async () => {

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
-import { ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, cell, eventually, startServer, stopServer, textOf } from "./helpers.mjs";
+import { ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, cell, price, eventually, startServer, stopServer, textOf } from "./helpers.mjs";
 
 const SOON = new Date(Date.now() + 3 * 3600 * 1000).toISOString();
 const LATER = new Date(Date.now() + 26 * 3600 * 1000).toISOString();
@@ -73,13 +73,13 @@ test("the board as an odds-comparison page", async (t) => {
 
     await t.test("the market tabs switch every row to that market", async () => {
       await page.click('#markets [data-market="over_under"]');
-      assert.equal(await textOf(page, cell(901, "betpawa", "Over")), "1.90");
-      assert.equal(await textOf(page, cell(901, "sportybet", "Under")), "2.00");
+      assert.equal(await textOf(page, price(901, "betpawa", "Over")), "1.90");
+      assert.equal(await textOf(page, price(901, "sportybet", "Under")), "2.00");
       assert.equal(await page.$(cell(901, "betpawa", "1")), null, "no 1X2 cells");
       await page.click('#markets [data-market="btts"]');
-      assert.equal(await textOf(page, cell(902, "betpawa", "Yes")), "1.80");
+      assert.equal(await textOf(page, price(902, "betpawa", "Yes")), "1.80");
       await page.click('#markets [data-market="1x2"]');
-      assert.equal(await textOf(page, cell(901, "betpawa", "1")), "2.00");
+      assert.equal(await textOf(page, price(901, "betpawa", "1")), "2.00");
     });
 
     await t.test("search filters by team or competition", async () => {
@@ -104,10 +104,10 @@ test("the board as an odds-comparison page", async (t) => {
 
     await t.test("a moved price shows its direction until the next change", async () => {
       await put(base, "betpawa", 901, null, [2.2, 3.4, 3.8]);
-      await eventually(async () => (await textOf(page, cell(901, "betpawa", "1"))) === "2.20", "the higher price");
+      await eventually(async () => (await textOf(page, price(901, "betpawa", "1"))) === "2.20", "the higher price");
       assert.match(await page.getAttribute(cell(901, "betpawa", "1"), "class"), /\bup\b/);
       await put(base, "betpawa", 901, null, [1.95, 3.4, 3.8]);
-      await eventually(async () => (await textOf(page, cell(901, "betpawa", "1"))) === "1.95", "the lower price");
+      await eventually(async () => (await textOf(page, price(901, "betpawa", "1"))) === "1.95", "the lower price");
       const classes = await page.getAttribute(cell(901, "betpawa", "1"), "class");
       assert.match(classes, /\bdown\b/);
       assert.doesNotMatch(classes, /\bup\b/);
@@ -181,8 +181,8 @@ test("the board as an odds-comparison page", async (t) => {
       const label = (selector, pseudo) => page.$eval(selector, (el, p) => getComputedStyle(el, p).content, pseudo);
       assert.equal(await label(cell(901, "betpawa", "X"), "::before"), '"X"');
       assert.equal(await label(`${row(901)} .margin[data-source="sportybet"]`, "::before"), '"sportybet"');
-      const price = await page.$eval(cell(901, "betpawa", "1"), (el) => el.getBoundingClientRect().width);
-      assert.ok(price >= 60, `a price cell ${price} px wide`);
+      const width = await page.$eval(cell(901, "betpawa", "1"), (el) => el.getBoundingClientRect().width);
+      assert.ok(width >= 60, `a price cell ${width} px wide`);
       await page.screenshot({ path: path.join(ARTIFACTS, "comparison-phone.png") });
       await page.setViewportSize({ width: 1400, height: 900 });
     });

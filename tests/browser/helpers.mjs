@@ -93,6 +93,8 @@ export async function eventually(check, what, ms = 10000) {
 
 export const cell = (id, source, outcome) =>
   `#rows [data-event="${id}"] [data-source="${source}"][data-outcome="${outcome}"]`;
+/** A price as the cell shows it, without its change since opening. */
+export const price = (id, source, outcome) => `${cell(id, source, outcome)} .price`;
 
 export async function textOf(page, selector) {
   const element = await page.$(selector);
