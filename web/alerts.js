@@ -97,7 +97,7 @@ function item(alert) {
 }
 
 /** One line a person reads: "sportybet 1X2 1: 2.10 → 2.35 (+11.9%)". */
-export function describe(alert) {
+function describe(alert) {
   const market = MARKET_NAMES[alert.market_id] ?? alert.market_id;
   const where = alert.line === null ? market : `${market} ${alert.line}`;
   const pct = (p) => `${p > 0 ? "+" : ""}${p.toFixed(1)}%`;

@@ -370,7 +370,7 @@ function showSince(el, price, opening) {
 /** A market's sure bet from every source's prices: the best price of each outcome, when
  * their implied probabilities add up to under 1 (the rule of docs/PROTOCOL.md, "Odds
  * alerts"); null when there is none. */
-export function surebet(odds, market) {
+function surebet(odds, market) {
   const bySource = new Map(board.sources.map((s) => [s, pricesIn(snapshotOf(odds, s), market)]));
   const legs = bestPrices(bySource, market);
   if (legs.some((leg) => !leg)) return null;

@@ -292,7 +292,7 @@ impl Platform {
             let before = self.goals(index, drift);
             let synced = &mut self.synced[index];
             *synced = (*synced).max(self.scrapes);
-            let heading = drift.heading(self.scrapes);
+            let heading = drift.heading(*synced);
             let shift = &mut self.shift[index];
             *shift = ((1.0 + shift.0) / 2.0, (1.0 + shift.1) / 2.0);
             if nth == 0 && roll < SHARP {
