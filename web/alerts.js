@@ -17,7 +17,11 @@ const feed = {
   keys: new Set(),
   severity: "",
   read: null,
+  renderTimer: null,
 };
+
+/** A flood of alerts redraws the feed at most this often. */
+const RENDER_MS = 250;
 
 /** Fills the feed and keeps it live: `bus` is the board's client, `open` opens a chart. */
 export function followAlerts({ bus, read, open }) {
@@ -62,12 +66,14 @@ function add(alerts) {
   }
   feed.items.sort((a, b) => (a.alert.at < b.alert.at ? 1 : a.alert.at > b.alert.at ? -1 : 0));
   for (const { key } of feed.items.splice(KEEP)) feed.keys.delete(key);
-  render();
+  feed.renderTimer ??= setTimeout(render, RENDER_MS);
 }
 
 const RANK = { warning: 0, elevated: 1, critical: 2 };
 
 function render() {
+  clearTimeout(feed.renderTimer);
+  feed.renderTimer = null;
   const least = RANK[feed.severity] ?? 0;
   const shown = feed.items.filter(({ alert }) => RANK[alert.severity] >= least);
   $("#alert-list").replaceChildren(...shown.map(({ alert }) => item(alert)));

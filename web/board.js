@@ -359,10 +359,13 @@ function bestPrices(bySource, market = board.market) {
   });
 }
 
-/** "+12%" or "−4%" beside a price: how far it is from the first price the broker saw. */
+/** "+12%" or "−4%" beside a price: how far it is from the first price the broker saw.
+ * Written only when it changes: a row's update touches what changed, not every cell. */
 function showSince(el, price, opening) {
   const change = price !== undefined && opening ? Math.round(100 * (price / opening - 1)) : 0;
-  el.textContent = change ? `${change > 0 ? "+" : "−"}${Math.abs(change)}%` : "";
+  const text = change ? `${change > 0 ? "+" : "−"}${Math.abs(change)}%` : "";
+  if (el.textContent === text) return;
+  el.textContent = text;
   el.dataset.direction = change > 0 ? "up" : "down";
   el.parentElement.title = opening ? `opened at ${opening.toFixed(2)}` : "";
 }
@@ -385,11 +388,13 @@ function showSurebet(row) {
   const found = Object.keys(MARKETS).map((m) => surebet(row.odds, m)).filter(Boolean);
   found.sort((a, b) => (a.market === board.market ? -1 : b.market === board.market ? 1 : b.profit - a.profit));
   const best = found[0];
+  if (!best && row.badge.hidden) return; // the common case: nothing to write
   row.el.classList.toggle("arb", best?.market === board.market);
   row.badge.hidden = !best;
   if (!best) return;
   const market = best.market === board.market ? "" : ` ${MARKET_NAMES[best.market]}`;
-  row.badge.textContent = `sure bet${market} +${(100 * best.profit).toFixed(1)}%`;
+  const text = `sure bet${market} +${(100 * best.profit).toFixed(1)}%`;
+  if (row.badge.textContent !== text) row.badge.textContent = text;
   const sum = best.legs.reduce((total, leg) => total + 1 / leg.odds, 0);
   row.badge.title = best.legs
     .map((leg) => `${leg.outcome} @ ${leg.odds.toFixed(2)} at ${leg.source}: ${(100 / leg.odds / sum).toFixed(1)}% of the stake`)
