@@ -3,12 +3,11 @@
 // each `odds_alert` the topic pushes; after a `resync` of `alerts` it reads them again.
 // Clicking an alert opens its match's chart.
 
-import { eventOf } from "/board.js";
+import { eventOf, marketName } from "/board.js";
 
 const $ = (selector) => document.querySelector(selector);
 /** Alerts the feed keeps; older ones leave it. */
 const KEEP = 50;
-const MARKET_NAMES = { "1x2": "1X2", over_under: "O/U", btts: "BTTS" };
 
 const feed = {
   /** The alerts shown, newest first, each with the JSON it came as (the key that lets a
@@ -104,8 +103,7 @@ function item(alert) {
 
 /** One line a person reads: "sportybet 1X2 1: 2.10 → 2.35 (+11.9%)". */
 function describe(alert) {
-  const market = MARKET_NAMES[alert.market_id] ?? alert.market_id;
-  const where = alert.line === null ? market : `${market} ${alert.line}`;
+  const where = marketName(alert.market_id, alert.line);
   const pct = (p) => `${p > 0 ? "+" : ""}${p.toFixed(1)}%`;
   const odds = (o) => o.toFixed(2);
   switch (alert.kind) {

@@ -6,12 +6,19 @@
 
 const $ = (selector) => document.querySelector(selector);
 
-/** The markets the tabs show: the cache's market id, its line, its outcomes in order. */
+/** The markets the tabs show: the cache's market id, its short name, its line, its outcomes
+ * in order. */
 export const MARKETS = {
-  "1x2": { line: null, outcomes: ["1", "X", "2"] },
-  over_under: { line: 2.5, outcomes: ["Over", "Under"] },
-  btts: { line: null, outcomes: ["Yes", "No"] },
+  "1x2": { name: "1X2", line: null, outcomes: ["1", "X", "2"] },
+  over_under: { name: "O/U", line: 2.5, outcomes: ["Over", "Under"] },
+  btts: { name: "BTTS", line: null, outcomes: ["Yes", "No"] },
 };
+
+/** A market as a line names it: "1X2", "O/U 2.5". */
+export function marketName(marketId, line) {
+  const name = MARKETS[marketId]?.name ?? marketId;
+  return line === null || line === undefined ? name : `${name} ${line}`;
+}
 
 const board = {
   sources: [],
@@ -378,10 +385,8 @@ function surebet(odds, market) {
   const legs = bestPrices(bySource, market);
   if (legs.some((leg) => !leg)) return null;
   const sum = legs.reduce((total, leg) => total + 1 / leg.odds, 0);
-  return sum < 1 - 1e-9 ? { market, profit: 1 / sum - 1, legs } : null;
+  return sum < 1 - 1e-9 ? { market, sum, profit: 1 / sum - 1, legs } : null;
 }
-
-const MARKET_NAMES = { "1x2": "1X2", over_under: "O/U 2.5", btts: "BTTS" };
 
 /** The row's badge: its best sure bet (the shown market's first), its profit and legs. */
 function showSurebet(row) {
@@ -392,12 +397,11 @@ function showSurebet(row) {
   row.el.classList.toggle("arb", best?.market === board.market);
   row.badge.hidden = !best;
   if (!best) return;
-  const market = best.market === board.market ? "" : ` ${MARKET_NAMES[best.market]}`;
+  const market = best.market === board.market ? "" : ` ${marketName(best.market, MARKETS[best.market].line)}`;
   const text = `sure bet${market} +${(100 * best.profit).toFixed(1)}%`;
   if (row.badge.textContent !== text) row.badge.textContent = text;
-  const sum = best.legs.reduce((total, leg) => total + 1 / leg.odds, 0);
   row.badge.title = best.legs
-    .map((leg) => `${leg.outcome} @ ${leg.odds.toFixed(2)} at ${leg.source}: ${(100 / leg.odds / sum).toFixed(1)}% of the stake`)
+    .map((leg) => `${leg.outcome} @ ${leg.odds.toFixed(2)} at ${leg.source}: ${(100 / leg.odds / best.sum).toFixed(1)}% of the stake`)
     .join("\n");
 }
 

@@ -1,7 +1,7 @@
 //! What the odds analysis holds: `GET /api/alerts` (the recent alerts), `GET /api/surebets`
 //! (the open ones), and `GET /api/events/{id}/fair` and `GET /api/events/fair?ids=` (fair
-//! prices, the home bookmaker's edge, opening prices). They take the analysis's locks, so they run on the blocking pool, as the large
-//! reads do.
+//! prices, the home bookmaker's edge, opening prices). They take the analysis's locks, so
+//! they run on the blocking pool, as the large reads do.
 
 use warp::http::StatusCode;
 use warp::reply::Response;

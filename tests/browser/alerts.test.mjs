@@ -6,8 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { chromium } from "playwright-core";
-import { ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, cell, eventually, startServer, stopServer, textOf } from "./helpers.mjs";
+import { ARTIFACTS, openBrowser, cell, eventually, startServer, stopServer, textOf } from "./helpers.mjs";
 
 const ID = 9001;
 const MATCH = { name: "Leeds v Hull", competition: "England: Championship", kickoff: new Date(Date.now() + 7200e3).toISOString() };
@@ -40,10 +39,7 @@ test("the odds analysis on the board", async (t) => {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   const server = await startServer("127.0.0.1:0");
   const base = `http://${server.addr}`;
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  const pageErrors = [];
-  page.on("pageerror", (error) => pageErrors.push(error.message));
+  const { browser, page, pageErrors } = await openBrowser();
   try {
     await put(base, "betpawa", [2.0, 3.4, 3.9]);
     await put(base, "sportybet", [2.0, 3.4, 3.5]);

@@ -5,9 +5,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { chromium } from "playwright-core";
 import {
-  ARTIFACTS, BINARY, CHROMIUM, CHROMIUM_ARGS, cell, price, eventually, ingest, jwt, startServer, stats,
+  ARTIFACTS, openBrowser, BINARY, CHROMIUM, cell, price, eventually, ingest, jwt, startServer, stats,
   stopServer, textOf,
 } from "./helpers.mjs";
 
@@ -18,10 +17,7 @@ test("the live odds board", async (t) => {
 
   let server = await startServer("127.0.0.1:0");
   const base = `http://${server.addr}`;
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  const pageErrors = [];
-  page.on("pageerror", (error) => pageErrors.push(error.message));
+  const { browser, page, pageErrors } = await openBrowser();
   // Every console error fails the test, but for refused connections while the server is
   // down on purpose (the restart step).
   const consoleErrors = [];
@@ -150,10 +146,7 @@ test("the board with access control", async (t) => {
   const secret = "a-browser-test-secret-of-32-bytes";
   const server = await startServer("127.0.0.1:0", ["--auth-secret", secret]);
   const base = `http://${server.addr}`;
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  const pageErrors = [];
-  page.on("pageerror", (error) => pageErrors.push(error.message));
+  const { browser, page, pageErrors } = await openBrowser();
   // What a proxy's access log would record: no request may carry the token in its address.
   const addresses = [];
   page.on("request", (request) => addresses.push(request.url()));

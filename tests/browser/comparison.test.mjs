@@ -6,8 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { chromium } from "playwright-core";
-import { ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, cell, price, eventually, startServer, stopServer, textOf } from "./helpers.mjs";
+import { ARTIFACTS, openBrowser, cell, price, eventually, startServer, stopServer, textOf } from "./helpers.mjs";
 
 const SOON = new Date(Date.now() + 3 * 3600 * 1000).toISOString();
 const LATER = new Date(Date.now() + 26 * 3600 * 1000).toISOString();
@@ -41,10 +40,7 @@ test("the board as an odds-comparison page", async (t) => {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   const server = await startServer("127.0.0.1:0");
   const base = `http://${server.addr}`;
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  const pageErrors = [];
-  page.on("pageerror", (error) => pageErrors.push(error.message));
+  const { browser, page, pageErrors } = await openBrowser();
   const arsenal = { name: "Arsenal v Chelsea", competition: "England: Premier League", kickoff: SOON };
   const inter = { name: "Inter v Milan", competition: "Italy: Serie A", kickoff: LATER };
   try {

@@ -7,6 +7,7 @@ import { once } from "node:events";
 import path from "node:path";
 import readline from "node:readline";
 import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const BINARY = process.env.ODDSBUS_BIN ?? path.join(ROOT, "target/debug/oddsbus");
@@ -18,6 +19,15 @@ export const CHROMIUM_ARGS = [
   "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ];
+
+/** Headless Chromium and a desktop-sized page; `pageErrors` collects the page's script errors. */
+export async function openBrowser() {
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  const pageErrors = [];
+  page.on("pageerror", (error) => pageErrors.push(error.message));
+  return { browser, page, pageErrors };
+}
 
 /** Starts oddsbus on `listen` (200 simulated events, no periodic scrape) and resolves once
  * it logs the address it bound. */
