@@ -272,9 +272,9 @@ pub struct Config {
           value_parser = seconds(0.1, 300.0))]
     pub persist_timeout: Duration,
 
-    /// Days of price history the database keeps (`--database-url`): each day is one table,
-    /// dropped whole once all of it is older; current odds, details and opening prices of an
-    /// event not updated for as long go too.
+    /// Days of price history and alerts the database keeps (`--database-url`): each day is
+    /// one table, dropped whole once all of it is older; current odds, details and opening
+    /// prices of an event not updated for as long go too.
     #[arg(long, env = "ODDSBUS_RETENTION", default_value_t = 14,
           value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub retention: u32,

@@ -101,6 +101,8 @@ pub struct Metrics {
     pub alerts: Family<Label, Counter>,
     /// Alerts the cooldown held back (`--alert-cooldown`), by `kind`.
     pub alerts_suppressed: Family<Label, Counter>,
+    /// Alerts that left the store's queue unwritten while the database was away.
+    pub alerts_unpersisted: Counter,
     /// Age of the oldest change not yet committed to the store.
     pub persist_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
@@ -148,6 +150,7 @@ impl Metrics {
             persist_rows: Family::default(),
             alerts: Family::default(),
             alerts_suppressed: Family::default(),
+            alerts_unpersisted: Counter::default(),
             analysis_events: Gauge::default(),
             analysis_bytes: Gauge::default(),
             persist_failures: Counter::default(),
@@ -340,6 +343,11 @@ impl Metrics {
             "alerts_suppressed",
             "Alerts the cooldown held back (--alert-cooldown), by kind",
             metrics.alerts_suppressed.clone(),
+        );
+        r.register(
+            "alerts_unpersisted",
+            "Alerts that left the database's queue unwritten while the database was away",
+            metrics.alerts_unpersisted.clone(),
         );
         Metrics {
             registry,

@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
+use crate::cache;
 use crate::config::{Config, SourceKind};
 use crate::dispatcher::{self, BusReceiver, Coalescing};
 use crate::engine::Node;
@@ -167,11 +168,17 @@ impl Server {
             stop_dispatcher.clone(),
         ));
         // Runs as long as the cache feeds it.
-        if let Err(error) = broker.prices.start_recording(&broker.cache) {
-            tracing::error!(event = "prices.not_started", %error, "no price history is kept");
-        }
-        if let Err(error) = broker.analysis.start(&broker.cache) {
-            tracing::error!(event = "analysis.not_started", %error, "no alerts are raised");
+        let (prices, analysis) = (broker.prices.clone(), broker.analysis.clone());
+        let watching = cache::spawn_worker(&broker.cache, "odds-watch", move |job| {
+            prices.take(&job);
+            analysis.take(&job);
+        });
+        if let Err(error) = watching {
+            tracing::error!(
+                event = "watch.not_started",
+                %error,
+                "no price history is kept and no alerts are raised"
+            );
         }
         // Stopped once in-flight HTTP requests are done: an ingest waits for its entry.
         let follow_stop = CancellationToken::new();
@@ -216,8 +223,8 @@ async fn start_node(
 ) -> Result<(), String> {
     if let Some(store) = &broker.store {
         let (engine, cache, tasks) = (&broker.engine, &broker.cache, &broker.producers);
-        let ttl = broker.config.event_ttl;
-        let shutdown = &broker.shutdown;
+        let (ttl, shutdown) = (broker.config.event_ttl, &broker.shutdown);
+        store.keep_alerts(&broker.analysis);
         // The writer stops once in-flight requests are done, after writing what they changed.
         store
             .start(engine, cache, ttl, tasks, follow_stop, shutdown)

@@ -199,3 +199,44 @@ async fn a_database_away_longer_than_the_log_keeps_gets_the_whole_state() {
     );
     node.stop().await;
 }
+
+/// Sportybet's price of the home win of `event_id`, as `node`'s analysis has it.
+async fn price(node: &TestServer, event_id: u64) -> Option<f64> {
+    let (_, fair) = node.get(&format!("/api/events/{event_id}/fair")).await;
+    fair["markets"][0]["outcomes"][0]["prices"]["sportybet"]["odds"].as_f64()
+}
+
+/// Every member raises the same alerts from the cluster's log; only the one that holds the
+/// writer's lease keeps them in the database, so each is there once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_alert_is_written_once_by_the_node_that_holds_the_lease() {
+    let redis = RedisServer::start();
+    let pg = PgServer::start();
+    let nodes = [member(&redis, &pg).await, member(&redis, &pg).await];
+    eventually("a node holds the writer's lease", || async {
+        redis.integer("EXISTS oddsbus:store:lease") == 1
+    })
+    .await;
+    // 2.10 then 2.35 on two events: a price change each, raised on both nodes.
+    for event_id in [101, 102] {
+        for to in [2.10, 2.35] {
+            nodes[0].ingest_ok("sportybet", &[event_id], to).await;
+            eventually("both nodes took the price in", || async {
+                price(&nodes[0], event_id).await == Some(to)
+                    && price(&nodes[1], event_id).await == Some(to)
+            })
+            .await;
+        }
+        let written = format!("SELECT count(*) FROM odds_alerts WHERE event_id = {event_id}");
+        eventually("the alert written", || async { pg.query(&written) == "1" }).await;
+    }
+    assert_eq!(pg.query("SELECT count(*) FROM odds_alerts"), "2");
+    let mut wrote = Vec::new();
+    for node in &nodes {
+        let (_, read) = node.get("/api/alerts").await;
+        assert_eq!(read["count"], 2, "{read}");
+        let metrics = node.metrics().await;
+        wrote.push(metrics.contains(r#"oddsbus_persist_rows_total{table="odds_alerts"} 2"#));
+    }
+    assert_eq!(wrote.iter().filter(|&&wrote| wrote).count(), 1, "{wrote:?}");
+}

@@ -1,6 +1,7 @@
-//! The price history over days (`--database-url`): every change of a market is kept with
-//! each outcome's opening price, across restarts, read by window, source and page; a day
-//! past `--retention` is dropped whole.
+//! The price history and the alerts over days (`--database-url`): every change of a market
+//! is kept with each outcome's opening price, across restarts, read by window, source and
+//! page; every alert is kept and read back past the node's memory; a day past `--retention`
+//! is dropped whole.
 
 mod common;
 
@@ -153,6 +154,9 @@ async fn a_day_past_the_retention_is_dropped_whole() {
             EXECUTE format('CREATE TABLE odds_history_%s PARTITION OF odds_history
                             FOR VALUES FROM (%L) TO (%L)', to_char(d, 'YYYYMMDD'),
                            d || ' 00:00:00+00', (d + 1) || ' 00:00:00+00');
+            EXECUTE format('CREATE TABLE odds_alerts_%s PARTITION OF odds_alerts
+                            FOR VALUES FROM (%L) TO (%L)', to_char(d, 'YYYYMMDD'),
+                           d || ' 00:00:00+00', (d + 1) || ' 00:00:00+00');
           END LOOP;
         END $$;
         INSERT INTO odds_history VALUES
@@ -171,21 +175,28 @@ async fn a_day_past_the_retention_is_dropped_whole() {
         INSERT INTO event_details VALUES
           (6, 'betpawa', '{"name":"Gone v Away"}', now() - interval '10 days');"#,
     );
-    let days = |pg: &PgServer| {
-        pg.query(
+    let days = |pg: &PgServer, parent: &str| {
+        pg.query(&format!(
             "SELECT string_agg(((now() AT TIME ZONE 'UTC')::date
                                 - to_date(right(c.relname, 8), 'YYYYMMDD'))::text, ','
                                ORDER BY c.relname)
              FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-             WHERE i.inhparent = 'odds_history'::regclass",
-        )
+             WHERE i.inhparent = '{parent}'::regclass"
+        ))
     };
-    assert_eq!(days(&pg), "10,1,0", "days ago that each table holds");
+    for parent in ["odds_history", "odds_alerts"] {
+        assert_eq!(
+            days(&pg, parent),
+            "10,1,0",
+            "days ago that each table holds"
+        );
+    }
 
     let server = pg.serve(|c| c.retention = 2).await;
-    // Applied once the broker serves: the old day's table, then the old event's rows.
+    // Applied once the broker serves: the old days' tables, then the old event's rows.
     eventually("the retention applied", || async {
-        days(&pg) == "1,0"
+        days(&pg, "odds_history") == "1,0"
+            && days(&pg, "odds_alerts") == "1,0"
             && pg.query("SELECT count(*) FROM odds_current WHERE event_id = 6") == "0"
     })
     .await;
@@ -204,4 +215,81 @@ async fn a_day_past_the_retention_is_dropped_whole() {
         );
     }
     assert_eq!(server.get("/api/events/6/history").await.0, 404);
+}
+
+/// Raises a `price_change` of event 101 at sportybet, `from` to `to`, and returns it as
+/// `GET /api/alerts` lists it.
+async fn raise(server: &common::TestServer, from: f64, to: f64) -> Value {
+    let (_, before) = server.get("/api/alerts").await;
+    server.ingest_ok("sportybet", &[101], from).await;
+    eventually("the analysis took the first price in", || async {
+        let (_, fair) = server.get("/api/events/101/fair").await;
+        fair["markets"][0]["outcomes"][0]["prices"]["sportybet"]["odds"] == json!(from)
+    })
+    .await;
+    server.ingest_ok("sportybet", &[101], to).await;
+    eventually("the alert raised", || async {
+        server.get("/api/alerts").await.1["count"] != before["count"]
+    })
+    .await;
+    let newest = server.get("/api/alerts").await.1["alerts"][0].clone();
+    assert_eq!(newest["to"], json!(to), "{newest}");
+    newest
+}
+
+#[tokio::test]
+async fn alerts_are_kept_and_read_back_past_the_nodes_memory() {
+    let pg = PgServer::start();
+    let first = pg.serve(|_| {}).await;
+    let kept = raise(&first, 2.10, 2.35).await;
+    eventually("the alert written", || async {
+        pg.query("SELECT count(*) FROM odds_alerts") == "1"
+    })
+    .await;
+    assert!(first
+        .metrics()
+        .await
+        .contains(r#"oddsbus_persist_rows_total{table="odds_alerts"} 1"#));
+    first.stop().await;
+
+    // Three days ago, as another run of the broker wrote it.
+    pg.query(
+        r#"DO $$
+        DECLARE d date := (now() AT TIME ZONE 'UTC')::date - 3;
+        BEGIN
+          EXECUTE format('CREATE TABLE IF NOT EXISTS odds_alerts_%s PARTITION OF odds_alerts
+                          FOR VALUES FROM (%L) TO (%L)', to_char(d, 'YYYYMMDD'),
+                         d || ' 00:00:00+00', (d + 1) || ' 00:00:00+00');
+        END $$;
+        INSERT INTO odds_alerts VALUES (now() - interval '3 days', 'availability', 'warning',
+          7, '{"kind":"availability","severity":"warning","event_id":7,"source":"bet9ja",
+               "market_id":"btts","line":null,"state":"pulled","at":"2026-12-01T10:00:00.000Z"}');"#,
+    );
+
+    // A new node holds in memory only what it raised; the rest of the window comes from the
+    // database, newest first, none twice.
+    let second = pg.serve(|_| {}).await;
+    let (_, read) = second.get("/api/alerts").await;
+    assert_eq!(read["alerts"], json!([kept]), "{read}");
+    let fresh = raise(&second, 2.35, 2.10).await;
+    let (_, read) = second.get("/api/alerts?minutes=5000").await;
+    assert_eq!(read["count"], 3, "{read}");
+    assert_eq!(read["alerts"][0], fresh);
+    assert_eq!(read["alerts"][1], kept);
+    assert_eq!(read["alerts"][2]["event_id"], 7);
+    let (_, two) = second.get("/api/alerts?minutes=5000&limit=2").await;
+    assert_eq!(two["alerts"], json!([fresh, kept]));
+    let (_, pulled) = second
+        .get("/api/alerts?minutes=5000&kind=availability")
+        .await;
+    assert_eq!(pulled["count"], 1, "{pulled}");
+    let (_, hour) = second.get("/api/alerts?minutes=60&kind=availability").await;
+    assert_eq!(hour["count"], 0, "{hour}");
+    // With a database, the window reaches over the retention (14 days), no further.
+    assert_eq!(second.get("/api/alerts?minutes=20160").await.0, 200);
+    let (status, body) = second.get("/api/alerts?minutes=20161").await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("invalid_query"))
+    );
 }

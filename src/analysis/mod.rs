@@ -2,10 +2,9 @@
 //! competitor moving against the home bookmaker, a market pulled or back), surebets, and
 //! the fair price of each outcome with the home bookmaker's edge against it.
 //!
-//! Fed like the price history: cache callbacks that only queue (`cache::spawn_worker`: the
-//! latest snapshot of each event and source), and one thread of its own that takes each in
-//! turn into its event's [`Book`] (`book/`, where the rules are), and publishes what it
-//! raises on `alerts`. The ingest and the fan-out never wait for it: a burst it has not
+//! Fed like the price history, by the same worker (`cache::spawn_worker`: the latest snapshot
+//! of each event and source, parsed once for both), which takes each in turn into its
+//! event's [`Book`] (`book/`, where the rules are) and publishes what it raises on `alerts`. The ingest and the fan-out never wait for it: a burst it has not
 //! reached yet only leaves it fewer snapshots to look at.
 //!
 //! Bounded by bytes: a book holds the primary markets of an event, a few lines and outcomes
@@ -27,7 +26,7 @@ use serde::Serialize;
 
 pub use self::book::FairMarket;
 use self::book::{Book, Context, MarketKey, Names, Rules};
-use crate::cache::{spawn_worker, Job, OddsCache, Prices};
+use crate::cache::{Job, Prices};
 use crate::config::Config;
 use crate::metrics::{label, Metrics};
 use crate::protocol::{encode, Alert, AlertKind, Leg, ServerMessage, Severity, Timestamp, Topic};
@@ -42,9 +41,6 @@ pub const RECENT_AGE: Duration = Duration::from_secs(24 * 3600);
 /// How close in time a competitor's move and the home bookmaker's must be to disagree.
 pub const DISAGREEMENT_WINDOW: Duration = Duration::from_secs(300);
 
-/// How long the worker lets changes gather after it is woken, as the price history does.
-const GATHER: Duration = Duration::from_millis(20);
-
 /// Shared handle to the analysis. Cheap to clone.
 #[derive(Clone)]
 pub struct Analysis {
@@ -54,6 +50,8 @@ pub struct Analysis {
 struct Shared {
     books: Mutex<Books>,
     recent: Mutex<Recent>,
+    /// Called with every alert raised (`on_alert`).
+    listeners: Mutex<Vec<Listener>>,
     rules: Rules,
     /// `--analysis-bytes`.
     budget: usize,
@@ -84,27 +82,39 @@ impl Books {
     }
 }
 
+/// What is told of each alert raised; it only queues (the database's writer).
+type Listener = Box<dyn Fn(&Raised) + Send + Sync>;
+
 /// The recent alerts, oldest first.
-#[derive(Default)]
 struct Recent {
-    alerts: VecDeque<Kept>,
+    alerts: VecDeque<Raised>,
     bytes: usize,
+    /// Since when (Unix ms) `alerts` holds every alert raised: the start, or just after the
+    /// last one that left.
+    complete_from: i64,
 }
 
-/// One recent alert, as `GET /api/alerts` filters and writes it.
-struct Kept {
-    /// When it was raised, in Unix ms.
-    raised: i64,
-    kind: AlertKind,
-    severity: Severity,
-    json: String,
+/// One alert as it was raised, as `GET /api/alerts` filters and writes it and the database
+/// keeps it.
+#[derive(Debug, Clone)]
+pub struct Raised {
+    /// When, in Unix ms (this node's clock).
+    pub raised: i64,
+    /// Its kind.
+    pub kind: AlertKind,
+    /// Its severity.
+    pub severity: Severity,
+    /// Its event.
+    pub event_id: u64,
+    /// The alert, as `data` of its `odds_alert`.
+    pub json: Arc<str>,
 }
 
 /// What `GET /api/alerts` asks for.
 #[derive(Debug, Clone)]
 pub struct AlertQuery {
-    /// Raised in the last this many minutes.
-    pub minutes: u64,
+    /// Raised at or after this time, in Unix ms.
+    pub since: i64,
     /// Of these kinds (empty: any).
     pub kinds: Vec<AlertKind>,
     /// Of these severities (empty: any).
@@ -146,7 +156,12 @@ impl Analysis {
                     names: Names::default(),
                 }),
                 budget: config.analysis_bytes,
-                recent: Mutex::default(),
+                recent: Mutex::new(Recent {
+                    alerts: VecDeque::new(),
+                    bytes: 0,
+                    complete_from: Timestamp::now().unix_millis(),
+                }),
+                listeners: Mutex::default(),
                 rules: Rules {
                     thresholds: config.alert_thresholds,
                     cooldown: config.alert_cooldown,
@@ -158,25 +173,20 @@ impl Analysis {
         }
     }
 
-    /// Registers the callbacks that queue every change and eviction of `cache`, and starts
-    /// the analysis thread: it runs as long as the cache.
-    pub fn start(&self, cache: &OddsCache) -> std::io::Result<()> {
-        let analysis = self.clone();
-        spawn_worker(cache, "odds-analysis", GATHER, move |job| match job {
+    /// Takes one job of the cache's worker (`cache::spawn_worker`).
+    pub fn take(&self, job: &Job<'_>) {
+        match *job {
             Job::Record {
                 event_id,
                 source,
-                json,
-            } => analysis.take(event_id, &source, &json),
-            Job::Forget(event_ids) => analysis.forget(&event_ids),
-        })
+                prices,
+            } => self.apply(event_id, source, prices),
+            Job::Forget(event_ids) => self.forget(event_ids),
+        }
     }
 
     /// Takes in one stored snapshot and publishes what it raises.
-    pub fn take(&self, event_id: u64, source: &Arc<str>, json: &[u8]) {
-        let Ok(prices) = serde_json::from_slice::<Prices>(json) else {
-            return; // the cache's own encoding: cannot happen
-        };
+    fn apply(&self, event_id: u64, source: &Arc<str>, prices: &Prices<'_>) {
         let metrics = &self.shared.metrics;
         let raised = {
             let mut books = self.shared.books.lock();
@@ -220,7 +230,7 @@ impl Analysis {
         }
     }
 
-    /// Publishes `alert` on `alerts` and keeps it for the reads.
+    /// Publishes `alert` on `alerts`, keeps it for the reads and tells the listeners.
     fn publish(&self, alert: &Alert) {
         let metrics = &self.shared.metrics;
         metrics
@@ -236,16 +246,20 @@ impl Analysis {
         let Ok(json) = serde_json::to_string(alert) else {
             return; // every field serialises
         };
-        let now = Timestamp::now().unix_millis();
-        let mut recent = self.shared.recent.lock();
-        recent.bytes += json.len();
-        recent.alerts.push_back(Kept {
-            raised: now,
+        let raised = Raised {
+            raised: Timestamp::now().unix_millis(),
             kind: alert.kind,
             severity: alert.severity,
-            json,
-        });
-        let oldest = now - RECENT_AGE.as_millis() as i64;
+            event_id: alert.event_id,
+            json: Arc::from(json),
+        };
+        for listener in self.shared.listeners.lock().iter() {
+            listener(&raised);
+        }
+        let oldest = raised.raised - RECENT_AGE.as_millis() as i64;
+        let mut recent = self.shared.recent.lock();
+        recent.bytes += raised.json.len();
+        recent.alerts.push_back(raised);
         while recent.bytes > RECENT_BYTES
             || recent.alerts.front().is_some_and(|k| k.raised < oldest)
         {
@@ -253,7 +267,14 @@ impl Analysis {
                 break;
             };
             recent.bytes -= gone.json.len();
+            recent.complete_from = recent.complete_from.max(gone.raised + 1);
         }
+    }
+
+    /// Calls `listener` with every alert raised from now on, as it is raised: it must only
+    /// queue.
+    pub fn on_alert(&self, listener: impl Fn(&Raised) + Send + Sync + 'static) {
+        self.shared.listeners.lock().push(Box::new(listener));
     }
 
     /// Forgets events the cache dropped.
@@ -267,25 +288,22 @@ impl Analysis {
         metrics.analysis_bytes.set(books.bytes as i64);
     }
 
-    /// The recent alerts `query` asks for, newest first, as JSON.
-    pub fn alerts(&self, query: &AlertQuery) -> String {
-        let since = Timestamp::now().unix_millis() - (query.minutes * 60_000) as i64;
+    /// The recent alerts `query` asks for, newest first, each as JSON; and since when (Unix
+    /// ms) the node holds every alert raised: those raised before may be missing (they left
+    /// its memory, or came before its start).
+    pub fn alerts(&self, query: &AlertQuery) -> (Vec<Arc<str>>, i64) {
         let recent = self.shared.recent.lock();
-        let chosen: Vec<&str> = recent
+        let chosen = recent
             .alerts
             .iter()
             .rev()
-            .take_while(|k| k.raised >= since)
+            .take_while(|k| k.raised >= query.since)
             .filter(|k| query.kinds.is_empty() || query.kinds.contains(&k.kind))
             .filter(|k| query.severities.is_empty() || query.severities.contains(&k.severity))
             .take(query.limit)
-            .map(|k| k.json.as_str())
+            .map(|k| k.json.clone())
             .collect();
-        format!(
-            "{{\"alerts\":[{}],\"count\":{}}}",
-            chosen.join(","),
-            chosen.len()
-        )
+        (chosen, recent.complete_from)
     }
 
     /// The open surebets, best profit first.

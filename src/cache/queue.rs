@@ -1,7 +1,7 @@
-//! What the cache's callbacks hand a worker that reacts to changes off the hot path (the
-//! price history, the odds analysis): the latest snapshot of each event and source not yet
+//! What the cache's callbacks hand the worker that reacts to changes off the hot path (the
+//! price history and the odds analysis): the latest snapshot of each event and source not yet
 //! taken, and the events the cache dropped, in order; and [`spawn_worker`], the thread that
-//! takes them.
+//! takes them, parsing each snapshot once for all who read it.
 //!
 //! A snapshot that arrives while an older one of the same event and source waits takes its
 //! place, so the queue holds at most one snapshot per event and source (shared bytes, as
@@ -21,16 +21,20 @@ use tokio::sync::mpsc;
 use super::{Changes, OddsCache};
 use crate::protocol::Timestamp;
 
+/// How long the worker lets changes gather after it is woken: a busy broker then wakes its
+/// thread a few times a second, not once per ingest, which cost the batch-1 fan-out
+/// (BENCHMARKS.md, "Bounded by bytes").
+const GATHER: Duration = Duration::from_millis(20);
+
 /// Registers callbacks that queue every change and eviction of `cache`, and starts the
-/// thread `name` that hands each job to `work`, in order. Woken by the callbacks, it first
-/// lets a burst gather for `gather`: a busy broker then wakes it a few times a second, not
-/// once per ingest, which cost the batch-1 fan-out (BENCHMARKS.md, "Bounded by bytes"). It
-/// runs as long as the cache.
+/// thread `name` that hands each job to `work`, in order, each snapshot parsed once. Woken by
+/// the callbacks, it first lets a burst gather for [`GATHER`]. It runs as long as the cache.
+/// One worker serves every reader: each more would cost every ingest a callback and every
+/// snapshot a parse (BENCHMARKS.md, "One parse for the price history and the analysis").
 pub fn spawn_worker(
     cache: &OddsCache,
     name: &str,
-    gather: Duration,
-    mut work: impl FnMut(Job) + Send + 'static,
+    mut work: impl FnMut(Job<'_>) + Send + 'static,
 ) -> std::io::Result<()> {
     // A wake-up, not the data: the data waits in the queue. The channel closes when the
     // cache, and with it the callbacks, is gone.
@@ -56,12 +60,29 @@ pub fn spawn_worker(
         .spawn(move || {
             yield_to_the_push();
             while woken.blocking_recv().is_some() {
-                std::thread::sleep(gather);
+                std::thread::sleep(GATHER);
                 // One job at a time, so that the worker's readers wait for one at most.
                 loop {
-                    let job = queue.lock().pop();
-                    let Some(job) = job else { break };
-                    work(job);
+                    let queued = queue.lock().pop();
+                    match queued {
+                        None => break,
+                        Some(Queued::Forget(event_ids)) => work(Job::Forget(&event_ids)),
+                        Some(Queued::Record {
+                            event_id,
+                            source,
+                            json,
+                        }) => {
+                            let Ok(prices) = serde_json::from_slice::<Prices>(&json) else {
+                                continue; // the cache's own encoding: cannot happen
+                            };
+                            let source = &source;
+                            work(Job::Record {
+                                event_id,
+                                source,
+                                prices: &prices,
+                            });
+                        }
+                    }
                 }
             }
         })
@@ -69,7 +90,7 @@ pub fn spawn_worker(
 }
 
 /// A stored snapshot's prices, as a worker reads them from its JSON.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 pub struct Prices<'a> {
     /// When they were seen.
     pub captured_at: Timestamp,
@@ -79,7 +100,7 @@ pub struct Prices<'a> {
 }
 
 /// One market's prices.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 pub struct MarketPrices<'a> {
     /// The market's id.
     #[serde(borrow)]
@@ -92,7 +113,7 @@ pub struct MarketPrices<'a> {
 }
 
 /// One outcome's price.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 pub struct OutcomePrice<'a> {
     /// The outcome's name.
     #[serde(borrow)]
@@ -113,22 +134,33 @@ fn yield_to_the_push() {
     }
 }
 
-/// Something for the worker to do.
+/// Something for the worker's readers to do.
 #[derive(Debug)]
-pub enum Job {
-    /// Take in this snapshot, the latest of its event and source.
+pub enum Job<'a> {
+    /// Take in this snapshot's prices, the latest of its event and source.
+    Record {
+        event_id: u64,
+        source: &'a Arc<str>,
+        prices: &'a Prices<'a>,
+    },
+    /// Forget these events: the cache dropped them.
+    Forget(&'a [u64]),
+}
+
+/// A job as it waits: the snapshot still in the cache's bytes.
+#[derive(Debug)]
+enum Queued {
     Record {
         event_id: u64,
         source: Arc<str>,
         json: Bytes,
     },
-    /// Forget these events: the cache dropped them.
     Forget(Vec<u64>),
 }
 
 /// The queue; see the module's documentation.
 #[derive(Debug, Default)]
-pub struct Queue {
+struct Queue {
     /// What to do, in order. A `Record` slot whose `seq` no longer matches its waiting
     /// snapshot is stale (that snapshot was forgotten) and is skipped.
     order: VecDeque<Slot>,
@@ -147,7 +179,7 @@ enum Slot {
 
 impl Queue {
     /// Queues the snapshot of `event_id` from `source`, replacing one still waiting.
-    pub fn record(&mut self, event_id: u64, source: &Arc<str>, json: Bytes) {
+    fn record(&mut self, event_id: u64, source: &Arc<str>, json: Bytes) {
         let waiting = self.waiting.entry(event_id).or_default();
         if let Some((_, _, pending)) = waiting.iter_mut().find(|(s, _, _)| s == source) {
             *pending = json;
@@ -160,7 +192,7 @@ impl Queue {
     }
 
     /// Queues forgetting `event_ids`; their waiting snapshots are dropped now.
-    pub fn forget(&mut self, event_ids: &[u64]) {
+    fn forget(&mut self, event_ids: &[u64]) {
         for event_id in event_ids {
             if let Some(dropped) = self.waiting.remove(event_id) {
                 self.live -= dropped.len();
@@ -176,10 +208,10 @@ impl Queue {
     }
 
     /// The next job, if any.
-    pub fn pop(&mut self) -> Option<Job> {
+    fn pop(&mut self) -> Option<Queued> {
         while let Some(slot) = self.order.pop_front() {
             let (event_id, seq) = match slot {
-                Slot::Forget(ids) => return Some(Job::Forget(ids)),
+                Slot::Forget(ids) => return Some(Queued::Forget(ids)),
                 Slot::Record(event_id, seq) => (event_id, seq),
             };
             let Some(waiting) = self.waiting.get_mut(&event_id) else {
@@ -193,7 +225,7 @@ impl Queue {
                 self.waiting.remove(&event_id);
             }
             self.live -= 1;
-            return Some(Job::Record {
+            return Some(Queued::Record {
                 event_id,
                 source,
                 json,
@@ -226,9 +258,9 @@ impl Queue {
 mod tests {
     use super::*;
 
-    fn recorded(job: Option<Job>) -> (u64, String, Bytes) {
+    fn recorded(job: Option<Queued>) -> (u64, String, Bytes) {
         match job {
-            Some(Job::Record {
+            Some(Queued::Record {
                 event_id,
                 source,
                 json,
@@ -261,7 +293,7 @@ mod tests {
         queue.record(1, &a, Bytes::from_static(b"old"));
         queue.forget(&[1]);
         queue.record(1, &a, Bytes::from_static(b"new"));
-        assert!(matches!(queue.pop(), Some(Job::Forget(ids)) if ids == [1]));
+        assert!(matches!(queue.pop(), Some(Queued::Forget(ids)) if ids == [1]));
         assert_eq!(recorded(queue.pop()).2, Bytes::from_static(b"new"));
         assert!(queue.pop().is_none());
     }

@@ -1,4 +1,5 @@
-//! What the odds analysis holds: `GET /api/alerts` (the recent alerts), `GET /api/surebets`
+//! What the odds analysis holds: `GET /api/alerts` (the recent alerts, and with a database
+//! the older ones), `GET /api/surebets`
 //! (the open ones), and `GET /api/events/{id}/fair` and `GET /api/events/fair?ids=` (fair
 //! prices, the home bookmaker's edge, opening prices). They take the analysis's locks, so
 //! they run on the blocking pool, as the large reads do.
@@ -7,34 +8,62 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
 
-use super::events::{large_read, parse_id, requested_ids};
+use super::events::{blocking_read, large_read, parse_id, requested_ids};
 use crate::analysis::AlertQuery;
 use crate::broker::Broker;
-use crate::protocol::{AlertKind, HttpError, HttpErrorCode, Severity};
+use crate::protocol::{AlertKind, HttpError, HttpErrorCode, Severity, Timestamp};
 use crate::reply;
 
-/// Longest window of `GET /api/alerts`, in minutes: a day, as long as alerts are kept.
+/// Longest window of `GET /api/alerts` without a database, in minutes: a day, as long as a
+/// node keeps alerts in memory. With one, the retention's days.
 const MAX_MINUTES: u64 = 1440;
 
 /// Most alerts one `GET /api/alerts` returns.
 const MAX_ALERTS: usize = 1000;
 
-/// `GET /api/alerts[?minutes=60][&kind=a,b][&severity=a,b][&limit=100]`.
+/// `GET /api/alerts[?minutes=60][&kind=a,b][&severity=a,b][&limit=100]`: from the node's
+/// memory, and with a database, the older part of the window from it.
 pub async fn alerts(broker: Broker, query: Vec<(String, String)>) -> Response {
-    let query = match alert_query(&query) {
+    let days = broker.store.as_ref().map_or(1, |_| broker.config.retention);
+    let query = match alert_query(&query, u64::from(days) * MAX_MINUTES) {
         Ok(query) => query,
         Err(error) => return error.into_response(),
     };
-    large_read(broker, move |broker| {
-        let json = broker.analysis.alerts(&query);
-        reply::encoded(StatusCode::OK, json.into_bytes())
-    })
-    .await
+    let asked = query.clone();
+    let read = blocking_read(broker.clone(), move |broker| broker.analysis.alerts(&asked));
+    let (recent, complete_from) = match read.await {
+        Ok(read) => read,
+        Err(error) => return error,
+    };
+    let rest = query.limit - recent.len();
+    let older = match &broker.store {
+        Some(store) if rest > 0 && query.since < complete_from => {
+            match store.alerts(&query, complete_from, rest).await {
+                Ok(older) => older,
+                Err(error) => {
+                    tracing::warn!(event = "store.read_failed", %error);
+                    let message = "older alerts are in the database, which did not answer";
+                    let error = HttpError::new(HttpErrorCode::DatabaseUnavailable, message);
+                    return error.into_response();
+                }
+            }
+        }
+        _ => Vec::new(),
+    };
+    let recent = recent.iter().map(|json| &**json);
+    let alerts: Vec<&str> = recent.chain(older.iter().map(String::as_str)).collect();
+    let json = format!(
+        "{{\"alerts\":[{}],\"count\":{}}}",
+        alerts.join(","),
+        alerts.len()
+    );
+    reply::encoded(StatusCode::OK, json.into_bytes())
 }
 
-fn alert_query(query: &[(String, String)]) -> Result<AlertQuery, HttpError> {
+fn alert_query(query: &[(String, String)], most_minutes: u64) -> Result<AlertQuery, HttpError> {
+    let mut minutes = 60;
     let mut asked = AlertQuery {
-        minutes: 60,
+        since: 0,
         kinds: Vec::new(),
         severities: Vec::new(),
         limit: 100,
@@ -62,7 +91,7 @@ fn alert_query(query: &[(String, String)]) -> Result<AlertQuery, HttpError> {
                 .collect::<Result<Vec<_>, _>>()
         };
         match key.as_str() {
-            "minutes" => asked.minutes = number(MAX_MINUTES)?,
+            "minutes" => minutes = number(most_minutes)?,
             "limit" => asked.limit = number(MAX_ALERTS as u64)? as usize,
             "kind" => {
                 let kinds = names(&AlertKind::ALL.map(AlertKind::name))?;
@@ -76,6 +105,7 @@ fn alert_query(query: &[(String, String)]) -> Result<AlertQuery, HttpError> {
             _ => {}
         }
     }
+    asked.since = Timestamp::now().unix_millis() - (minutes * 60_000) as i64;
     Ok(asked)
 }
 

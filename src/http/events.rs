@@ -142,18 +142,28 @@ pub(super) async fn large_read(
     broker: Broker,
     read: impl FnOnce(&Broker) -> Response + Send + 'static,
 ) -> Response {
+    blocking_read(broker, read)
+        .await
+        .unwrap_or_else(|error| error)
+}
+
+/// What `read` returns, run as [`large_read`] runs it; `Err` is the error reply.
+pub(super) async fn blocking_read<T: Send + 'static>(
+    broker: Broker,
+    read: impl FnOnce(&Broker) -> T + Send + 'static,
+) -> Result<T, Response> {
     let slots = broker.slots.large_reads.clone();
     // The semaphore is never closed, so acquiring only waits.
     let Ok(_slot) = slots.acquire_owned().await else {
-        return HttpError::new(HttpErrorCode::Internal, "the read could not start").into_response();
+        let error = HttpError::new(HttpErrorCode::Internal, "the read could not start");
+        return Err(error.into_response());
     };
-    match tokio::task::spawn_blocking(move || read(&broker)).await {
-        Ok(response) => response,
-        Err(error) => {
+    tokio::task::spawn_blocking(move || read(&broker))
+        .await
+        .map_err(|error| {
             tracing::error!(event = "http.read_failed", %error);
             HttpError::new(HttpErrorCode::Internal, "the read failed").into_response()
-        }
-    }
+        })
 }
 
 /// `?after=ID&limit=N` of `GET /api/events`: both optional.

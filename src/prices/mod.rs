@@ -3,9 +3,9 @@
 //! moves of the last minutes).
 //!
 //! Fed like the dispatcher: OddsCache callbacks that only queue (`cache::spawn_worker`: the
-//! latest snapshot of each event and source, and the events the cache dropped), and one
-//! thread of its own that records, so that no runtime worker ever parses a snapshot or waits for the
-//! history's lock (and the history's memory comes from one allocator arena). Each outcome
+//! latest snapshot of each event and source, and the events the cache dropped), and the
+//! worker's thread, which records, so that no runtime worker ever parses a snapshot or waits
+//! for the history's lock (and the history's memory comes from one allocator arena). Each outcome
 //! whose price differs from its last point gets a point at the snapshot's `captured_at`.
 //!
 //! Bounded by bytes: the last [`POINTS_PER_OUTCOME`] prices of each outcome; the outcomes of
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::read::Move;
-use crate::cache::{spawn_worker, Job, OddsCache, Prices};
+use crate::cache::{Job, Prices};
 use crate::metrics::Metrics;
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -37,11 +37,6 @@ pub const MAX_SERIES_PER_SOURCE: usize = 2_048;
 
 /// How long one computation of `/api/moves` answers for its window.
 pub const MOVES_FRESH: Duration = Duration::from_secs(1);
-
-/// How long the recorder lets changes gather after it is woken: a busy broker then wakes its
-/// thread a few times a second, not once per ingest, which cost the batch-1 fan-out
-/// (BENCHMARKS.md, "Bounded by bytes").
-const GATHER: Duration = Duration::from_millis(20);
 
 /// Most moves `/api/moves` returns.
 pub const MAX_MOVES: usize = 500;
@@ -191,26 +186,21 @@ impl PriceHistory {
         }
     }
 
-    /// Registers the callbacks that queue every change and eviction of `cache` for the
-    /// recorder, and starts the recorder's thread: it runs as long as the cache.
-    pub fn start_recording(&self, cache: &OddsCache) -> std::io::Result<()> {
-        let history = self.clone();
-        spawn_worker(cache, "price-history", GATHER, move |job| match job {
+    /// Takes one job of the cache's worker (`cache::spawn_worker`).
+    pub fn take(&self, job: &Job<'_>) {
+        match *job {
             Job::Record {
                 event_id,
                 source,
-                json,
-            } => history.record(&source, event_id, &json),
-            Job::Forget(event_ids) => history.forget(&event_ids),
-        })
+                prices,
+            } => self.record(source, event_id, prices),
+            Job::Forget(event_ids) => self.forget(event_ids),
+        }
     }
 
     /// Records the prices of one stored snapshot that differ from each outcome's last one,
     /// and drops the series of `source` that left it.
-    pub fn record(&self, source: &Arc<str>, event_id: u64, json: &[u8]) {
-        let Ok(prices) = serde_json::from_slice::<Prices>(json) else {
-            return; // the cache's own encoding: cannot happen
-        };
+    fn record(&self, source: &Arc<str>, event_id: u64, prices: &Prices<'_>) {
         let at = prices.captured_at.unix_millis();
         let mut recorded = self.shared.recorded.lock();
         let fresh = !recorded.events.contains(&event_id);

@@ -117,10 +117,15 @@ impl LogWriter {
         };
         // Whatever the writer was doing when the lease is lost is dropped: a transaction
         // not committed is rolled back, and one that was is the new holder's starting point.
-        tokio::select! {
+        let store = self.store.clone();
+        let writes_alerts = &store.shared.writes_alerts;
+        writes_alerts.store(true, Ordering::Relaxed);
+        let held = tokio::select! {
             written = self.write(stop) => written,
             renewed = renew => renewed,
-        }
+        };
+        writes_alerts.store(false, Ordering::Relaxed);
+        held
     }
 
     /// Writes the log from the position the database holds, until `stop`.

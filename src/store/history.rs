@@ -117,7 +117,7 @@ impl Store {
 }
 
 /// The instant `millis` after the Unix epoch, clamped to it.
-fn system_time(millis: i64) -> SystemTime {
+pub(super) fn system_time(millis: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
 }
 

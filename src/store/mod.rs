@@ -10,8 +10,10 @@
 //! node serves, the schema is migrated (`migrations/`, embedded) and a single node's cache
 //! loaded back from the current odds (`load.rs`); the retention (`retention.rs`) is applied
 //! once it serves, then hourly. Reads of what the cache does not hold come from here too:
-//! events (`load.rs`) and the price history over days (`history.rs`).
+//! events (`load.rs`) and the price history over days (`history.rs`). The alerts the analysis
+//! raises are kept over the retention too (`alerts.rs`).
 
+mod alerts;
 mod cluster;
 mod history;
 mod load;
@@ -87,6 +89,13 @@ struct Shared {
     config: tokio_postgres::Config,
     /// On a cluster member, how far the cluster's log is committed, as last heard.
     position: watch::Sender<Option<Position>>,
+    /// Alerts raised and not yet written.
+    alerts: Mutex<alerts::Waiting>,
+    /// Wakes the alerts' writer.
+    alerts_queued: Notify,
+    /// Whether this node keeps the alerts it raises: a single node does, and in a cluster
+    /// the node that holds the writer's lease.
+    writes_alerts: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -156,6 +165,9 @@ impl Store {
                 retention,
                 config,
                 position: watch::channel(None).0,
+                alerts: Mutex::default(),
+                alerts_queued: Notify::new(),
+                writes_alerts: AtomicBool::new(false),
                 metrics,
             }),
         })
@@ -167,7 +179,8 @@ impl Store {
     /// On a single node the cache is loaded from the database (the current odds updated
     /// within `ttl`) and the writer is fed by the cache's callback. On a cluster member the
     /// cache is the cluster's, from Redis; the writer follows the cluster's log
-    /// (`cluster.rs`), and the database refills Redis when Redis lost it.
+    /// (`cluster.rs`), and the database refills Redis when Redis lost it. Either way the
+    /// alerts queued by [`Store::keep_alerts`] are written (`alerts.rs`).
     pub async fn start(
         &self,
         engine: &Engine,
@@ -179,6 +192,7 @@ impl Store {
     ) -> Result<(), String> {
         let log = engine.shared_log();
         self.open(cache, ttl, log.is_none()).await?;
+        tasks.spawn(alerts::write_alerts(self.clone(), stop.clone()));
         match log {
             Some(log) => {
                 let (store, cache) = (self.clone(), cache.clone());
@@ -188,6 +202,7 @@ impl Store {
                 tasks.spawn(cluster::listen(self.clone(), shutdown.clone()));
             }
             None => {
+                self.shared.writes_alerts.store(true, Ordering::Relaxed);
                 self.keep(cache);
                 // Writes until in-flight requests are done, then what is still pending.
                 tasks.spawn(write_behind(self.clone(), cache.clone(), stop.clone()));

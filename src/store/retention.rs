@@ -1,11 +1,11 @@
-//! The price history's days, and what `--retention` keeps.
+//! The days of the price history and of the alerts, and what `--retention` keeps.
 //!
-//! `odds_history` is partitioned by the UTC day of `recorded_at`: one table per day,
-//! `odds_history_YYYYMMDD`, which the writer creates before it writes the day's first row.
-//! Retention drops a day's table whole once all of it is older than `--retention` days (never
-//! a slow `DELETE` over the history), and deletes the current odds and details of events not
-//! updated for as long, with the opening prices of what is gone. It runs once the node
-//! serves, then every [`EVERY`].
+//! `odds_history` and `odds_alerts` are partitioned by the UTC day of their rows' time
+//! (`recorded_at`, `raised_at`): one table per day, `odds_history_YYYYMMDD`, which the writers
+//! create before they write the day's first row. Retention drops a day's table whole once
+//! all of it is older than `--retention` days (never a slow `DELETE`), and deletes the current
+//! odds and details of events not updated for as long, with the opening prices of what is
+//! gone. It runs once the node serves, then every [`EVERY`].
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,10 +21,13 @@ const EVERY: Duration = Duration::from_secs(3600);
 
 const SECS_PER_DAY: u64 = 86_400;
 
+/// The tables partitioned by day.
+const BY_DAY: [&str; 2] = ["odds_history", "odds_alerts"];
+
 /// What retention removed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Removed {
-    /// Days of history dropped.
+    /// Days' tables dropped (of the history and of the alerts).
     pub days: usize,
     /// Market rows of current odds deleted (events not updated within the retention).
     pub markets: u64,
@@ -49,26 +52,28 @@ fn date(day: u64) -> Option<(String, String)> {
     Some((long, short))
 }
 
-/// The day a history table holds, from its name.
-fn day_of_table(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix("odds_history_")?;
+/// The day a table of `parent` holds, from its name.
+fn day_of_table(parent: &str, name: &str) -> Option<u64> {
+    let digits = name.strip_prefix(parent)?.strip_prefix('_')?;
     let date = Date::parse(digits, format_description!("[year][month][day]")).ok()?;
     let secs = date.midnight().assume_utc().unix_timestamp();
     u64::try_from(secs).ok().map(|secs| secs / SECS_PER_DAY)
 }
 
-/// Creates the table of `day` if it does not exist yet.
+/// Creates the tables of `day` if they do not exist yet.
 pub async fn create_day(client: &Client, day: u64) -> Result<(), String> {
     let ((from, table), (to, _)) = date(day)
         .zip(date(day + 1))
         .ok_or_else(|| format!("day {day} has no date"))?;
     // One implicit transaction, under a lock: two nodes creating the same table at once
     // would collide in the catalog.
-    let statement = format!(
-        "SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); \
-         CREATE TABLE IF NOT EXISTS odds_history_{table} PARTITION OF odds_history \
-         FOR VALUES FROM ('{from} 00:00:00+00') TO ('{to} 00:00:00+00')"
-    );
+    let mut statement = format!("SELECT pg_advisory_xact_lock({SCHEMA_LOCK})");
+    for parent in BY_DAY {
+        statement += &format!(
+            "; CREATE TABLE IF NOT EXISTS {parent}_{table} PARTITION OF {parent} \
+             FOR VALUES FROM ('{from} 00:00:00+00') TO ('{to} 00:00:00+00')"
+        );
+    }
     client
         .batch_execute(&statement)
         .await
@@ -83,20 +88,21 @@ pub async fn apply(client: &Client, days: u32, now: SystemTime) -> Result<Remove
     let first_kept = day_of(cutoff);
     let tables = client
         .query(
-            "SELECT c.relname FROM pg_inherits i
+            "SELECT p.relname, c.relname FROM pg_inherits i
              JOIN pg_class c ON c.oid = i.inhrelid
              JOIN pg_class p ON p.oid = i.inhparent
-             WHERE p.relname = 'odds_history'",
-            &[],
+             WHERE p.relname = ANY($1)",
+            &[&BY_DAY.as_slice()],
         )
         .await
         .map_err(|e| e.to_string())?;
     let mut removed = Removed::default();
     for row in tables {
-        let Ok(name) = row.try_get::<_, String>(0) else {
+        let (Ok(parent), Ok(name)) = (row.try_get::<_, &str>(0), row.try_get::<_, String>(1))
+        else {
             continue;
         };
-        if day_of_table(&name).is_some_and(|day| day < first_kept) {
+        if day_of_table(parent, &name).is_some_and(|day| day < first_kept) {
             let statement = format!("DROP TABLE IF EXISTS {name}");
             client
                 .batch_execute(&statement)
@@ -187,8 +193,15 @@ mod tests {
         let day = 20_426; // 2025-12-04
         let (from, table) = date(day).unwrap();
         assert_eq!((from.as_str(), table.as_str()), ("2025-12-04", "20251204"));
-        assert_eq!(day_of_table("odds_history_20251204"), Some(day));
-        assert_eq!(day_of_table("odds_history_default"), None);
+        assert_eq!(
+            day_of_table("odds_history", "odds_history_20251204"),
+            Some(day)
+        );
+        assert_eq!(
+            day_of_table("odds_alerts", "odds_alerts_20251204"),
+            Some(day)
+        );
+        assert_eq!(day_of_table("odds_history", "odds_history_default"), None);
         let noon = UNIX_EPOCH + Duration::from_secs(day * SECS_PER_DAY + 43_200);
         assert_eq!(day_of(noon), day);
     }
