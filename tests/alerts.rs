@@ -243,6 +243,39 @@ async fn a_disagreement_a_pulled_market_and_a_surebet_come_and_go() {
     assert_eq!(status, 400);
 }
 
+/// An event the cache drops closes its open sure bet on the feed: no feed keeps showing a
+/// sure bet on an event nobody holds any more.
+#[tokio::test]
+async fn a_dropped_event_closes_its_open_surebet() {
+    let server = TestServer::with(|c| c.max_events = 1).await;
+    let (mut client, _) = server.ws_acked("?topics=alerts").await;
+    post_taken(&server, "sportybet", 7, [2.06, 3.40, 3.20]).await;
+    post_taken(&server, "bet9ja", 7, [1.90, 6.00, 3.00]).await;
+    let open = next_alert(&mut client).await["data"].clone();
+    assert_eq!(
+        (&open["kind"], &open["state"]),
+        (&json!("surebet"), &json!("open"))
+    );
+
+    // A second event takes the cache's only place.
+    server.ingest_ok("betpawa", &[8], 2.0).await;
+    let closed = next_alert(&mut client).await["data"].clone();
+    assert_eq!(closed["state"], "closed", "{closed}");
+    for field in [
+        "kind",
+        "event_id",
+        "market_id",
+        "legs",
+        "profit_pct",
+        "severity",
+    ] {
+        assert_eq!(closed[field], open[field], "{field}");
+    }
+    assert!(closed.get("source").is_none(), "{closed}");
+    let (_, surebets) = server.get("/api/surebets").await;
+    assert_eq!(surebets["count"], 0);
+}
+
 #[tokio::test]
 async fn the_simulated_market_raises_every_kind_by_itself() {
     let server = TestServer::with(|c| {

@@ -70,15 +70,17 @@ struct Books {
 }
 
 impl Books {
-    /// Drops the book of `event_id`, if any.
-    fn drop_event(&mut self, event_id: u64) {
+    /// Drops the book of `event_id`, if any; returns the `closed` alerts of its open
+    /// surebets.
+    fn drop_event(&mut self, event_id: u64) -> Vec<Alert> {
         let Some((book, bytes)) = self.events.pop(&event_id) else {
-            return;
+            return Vec::new();
         };
         self.bytes -= bytes;
         for key in book.open_surebets() {
             self.open.remove(&(event_id, key.clone()));
         }
+        book.close_surebets(event_id, Timestamp::now())
     }
 }
 
@@ -188,6 +190,7 @@ impl Analysis {
     /// Takes in one stored snapshot and publishes what it raises.
     fn apply(&self, event_id: u64, source: &Arc<str>, prices: &Prices<'_>) {
         let metrics = &self.shared.metrics;
+        let mut closed = Vec::new();
         let raised = {
             let mut books = self.shared.books.lock();
             let Books {
@@ -213,7 +216,7 @@ impl Analysis {
                 let Some((&oldest, _)) = books.events.peek_lru() else {
                     break;
                 };
-                books.drop_event(oldest);
+                closed.extend(books.drop_event(oldest));
             }
             metrics.analysis_events.set(books.events.len() as i64);
             metrics.analysis_bytes.set(books.bytes as i64);
@@ -225,34 +228,38 @@ impl Analysis {
                 .get_or_create(&label("kind", kind.name()))
                 .inc();
         }
-        for alert in raised.alerts {
-            self.publish(&alert);
+        for alert in raised.alerts.iter().chain(&closed) {
+            self.publish(alert);
         }
     }
 
-    /// Publishes `alert` on `alerts`, keeps it for the reads and tells the listeners.
+    /// Keeps `alert` for the reads, tells the listeners and publishes it on `alerts`, in that
+    /// order: a client that got it finds it in the reads.
     fn publish(&self, alert: &Alert) {
         let metrics = &self.shared.metrics;
         metrics
             .alerts
             .get_or_create(&label("kind", alert.kind.name()))
             .inc();
+        if let Ok(json) = serde_json::to_string(alert) {
+            self.keep(Raised {
+                raised: Timestamp::now().unix_millis(),
+                kind: alert.kind,
+                severity: alert.severity,
+                event_id: alert.event_id,
+                json: Arc::from(json),
+            });
+        }
         self.shared.manager.publish(Topic::Alerts, |offset| {
             encode(&ServerMessage::OddsAlert {
                 data: alert,
                 offset,
             })
         });
-        let Ok(json) = serde_json::to_string(alert) else {
-            return; // every field serialises
-        };
-        let raised = Raised {
-            raised: Timestamp::now().unix_millis(),
-            kind: alert.kind,
-            severity: alert.severity,
-            event_id: alert.event_id,
-            json: Arc::from(json),
-        };
+    }
+
+    /// Keeps `raised` for the reads and tells the listeners of it.
+    fn keep(&self, raised: Raised) {
         for listener in self.shared.listeners.lock().iter() {
             listener(&raised);
         }
@@ -280,12 +287,17 @@ impl Analysis {
     /// Forgets events the cache dropped.
     fn forget(&self, event_ids: &[u64]) {
         let mut books = self.shared.books.lock();
+        let mut closed = Vec::new();
         for &event_id in event_ids {
-            books.drop_event(event_id);
+            closed.extend(books.drop_event(event_id));
         }
         let metrics = &self.shared.metrics;
         metrics.analysis_events.set(books.events.len() as i64);
         metrics.analysis_bytes.set(books.bytes as i64);
+        drop(books);
+        for alert in &closed {
+            self.publish(alert);
+        }
     }
 
     /// The recent alerts `query` asks for, newest first, each as JSON; and since when (Unix

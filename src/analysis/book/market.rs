@@ -209,24 +209,10 @@ impl MarketBook {
         key: &MarketKey,
         alerts: &mut Vec<Alert>,
     ) {
-        let alert = |state, surebet: &Surebet| {
-            let home_leg = surebet.legs.iter().any(|l| *l.source == *HOME_SOURCE);
-            let severity = if home_leg {
-                Severity::Critical
-            } else {
-                Severity::Warning
-            };
-            let detail = Detail::Surebet {
-                state,
-                profit_pct: surebet.profit_pct,
-                legs: surebet.legs.clone(),
-            };
-            origin.alert(key, self.line, severity, detail)
-        };
         let now_open = self.surebet_now(origin.at);
         match (self.surebet.take(), now_open) {
             (None, Some(new)) => {
-                alerts.push(alert(SurebetState::Open, &new));
+                alerts.push(self.surebet_alert(origin, key, SurebetState::Open, &new));
                 self.surebet = Some(new);
             }
             (Some(was), Some(new)) => {
@@ -236,9 +222,33 @@ impl MarketBook {
                     ..new
                 });
             }
-            (Some(was), None) if was.announced => alerts.push(alert(SurebetState::Closed, &was)),
+            (Some(was), None) if was.announced => {
+                alerts.push(self.surebet_alert(origin, key, SurebetState::Closed, &was));
+            }
             _ => {}
         }
+    }
+
+    /// The `surebet` alert of `surebet` in `state`.
+    pub(super) fn surebet_alert(
+        &self,
+        origin: &Origin<'_>,
+        key: &MarketKey,
+        state: SurebetState,
+        surebet: &Surebet,
+    ) -> Alert {
+        let home_leg = surebet.legs.iter().any(|l| *l.source == *HOME_SOURCE);
+        let severity = if home_leg {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
+        let detail = Detail::Surebet {
+            state,
+            profit_pct: surebet.profit_pct,
+            legs: surebet.legs.clone(),
+        };
+        origin.alert(key, self.line, severity, detail)
     }
 }
 

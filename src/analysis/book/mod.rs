@@ -312,6 +312,23 @@ impl Book {
         EVENT_BYTES + markets
     }
 
+    /// The `closed` alert of each surebet the book announced open, for an event the analysis
+    /// stops holding (the cache dropped it, or the budget), `at` that time: a feed that
+    /// showed it open does not keep showing it.
+    pub fn close_surebets(&self, event_id: u64, at: Timestamp) -> Vec<Alert> {
+        let nobody: Arc<str> = Arc::from(""); // a surebet names no source
+        let origin = Origin {
+            event_id,
+            source: &nobody,
+            at,
+        };
+        let announced = self.markets.iter().filter_map(|(key, book)| {
+            let surebet = book.surebet.as_ref().filter(|s| s.announced)?;
+            Some(book.surebet_alert(&origin, key, SurebetState::Closed, surebet))
+        });
+        announced.collect()
+    }
+
     /// The markets with an open surebet.
     pub fn open_surebets(&self) -> impl Iterator<Item = &MarketKey> {
         self.markets
