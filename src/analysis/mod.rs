@@ -4,8 +4,9 @@
 //!
 //! Fed like the price history, by the same worker (`cache::spawn_worker`: the latest snapshot
 //! of each event and source, parsed once for both), which takes each in turn into its
-//! event's [`Book`] (`book/`, where the rules are) and publishes what it raises on `alerts`. The ingest and the fan-out never wait for it: a burst it has not
-//! reached yet only leaves it fewer snapshots to look at.
+//! event's [`Book`] (`book/`, where the rules are) and publishes what it raises on `alerts`.
+//! The ingest and the fan-out never wait for it: a burst it has not reached yet only leaves
+//! it fewer snapshots to look at.
 //!
 //! Bounded by bytes: a book holds the primary markets of an event, a few lines and outcomes
 //! each; the events the cache holds (it is told of every event the cache drops); and
@@ -85,21 +86,21 @@ impl Books {
 }
 
 /// What is told of each alert raised; it only queues (the database's writer).
-type Listener = Box<dyn Fn(&Raised) + Send + Sync>;
+type Listener = Box<dyn Fn(&KeptAlert) + Send + Sync>;
 
 /// The recent alerts, oldest first.
 struct Recent {
-    alerts: VecDeque<Raised>,
+    alerts: VecDeque<KeptAlert>,
     bytes: usize,
     /// Since when (Unix ms) `alerts` holds every alert raised: the start, or just after the
     /// last one that left.
     complete_from: i64,
 }
 
-/// One alert as it was raised, as `GET /api/alerts` filters and writes it and the database
-/// keeps it.
+/// One alert as the node keeps it: as `GET /api/alerts` filters and writes it, and the
+/// database stores it.
 #[derive(Debug, Clone)]
-pub struct Raised {
+pub struct KeptAlert {
     /// When, in Unix ms (this node's clock).
     pub raised: i64,
     /// Its kind.
@@ -242,7 +243,7 @@ impl Analysis {
             .get_or_create(&label("kind", alert.kind.name()))
             .inc();
         if let Ok(json) = serde_json::to_string(alert) {
-            self.keep(Raised {
+            self.keep(KeptAlert {
                 raised: Timestamp::now().unix_millis(),
                 kind: alert.kind,
                 severity: alert.severity,
@@ -258,15 +259,15 @@ impl Analysis {
         });
     }
 
-    /// Keeps `raised` for the reads and tells the listeners of it.
-    fn keep(&self, raised: Raised) {
+    /// Keeps `kept` for the reads and tells the listeners of it.
+    fn keep(&self, kept: KeptAlert) {
         for listener in self.shared.listeners.lock().iter() {
-            listener(&raised);
+            listener(&kept);
         }
-        let oldest = raised.raised - RECENT_AGE.as_millis() as i64;
+        let oldest = kept.raised - RECENT_AGE.as_millis() as i64;
         let mut recent = self.shared.recent.lock();
-        recent.bytes += raised.json.len();
-        recent.alerts.push_back(raised);
+        recent.bytes += kept.json.len();
+        recent.alerts.push_back(kept);
         while recent.bytes > RECENT_BYTES
             || recent.alerts.front().is_some_and(|k| k.raised < oldest)
         {
@@ -280,7 +281,7 @@ impl Analysis {
 
     /// Calls `listener` with every alert raised from now on, as it is raised: it must only
     /// queue.
-    pub fn on_alert(&self, listener: impl Fn(&Raised) + Send + Sync + 'static) {
+    pub fn on_alert(&self, listener: impl Fn(&KeptAlert) + Send + Sync + 'static) {
         self.shared.listeners.lock().push(Box::new(listener));
     }
 

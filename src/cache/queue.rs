@@ -75,10 +75,9 @@ pub fn spawn_worker(
                             let Ok(prices) = serde_json::from_slice::<Prices>(&json) else {
                                 continue; // the cache's own encoding: cannot happen
                             };
-                            let source = &source;
                             work(Job::Record {
                                 event_id,
-                                source,
+                                source: &source,
                                 prices: &prices,
                             });
                         }

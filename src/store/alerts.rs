@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::history::system_time;
 use super::write::Attempts;
 use super::{retention, within, Store, READ_TIMEOUT};
-use crate::analysis::{AlertQuery, Analysis, Raised};
+use crate::analysis::{AlertQuery, Analysis, KeptAlert};
 
 /// Most bytes of alerts waiting for the database.
 const QUEUE_BYTES: usize = 4 << 20;
@@ -51,7 +51,7 @@ const READ: &str = "
 /// Alerts waiting for the writer, oldest first.
 #[derive(Debug, Default)]
 pub(super) struct Waiting {
-    alerts: VecDeque<Raised>,
+    alerts: VecDeque<KeptAlert>,
     bytes: usize,
 }
 
@@ -82,16 +82,16 @@ impl Store {
     }
 
     /// Takes up to [`BATCH`] waiting alerts, the oldest first.
-    fn take_alerts(&self) -> Vec<Raised> {
+    fn take_alerts(&self) -> Vec<KeptAlert> {
         let mut waiting = self.shared.alerts.lock();
         let count = waiting.alerts.len().min(BATCH);
-        let batch: Vec<Raised> = waiting.alerts.drain(..count).collect();
+        let batch: Vec<KeptAlert> = waiting.alerts.drain(..count).collect();
         waiting.bytes -= batch.iter().map(|r| r.json.len()).sum::<usize>();
         batch
     }
 
     /// Puts back in front a batch that failed, unless newer alerts filled the queue.
-    fn put_back_alerts(&self, batch: Vec<Raised>) {
+    fn put_back_alerts(&self, batch: Vec<KeptAlert>) {
         let mut waiting = self.shared.alerts.lock();
         let mut dropped = 0;
         for raised in batch.into_iter().rev() {
@@ -176,7 +176,7 @@ pub(super) async fn write_alerts(store: Store, stop: CancellationToken) {
 
 /// Inserts `batch` in one statement, first creating the tables of its days unless `day`
 /// says they exist; returns the rows inserted.
-async fn insert(store: &Store, batch: &[Raised], day: &mut Option<u64>) -> Result<u64, String> {
+async fn insert(store: &Store, batch: &[KeptAlert], day: &mut Option<u64>) -> Result<u64, String> {
     let client = store.shared.pool.get().await.map_err(|e| e.to_string())?;
     let mut raised_at: Vec<SystemTime> = Vec::with_capacity(batch.len());
     let mut event_ids = Vec::with_capacity(batch.len());
