@@ -80,15 +80,18 @@ fn coalescing(c: &mut Criterion) {
                 let manager = ConnectionManager::new();
                 let mut subscriber = manager.register();
                 subscriber.join(Topic::OddsUpdates, None);
+                // The log's offsets go on across iterations, as the manager's logs do.
+                let mut offset = 0;
                 b.iter_batched(
                     || {
                         let (tx, rx) = bus_channel();
                         for i in 0..backlog {
+                            offset += 1;
                             let _ = tx.send(BusEvent::OddsChanged {
                                 event_ids: vec![i as u64],
                                 snapshots: vec![bytes::Bytes::from_static(SNAPSHOT)],
                                 source: sources[i % 3].clone(),
-                                offsets: None,
+                                offsets: vec![offset],
                             });
                         }
                         rx

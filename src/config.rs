@@ -225,8 +225,9 @@ pub struct Config {
     pub max_large_reads: usize,
 
     /// Offsets each topic's history keeps, for clients that reconnect with `since` and for
-    /// connections that fall behind (about 3,000 messages a minute at the default scrape).
-    #[arg(long, env = "ODDSBUS_HISTORY_SIZE", default_value_t = 10_000,
+    /// connections that fall behind (each change takes one: about 4,500 a minute at the
+    /// default scrape, so the default outlasts `--history-ttl`).
+    #[arg(long, env = "ODDSBUS_HISTORY_SIZE", default_value_t = 25_000,
           value_parser = count(1, 10_000_000))]
     pub history_size: usize,
 

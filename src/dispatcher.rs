@@ -5,9 +5,14 @@
 //! drains that channel. Each time it wakes it takes everything queued at that moment, merges
 //! the changes per source, encodes each `odds_update` (the ids) and each `odds_change` (the
 //! snapshots, joined from the bytes the cache stored) once and publishes them on the
-//! `odds_updates` and `odds_changes` topics. On a cluster member the changes carry the
-//! shared log's offsets and are merged per group of the log's entries instead, published
-//! when the log says the group ended ([`Group`]), so that every member publishes alike.
+//! `odds_updates` and `odds_changes` topics.
+//!
+//! Every change comes with its offset in a log, which numbers what is published: a single
+//! node's own (the cache numbers its puts' changes), or a cluster's shared log. Either way
+//! the changes merged into one [`Group`] make its messages, numbered per topic from the
+//! group's first offset. Only where a group ends differs, and the [`Coalescing`] the engine
+//! picks says it: a single node ends one with each wake-up, a cluster member where the log
+//! says (`BusEvent::Cut`), so that every member publishes alike.
 //!
 //! A publication costs one socket write per subscriber, so under sustained load the number of
 //! publications, not of changes, is what the machine pays for. The dispatcher therefore paces
@@ -63,14 +68,11 @@ pub enum BusEvent {
         snapshots: Vec<Bytes>,
         /// Where they came from.
         source: Arc<str>,
-        /// On a cluster member, each change's offset in the cluster's log: the changes are
-        /// then merged with those of the log's group they belong to, and published when
-        /// it ends ([`BusEvent::Cut`]), so that every node publishes the same messages
-        /// under the same offsets.
-        offsets: Option<Vec<u64>>,
+        /// Each change's offset in the log, in the same order.
+        offsets: Vec<u64>,
     },
     /// A cluster member read the end of a group of the log's entries: what they changed is
-    /// published now.
+    /// published now ([`Coalescing::LogGroups`]).
     Cut,
     /// A cluster member (re)joined the cluster's log, or fell behind it: every topic's log
     /// starts over after `top` in `epoch`, and subscribers get `resync`.
@@ -84,8 +86,8 @@ pub enum BusEvent {
     ScrapeProgress {
         /// The step.
         progress: ScrapeProgress,
-        /// On a cluster member, the step's offset in the cluster's progress log.
-        offset: Option<u64>,
+        /// Its offset in the log.
+        offset: u64,
     },
 }
 
@@ -108,7 +110,7 @@ pub fn create_cache_update_bridge(cache: &OddsCache, bus: BusSender) {
             event_ids: changes.event_ids.to_vec(),
             snapshots: changes.snapshots.to_vec(),
             source: Arc::from(changes.source),
-            offsets: changes.offsets.map(<[u64]>::to_vec),
+            offsets: changes.offsets.to_vec(),
         };
         if bus.send(event).is_err() {
             tracing::debug!(
@@ -132,24 +134,31 @@ pub const MAX_STRETCH: Duration = Duration::from_millis(20);
 /// time, which leaves room for ingest and, on a shared machine, for the clients.
 const DUTY_CYCLE_FACTOR: u32 = 4;
 
-/// How the dispatcher groups what it drains.
+/// Where the dispatcher ends a group of changes, which it merges into one message per topic
+/// and source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Coalescing {
-    /// Merge the ids of all queued changes per source into one message (the default), and
-    /// under sustained load publish at most once per `window` (zero: never wait).
+    /// A single node's default: a group is what one wake-up drains, and under sustained load
+    /// it publishes at most once per `window` (zero: never wait).
     PerSource {
         /// Shortest time between two publications once a burst is spent.
         window: Duration,
     },
     /// One message per put, as the original design did; kept to measure the difference.
     Off,
+    /// A cluster member's: the log's groups of entries, each published at its end
+    /// ([`BusEvent::Cut`]), which the log's appends place at least `window` apart under load.
+    LogGroups {
+        /// `--coalesce-window-ms` (zero: every entry ends its group).
+        window: Duration,
+    },
 }
 
 impl Coalescing {
     /// The window (zero: no merging asked for).
     pub fn window(self) -> Duration {
         match self {
-            Coalescing::PerSource { window } => window,
+            Coalescing::PerSource { window } | Coalescing::LogGroups { window } => window,
             Coalescing::Off => Duration::ZERO,
         }
     }
@@ -179,14 +188,11 @@ pub async fn run_dispatcher(
 ) {
     let change_bytes = MAX_CHANGE_BYTES.min(max_frame.saturating_sub(CHANGE_OVERHEAD));
     let mut batch = Vec::with_capacity(64);
-    // A cluster's group of entries, gathered until the log says it ends.
     let mut group = Group::new(change_bytes, coalescing.window());
     let mut last_publication = Instant::now();
     // Paces publications once a burst is spent; none with a zero window or coalescing off.
-    let mut pacer = match coalescing {
-        Coalescing::PerSource { window } if !window.is_zero() => {
-            Some(TokenBucket::new(window, BURST, Instant::now()))
-        }
+    let mut pacer = match coalescing.window() {
+        window if !window.is_zero() => Some(TokenBucket::new(window, BURST, Instant::now())),
         _ => None,
     };
     loop {
@@ -251,36 +257,28 @@ fn drain(queue: &mut BusReceiver, batch: &mut Vec<BusEvent>) {
     }
 }
 
-/// Publishes one drained batch and empties it; a cluster's changes wait in `group` for the
-/// end of theirs. Odds changes queued before a scrape-progress step are published before
-/// it, so `completed` never overtakes the run's own updates.
+/// Publishes one drained batch and empties it; changes wait in `group` for the end of
+/// theirs. Odds changes queued before a scrape-progress step are published before it, so
+/// `completed` never overtakes the run's own updates.
 fn dispatch(
     batch: &mut Vec<BusEvent>,
     group: &mut Group,
     manager: &ConnectionManager,
     coalescing: Coalescing,
 ) {
-    let mut merged = Merged::new(group.merged.change_bytes);
     for event in batch.drain(..) {
         match event {
             BusEvent::OddsChanged {
                 event_ids,
                 snapshots,
                 source,
-                offsets: Some(offsets),
-            } => group.add(source, event_ids, snapshots, &offsets),
-            BusEvent::OddsChanged {
-                event_ids,
-                snapshots,
-                source,
-                offsets: None,
-            } => match coalescing {
-                Coalescing::PerSource { .. } => merged.add(source, event_ids, snapshots),
-                Coalescing::Off => {
-                    let odds = Odds::new(&source, &event_ids, &snapshots, merged.change_bytes);
-                    odds.publish(manager, &mut Numbering::Next);
+                offsets,
+            } => {
+                group.add(source, event_ids, snapshots, &offsets);
+                if coalescing == Coalescing::Off {
+                    group.publish(manager);
                 }
-            },
+            }
             BusEvent::Cut => {
                 // Subscribers still taking the previous group: groups should span longer.
                 let behind = backlog(manager) > 0;
@@ -289,31 +287,26 @@ fn dispatch(
                 }
             }
             BusEvent::Restart { epoch, top } => {
-                merged.publish(manager, &mut Numbering::Next);
                 // What the group held is before `top`: subscribers get `resync` for it.
                 group.clear();
                 manager.restart(epoch, top);
             }
             BusEvent::ScrapeProgress { progress, offset } => {
-                merged.publish(manager, &mut Numbering::Next);
                 group.publish(manager);
                 manager.publish_step(progress, offset);
             }
         }
     }
-    merged.publish(manager, &mut Numbering::Next);
+    if !matches!(coalescing, Coalescing::LogGroups { .. }) {
+        group.publish(manager);
+    }
 }
 
-/// Where the offsets of the messages being published come from.
+/// The offsets the messages of one group take, per topic: counted up from the group's first
+/// change's. A group of n changes makes at most n messages per topic, so they stay within
+/// the group's offsets, and every cluster member numbers them alike.
 #[derive(Debug, Clone, Copy)]
-enum Numbering {
-    /// Each message takes the next offset of its topic (a single node).
-    Next,
-    /// The offsets of one group of the cluster's log, counted per topic from its first
-    /// change's: a group of n changes makes at most n messages per topic, so they stay
-    /// within the group's offsets, and every member numbers them alike.
-    Log([u64; Topic::ALL.len()]),
-}
+struct Numbering([u64; Topic::ALL.len()]);
 
 impl Numbering {
     /// Publishes on `topic` the message `encode` makes; returns how many received it.
@@ -323,24 +316,19 @@ impl Numbering {
         topic: Topic,
         encode: impl FnOnce(u64) -> Frame,
     ) -> usize {
-        match self {
-            Numbering::Next => manager.publish(topic, encode).1,
-            Numbering::Log(next) => {
-                let offset = next[topic.index()];
-                next[topic.index()] += 1;
-                manager.publish_at(topic, offset, encode)
-            }
-        }
+        let offset = self.0[topic.index()];
+        self.0[topic.index()] += 1;
+        manager.publish_at(topic, offset, encode)
     }
 }
 
-/// The changes of one group of a cluster's log entries (`append.lua` says where each ends),
-/// merged as a single node merges what it drains: one message per topic and source.
+/// Changes gathered until their group ends, merged into one message per topic and source.
 ///
-/// A member cannot merge past the log's groups, so it asks for longer ones instead, as a
-/// single node's pacing would merge more: the node's pace, which its appends carry, doubles
-/// (from the window, up to the window and [`MAX_STRETCH`]) each time a group is published
-/// while subscribers are still taking the one before, and halves otherwise.
+/// A cluster member cannot merge past the log's groups (`append.lua` says where each ends),
+/// so it asks for longer ones instead, as a single node's pacing would merge more: the node's
+/// pace, which its appends carry, doubles (from the window, up to the window and
+/// [`MAX_STRETCH`]) each time a group is published while subscribers are still taking the one
+/// before, and takes a quarter off otherwise.
 #[derive(Debug)]
 struct Group {
     merged: Merged,
@@ -389,7 +377,7 @@ impl Group {
         let Some(first) = self.first.take() else {
             return false;
         };
-        let mut numbering = Numbering::Log([first; Topic::ALL.len()]);
+        let mut numbering = Numbering([first; Topic::ALL.len()]);
         self.merged.publish(manager, &mut numbering);
         true
     }

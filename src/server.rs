@@ -40,7 +40,7 @@ use tokio_util::task::TaskTracker;
 use crate::broker::Broker;
 use crate::cache;
 use crate::config::{Config, SourceKind};
-use crate::dispatcher::{self, BusReceiver, Coalescing};
+use crate::dispatcher::{self, BusReceiver};
 use crate::engine::Node;
 use crate::http;
 use crate::metrics::label;
@@ -163,7 +163,7 @@ impl Server {
         let dispatcher = tokio::spawn(dispatcher::run_dispatcher(
             queue,
             broker.manager.clone(),
-            Coalescing::from_config(&broker.config),
+            broker.engine.coalescing(&broker.config),
             broker.config.max_frame_bytes,
             stop_dispatcher.clone(),
         ));

@@ -83,7 +83,7 @@ impl OddsCache {
                 source: &source,
                 event_ids: &ids,
                 snapshots: &snapshots,
-                offsets: Some(&offsets),
+                offsets: &offsets,
             });
         }
         stored

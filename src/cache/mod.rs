@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use lru::LruCache;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 pub use self::details::{Details, EventDetails};
 #[cfg(feature = "server")]
@@ -103,9 +103,10 @@ pub struct Changes<'a> {
     /// The JSON of each event's new snapshot (the latest, if the put changed it twice),
     /// in the same order.
     pub snapshots: &'a [Bytes],
-    /// On a cluster member, each change's offset in the cluster's log, in the same order;
-    /// `None` on a single node, where the dispatcher numbers what it publishes.
-    pub offsets: Option<&'a [u64]>,
+    /// Each change's offset in the log, in the same order: the cluster's log on a cluster
+    /// member; on a single node, the node's own, which the cache numbers (see
+    /// [`OddsCache::take_offset`]).
+    pub offsets: &'a [u64],
 }
 
 /// A synchronous update callback.
@@ -191,9 +192,12 @@ struct Shared {
     evict_callbacks: RwLock<Vec<EvictCallback>>,
     /// Matches dropped for their kickoff, so that a source still listing one does not bring
     /// it back (at most `max_events`, the oldest forgotten first).
-    finished: parking_lot::Mutex<LruCache<u64, ()>>,
+    finished: Mutex<LruCache<u64, ()>>,
     /// Source of `snapshot_id`s.
     next_snapshot_id: AtomicU64,
+    /// A single node's log: the offset of its latest change or step. Held while a put's
+    /// changes are told, so that they reach the callbacks in the order of their offsets.
+    log_top: Mutex<u64>,
     evicted_capacity: AtomicU64,
     evicted_ttl: AtomicU64,
     evicted_kickoff: AtomicU64,
@@ -229,11 +233,12 @@ impl OddsCache {
                 limits,
                 callbacks: RwLock::default(),
                 evict_callbacks: RwLock::default(),
-                finished: parking_lot::Mutex::new(LruCache::new(
+                finished: Mutex::new(LruCache::new(
                     std::num::NonZeroUsize::new(limits.max_events)
                         .unwrap_or(std::num::NonZeroUsize::MIN),
                 )),
                 next_snapshot_id: AtomicU64::new(0),
+                log_top: Mutex::new(0),
                 evicted_capacity: AtomicU64::new(0),
                 evicted_ttl: AtomicU64::new(0),
                 evicted_kickoff: AtomicU64::new(0),
@@ -242,8 +247,10 @@ impl OddsCache {
     }
 
     /// Registers a callback told of every changed put, after the data is stored and with no
-    /// lock held. It runs on the writer's thread, so it must be quick and must not block:
-    /// hand the work to a task instead. A callback that panics is logged and skipped.
+    /// lock on it held (only the log's, so that callbacks see changes in offset order: a
+    /// callback must not put). It runs on the writer's thread, so it must be quick and must
+    /// not block: hand the work to a task instead. A callback that panics is logged and
+    /// skipped.
     pub fn on_update(&self, callback: impl Fn(Changes<'_>) + Send + Sync + 'static) {
         self.shared.callbacks.write().push(Arc::new(callback));
     }
@@ -286,14 +293,28 @@ impl OddsCache {
             .collect();
         let (outcome, changed) = self.store(source, encoded);
         if !outcome.changed.is_empty() {
+            let mut top = self.shared.log_top.lock();
+            let first = *top + 1;
+            *top += outcome.changed.len() as u64;
+            let offsets: Vec<u64> = (first..=*top).collect();
             self.notify(Changes {
                 source,
                 event_ids: &outcome.changed,
                 snapshots: &changed,
-                offsets: None,
+                offsets: &offsets,
             });
         }
         outcome
+    }
+
+    /// Runs `f` with the next offset of a single node's log, after the changes of the puts
+    /// told before it: this is how the local engine numbers a scrape step, so that its steps
+    /// and its odds share one log, as a cluster's do. (A cluster member's changes carry the
+    /// cluster's offsets instead: it never puts.)
+    pub fn take_offset<R>(&self, f: impl FnOnce(u64) -> R) -> R {
+        let mut top = self.shared.log_top.lock();
+        *top += 1;
+        f(*top)
     }
 
     /// Stores encoded snapshots; returns what happened and the changed snapshots' JSON (in

@@ -1,5 +1,6 @@
-//! A single node's engine: puts go straight into its cache (whose callback feeds the
-//! dispatcher), steps straight onto the dispatcher's queue.
+//! A single node's engine: puts go straight into its cache, which numbers their changes in
+//! the node's log and tells its callbacks (the dispatcher's among them); steps take the
+//! log's next offset and go straight onto the dispatcher's queue.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -67,10 +68,9 @@ impl Local {
 
     /// See [`Engine::step`](super::Engine::step).
     pub fn step(&self, progress: ScrapeProgress) {
-        // Fails only once the dispatcher stopped, when nobody is left to tell.
-        let _ = self.bus.send(BusEvent::ScrapeProgress {
-            progress,
-            offset: None,
+        self.cache.take_offset(|offset| {
+            // Fails only once the dispatcher stopped, when nobody is left to tell.
+            let _ = self.bus.send(BusEvent::ScrapeProgress { progress, offset });
         });
     }
 }

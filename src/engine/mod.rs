@@ -21,7 +21,7 @@ use self::local::Local;
 pub use self::redis::{Cluster, LogEntry, Member, Position, Read, SharedLog};
 use crate::cache::{OddsCache, Snapshot};
 use crate::config::Config;
-use crate::dispatcher::BusSender;
+use crate::dispatcher::{BusSender, Coalescing};
 use crate::metrics::Metrics;
 use crate::protocol::{HttpError, IngestReply, ScrapeProgress};
 use crate::topics::ConnectionManager;
@@ -78,6 +78,17 @@ impl Engine {
         match config.redis.as_deref() {
             Some(url) => Cluster::new(config, url, metrics).map(Engine::Redis),
             None => Ok(Engine::Local(Local::new(config, cache, bus))),
+        }
+    }
+
+    /// Where the dispatcher ends a group of changes: a single node's as `config` says; a
+    /// cluster member's where the log says, so that every member publishes alike.
+    pub fn coalescing(&self, config: &Config) -> Coalescing {
+        match self {
+            Engine::Local(_) => Coalescing::from_config(config),
+            Engine::Redis(_) => Coalescing::LogGroups {
+                window: Coalescing::from_config(config).window(),
+            },
         }
     }
 

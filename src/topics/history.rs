@@ -2,11 +2,11 @@
 //! messages (encoded, shared with every connection), from which a client that reconnects,
 //! or a connection that fell behind its channel, gets exactly what it missed.
 //!
-//! On a single node every published message is one entry, so offsets are consecutive. In a
-//! cluster a message takes an offset within the shared log's offsets of the changes it
-//! covers, so offsets may skip: each entry also records the offset before it (`prev`), which
-//! is how a gap is told from a skip. The history keeps the last `size` offsets' worth of entries, none
-//! older than `ttl`, and at most `bytes` of frames; past any bound the oldest entries go.
+//! A message takes an offset within the log's offsets of the changes it covers, so offsets
+//! may skip: each entry also records the offset before it (`prev`), which is how a gap is
+//! told from a skip. (`alerts`, whose messages are numbered one by one, has none.) The
+//! history keeps the last `size` offsets' worth of entries, none older than `ttl`, and at
+//! most `bytes` of frames; past any bound the oldest entries go.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -47,7 +47,7 @@ pub struct Published {
     /// Its offset in the topic's log.
     pub offset: u64,
     /// The offset of the topic's message before it: a reader that was given `prev` has
-    /// missed nothing. (`offset - 1` on a single node.)
+    /// missed nothing. (`offset - 1` on `alerts`.)
     pub prev: u64,
     /// The encoded message, `offset` included.
     pub frame: Frame,

@@ -2,8 +2,9 @@
 //! connections.
 //!
 //! Each topic is one `tokio::sync::broadcast` channel of encoded messages and one
-//! [`History`]: every message gets the next offset of the topic's log and is kept in its
-//! history, encoded once and shared by every connection. Publishing (append, then send) and
+//! [`History`]: every message takes an offset of the topic's log (within the offsets of the
+//! changes it covers, `crate::dispatcher`) and is kept in its history, encoded once and shared
+//! by every connection. Publishing (append, then send) and
 //! joining a topic (read the latest offset, then open a receiver) happen under the topic's
 //! lock, so a subscriber's position and the first message it receives join exactly: it gets
 //! every message after its position and none before. The [`Subscriber`] (`subscriber.rs`)
@@ -106,7 +107,7 @@ impl Default for ConnectionManager {
 /// The history each topic keeps when none is configured: `--history-size`,
 /// `--history-ttl`, `--history-bytes` and `--max-lag-bytes` at their defaults.
 pub const DEFAULT_HISTORY: HistoryLimits = HistoryLimits {
-    size: 10_000,
+    size: 25_000,
     ttl: Duration::from_secs(300),
     bytes: 64 << 20,
     lag_bytes: 16 << 20,
@@ -177,7 +178,8 @@ impl ConnectionManager {
 
     /// Publishes on `topic` the message `encode` makes for the next offset: appended to the
     /// topic's history, then sent to every subscriber. Returns the offset and how many
-    /// subscribers there were.
+    /// subscribers there were. This is how `alerts`, a log of the node's own, is numbered;
+    /// the other topics' messages take offsets of the engine's log ([`Self::publish_at`]).
     pub fn publish(&self, topic: Topic, encode: impl FnOnce(u64) -> Frame) -> (u64, usize) {
         let metrics = &self.shared.metrics;
         metrics
@@ -217,21 +219,20 @@ impl ConnectionManager {
         self.shared.lag_bytes
     }
 
-    /// Publishes on `topic`, at `offset` of the cluster's shared log, the message `encode`
-    /// makes for it. Returns how many subscribers there were; nothing is published (0) if
-    /// the topic is already past `offset`.
+    /// Publishes on `topic`, at `offset` of the engine's log, the message `encode` makes
+    /// for it. Returns how many subscribers there were; nothing is published (0) if the
+    /// topic is already past `offset`.
     pub fn publish_at(
         &self,
         topic: Topic,
         offset: u64,
         encode: impl FnOnce(u64) -> Frame,
     ) -> usize {
-        self.publish_carrying(topic, Some(offset), encode, None)
+        self.publish_carrying(topic, offset, encode, None)
     }
 
-    /// Publishes a scrape run's step on `scrape_progress`, at the next offset or, on a
-    /// cluster member, at its offset in the shared log.
-    pub fn publish_step(&self, progress: ScrapeProgress, offset: Option<u64>) {
+    /// Publishes a scrape run's step on `scrape_progress`, at its offset in the engine's log.
+    pub fn publish_step(&self, progress: ScrapeProgress, offset: u64) {
         let encode = |offset| {
             encode(&ServerMessage::ScrapeProgress {
                 data: &progress,
@@ -242,16 +243,15 @@ impl ConnectionManager {
         self.publish_carrying(Topic::ScrapeProgress, offset, encode, step);
     }
 
-    /// Publishes at `offset` (`None`: the next one) a message that may carry a scrape step.
+    /// Publishes at `offset` a message that may carry a scrape step.
     fn publish_carrying(
         &self,
         topic: Topic,
-        offset: Option<u64>,
+        offset: u64,
         encode: impl FnOnce(u64) -> Frame,
         step: Option<Arc<ScrapeProgress>>,
     ) -> usize {
         let mut log = self.log(topic);
-        let offset = offset.unwrap_or(log.history.top() + 1);
         let now = Instant::now();
         let Some(published) = log.history.append_step_at(now, offset, encode, step) else {
             return 0;

@@ -36,10 +36,7 @@ impl Sink {
 
     /// Publishes a scrape step at its offset.
     pub fn step(&self, progress: ScrapeProgress, offset: u64) {
-        self.send(BusEvent::ScrapeProgress {
-            progress,
-            offset: Some(offset),
-        });
+        self.send(BusEvent::ScrapeProgress { progress, offset });
     }
 
     /// Publishes the changes of an entry the state already holds (a joining node's history),
@@ -51,7 +48,7 @@ impl Sink {
         self.send(BusEvent::OddsChanged {
             event_ids: changes.iter().map(|l| l.event_id).collect(),
             snapshots: changes.iter().map(|l| l.snapshot.json.clone()).collect(),
-            offsets: Some(changes.iter().filter_map(|l| l.offset).collect()),
+            offsets: changes.iter().filter_map(|l| l.offset).collect(),
             source: Arc::from(source),
         });
     }
