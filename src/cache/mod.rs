@@ -311,10 +311,10 @@ impl OddsCache {
     /// told before it: this is how the local engine numbers a scrape step, so that its steps
     /// and its odds share one log, as a cluster's do. (A cluster member's changes carry the
     /// cluster's offsets instead: it never puts.)
-    pub fn take_offset<R>(&self, f: impl FnOnce(u64) -> R) -> R {
+    pub fn take_offset(&self, f: impl FnOnce(u64)) {
         let mut top = self.shared.log_top.lock();
         *top += 1;
-        f(*top)
+        f(*top);
     }
 
     /// Stores encoded snapshots; returns what happened and the changed snapshots' JSON (in
