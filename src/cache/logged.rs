@@ -41,7 +41,7 @@ impl OddsCache {
             offset,
         } in logged
         {
-            if !events.contains(&event_id) && self.finished(event_id, None) {
+            if !events.lru.contains(&event_id) && self.finished(event_id, None) {
                 continue;
             }
             let Some(entry) = self.entry(&mut events, event_id, &updated_at, touched, &mut evicted)
@@ -67,7 +67,7 @@ impl OddsCache {
             }
             entry.updated_at = updated_at.clone();
             entry.touched = touched;
-            events.promote(&event_id);
+            events.lru.promote(&event_id);
             stored += 1;
             // A log entry names each event once (the Redis engine sends distinct ids).
             if let Some(offset) = offset {
@@ -95,9 +95,7 @@ impl OddsCache {
         let source: Arc<str> = Arc::from(source);
         let mut events = self.shared.events.write();
         for (event_id, details) in details {
-            if let Some(entry) = events.peek_mut(&event_id) {
-                entry.take_details(&source, &details);
-            }
+            events.take_details(event_id, &source, &details);
         }
     }
 

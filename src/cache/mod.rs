@@ -17,6 +17,7 @@
 //! notified, counted; so is one for a match that left for its kickoff.
 
 mod details;
+mod events;
 #[cfg(feature = "server")]
 mod logged;
 #[cfg(feature = "server")]
@@ -37,6 +38,7 @@ use lru::LruCache;
 use parking_lot::{Mutex, RwLock};
 
 pub use self::details::{Details, EventDetails};
+use self::events::{EventEntry, Events};
 #[cfg(feature = "server")]
 pub use self::logged::Logged;
 #[cfg(test)]
@@ -115,65 +117,6 @@ pub type UpdateCallback = Arc<dyn Fn(Changes<'_>) + Send + Sync>;
 /// A synchronous eviction callback: told the ids of the events the cache dropped.
 pub type EvictCallback = Arc<dyn Fn(&[u64]) + Send + Sync>;
 
-/// When a match starts, and which source said so: the kickoff rule trusts the home
-/// bookmaker's word, or else the first source's, so that no other source can end a match.
-#[derive(Debug)]
-struct Kickoff {
-    at: Timestamp,
-    source: Arc<str>,
-}
-
-#[derive(Debug)]
-struct EventEntry {
-    /// One snapshot per source, in the order reads list them: the home bookmaker first, then
-    /// competitors by name (kept so on insert, so no read sorts). A vector, not a map: an
-    /// event has a handful of sources, and a `BTreeMap`'s first node alone takes about 1 KiB.
-    by_source: Vec<(Arc<str>, StoredSnapshot)>,
-    /// As the contract writes times: formatted once per put, shared by its events.
-    updated_at: Arc<str>,
-    /// When it was last updated, for the TTL (the wall clock may jump; this does not).
-    touched: Instant,
-    /// What the match is: the latest details given with an applied snapshot.
-    details: Option<Arc<Details>>,
-    /// When it starts, for the rule that drops matches long over.
-    kickoff: Option<Kickoff>,
-}
-
-impl EventEntry {
-    /// Adds the first snapshot of `source`, where reads list it.
-    fn insert(&mut self, source: &Arc<str>, stored: StoredSnapshot) {
-        let order = |name: &Arc<str>| (&**name != HOME_SOURCE, name.clone());
-        let at = self
-            .by_source
-            .partition_point(|(name, _)| order(name) < order(source));
-        self.by_source.insert(at, (source.clone(), stored));
-    }
-
-    /// Takes the details of an applied snapshot of `source`: the latest win for reads; the
-    /// kickoff only from the home bookmaker, or from the source that gave the first one.
-    fn take_details(&mut self, source: &Arc<str>, details: &Arc<Details>) {
-        self.details = Some(details.clone());
-        let Some(at) = details.kickoff else {
-            return;
-        };
-        let trusted = match &self.kickoff {
-            None => true,
-            Some(kickoff) => &**source == HOME_SOURCE || kickoff.source == *source,
-        };
-        if trusted {
-            self.kickoff = Some(Kickoff {
-                at,
-                source: source.clone(),
-            });
-        }
-    }
-
-    /// Whether the match is over: its kickoff is before `over`.
-    fn is_over(&self, over: Timestamp) -> bool {
-        self.kickoff.as_ref().is_some_and(|k| k.at < over)
-    }
-}
-
 /// The in-memory odds store. Cheap to clone: clones share the same data.
 #[derive(Clone)]
 pub struct OddsCache {
@@ -184,7 +127,7 @@ struct Shared {
     /// The data, least recently updated first. A `parking_lot` lock is never poisoned, and
     /// it is never held across an `.await` or while callbacks run, so plain blocking locks
     /// are the right tool.
-    events: RwLock<LruCache<u64, EventEntry>>,
+    events: RwLock<Events>,
     limits: CacheLimits,
     /// Registered update callbacks, called in registration order.
     callbacks: RwLock<Vec<UpdateCallback>>,
@@ -229,7 +172,7 @@ impl OddsCache {
     pub fn with_limits(limits: CacheLimits) -> OddsCache {
         OddsCache {
             shared: Arc::new(Shared {
-                events: RwLock::new(LruCache::unbounded()),
+                events: RwLock::new(Events::new()),
                 limits,
                 callbacks: RwLock::default(),
                 evict_callbacks: RwLock::default(),
@@ -331,7 +274,8 @@ impl OddsCache {
         let mut events = self.shared.events.write();
         self.expire_locked(&mut events, touched, &mut evicted);
         for (event_id, snapshot) in snapshots {
-            if !events.contains(&event_id) && self.finished(event_id, snapshot.event.as_deref()) {
+            if !events.lru.contains(&event_id) && self.finished(event_id, snapshot.event.as_deref())
+            {
                 outcome.stale += 1;
                 continue;
             }
@@ -361,12 +305,12 @@ impl OddsCache {
                     Some(json)
                 }
             };
-            if let Some(details) = &snapshot.event {
-                entry.take_details(&source, details);
-            }
             entry.updated_at = updated_at.clone();
             entry.touched = touched;
-            events.promote(&event_id);
+            if let Some(details) = &snapshot.event {
+                events.take_details(event_id, &source, details);
+            }
+            events.lru.promote(&event_id);
             outcome.accepted += 1;
             if let Some(json) = stored {
                 match positions.get(&event_id) {
@@ -402,29 +346,22 @@ impl OddsCache {
     /// The entry of `event_id`, made (after making room for it) if the cache has none.
     fn entry<'a>(
         &self,
-        events: &'a mut LruCache<u64, EventEntry>,
+        events: &'a mut Events,
         event_id: u64,
         updated_at: &Arc<str>,
         touched: Instant,
         evicted: &mut Vec<u64>,
     ) -> Option<&'a mut EventEntry> {
-        if !events.contains(&event_id) {
+        if !events.lru.contains(&event_id) {
             self.make_room(events, evicted);
-            let entry = EventEntry {
-                by_source: Vec::new(),
-                updated_at: updated_at.clone(),
-                touched,
-                details: None,
-                kickoff: None,
-            };
-            events.push(event_id, entry);
+            events.push(event_id, EventEntry::new(updated_at.clone(), touched));
         }
-        events.peek_mut(&event_id)
+        events.lru.peek_mut(&event_id)
     }
 
     /// Evicts the least recently updated event if the cache is full.
-    fn make_room(&self, events: &mut LruCache<u64, EventEntry>, evicted: &mut Vec<u64>) {
-        while events.len() >= self.shared.limits.max_events.max(1) {
+    fn make_room(&self, events: &mut Events, evicted: &mut Vec<u64>) {
+        while events.lru.len() >= self.shared.limits.max_events.max(1) {
             let Some((event_id, _)) = events.pop_lru() else {
                 return;
             };
@@ -435,46 +372,31 @@ impl OddsCache {
 
     /// Drops every event without an update for the TTL (they are the least recently
     /// updated, so they sit at the front), and every match whose kickoff is more than
-    /// `MATCH_OVER_AFTER` (6 h) past (it is over, whatever its sources still say); returns how
-    /// many. Called every second or so: the kickoff rule looks at every event, under the read
-    /// lock, and checks again under the write lock what it drops.
+    /// `MATCH_OVER_AFTER` (6 h) past (it is over, whatever its sources still say; the earliest
+    /// kickoffs sit at the front of theirs); returns how many. Called every second or so.
     pub fn expire(&self, now: Instant) -> usize {
         let mut evicted = Vec::new();
-        self.expire_locked(&mut self.shared.events.write(), now, &mut evicted);
         let over = Timestamp::now().minus(MATCH_OVER_AFTER);
-        let candidates: Vec<u64> = {
-            let events = self.shared.events.read();
-            let past = events.iter().filter(|(_, entry)| entry.is_over(over));
-            past.map(|(&id, _)| id).collect()
-        };
-        let mut finished = 0;
-        if !candidates.is_empty() {
-            let mut events = self.shared.events.write();
-            let mut remembered = self.shared.finished.lock();
-            for event_id in candidates {
-                if events.peek(&event_id).is_some_and(|e| e.is_over(over)) {
-                    events.pop(&event_id);
-                    remembered.put(event_id, ());
-                    evicted.push(event_id);
-                    finished += 1;
-                }
-            }
-            let counter = &self.shared.evicted_kickoff;
-            counter.fetch_add(finished as u64, Ordering::Relaxed);
+        let mut events = self.shared.events.write();
+        self.expire_locked(&mut events, now, &mut evicted);
+        let ttl_dropped = evicted.len();
+        let mut remembered = self.shared.finished.lock();
+        while let Some(event_id) = events.pop_over(over) {
+            remembered.put(event_id, ());
+            evicted.push(event_id);
         }
+        drop(remembered);
+        drop(events);
+        let counter = &self.shared.evicted_kickoff;
+        counter.fetch_add((evicted.len() - ttl_dropped) as u64, Ordering::Relaxed);
         self.notify_evicted(&evicted);
         evicted.len()
     }
 
-    fn expire_locked(
-        &self,
-        events: &mut LruCache<u64, EventEntry>,
-        now: Instant,
-        evicted: &mut Vec<u64>,
-    ) {
+    fn expire_locked(&self, events: &mut Events, now: Instant, evicted: &mut Vec<u64>) {
         let ttl = self.shared.limits.ttl;
         let before = evicted.len();
-        while let Some((_, oldest)) = events.peek_lru() {
+        while let Some((_, oldest)) = events.lru.peek_lru() {
             if now.saturating_duration_since(oldest.touched) < ttl {
                 break;
             }
@@ -539,21 +461,16 @@ impl OddsCache {
     }
 
     /// Up to `limit` events with ids above `after` (all when `None`), by id, and whether
-    /// more follow. Only the ids are sorted under the lock; only the page is copied out.
+    /// more follow. Only the page is looked at and copied out.
     pub fn events_page(&self, after: Option<u64>, limit: usize) -> (Vec<EventSummary>, bool) {
         let events = self.shared.events.read();
-        let mut ids: Vec<u64> = events
-            .iter()
-            .map(|(&id, _)| id)
-            .filter(|&id| after.is_none_or(|after| id > after))
-            .collect();
-        ids.sort_unstable();
+        let mut ids = events.ids_after(after, limit.saturating_add(1));
         let more = ids.len() > limit;
         ids.truncate(limit);
         let page = ids
             .into_iter()
             .filter_map(|event_id| {
-                let entry = events.peek(&event_id)?;
+                let entry = events.lru.peek(&event_id)?;
                 let sources = entry
                     .by_source
                     .iter()
@@ -582,7 +499,7 @@ impl OddsCache {
         event_ids
             .iter()
             .filter_map(|&event_id| {
-                let entry = events.peek(&event_id)?;
+                let entry = events.lru.peek(&event_id)?;
                 Some(EventOdds {
                     event_id,
                     details: entry.details.clone(),
@@ -594,7 +511,7 @@ impl OddsCache {
 
     /// Number of events cached.
     pub fn len(&self) -> usize {
-        self.shared.events.read().len()
+        self.shared.events.read().lru.len()
     }
 
     /// Whether the cache holds nothing.

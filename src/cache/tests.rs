@@ -342,6 +342,39 @@ fn a_match_that_left_for_its_kickoff_is_not_brought_back_unless_rescheduled() {
 }
 
 #[test]
+fn pages_and_kickoffs_follow_every_event_in_and_out() {
+    let cache = OddsCache::with_limits(CacheLimits {
+        max_events: 3,
+        ttl: Duration::from_secs(60),
+    });
+    let over = Timestamp::now().minus(MATCH_OVER_AFTER + Duration::from_secs(60));
+    cache.put_betpawa_snapshot(2, 7, with_details(2.0, "Gone v Early", over));
+    // Rescheduled by the home bookmaker: its old kickoff no longer ends it.
+    cache.put_betpawa_snapshot(1, 7, with_details(2.0, "Moved v Match", over));
+    cache.put_betpawa_snapshot(1, 7, with_details(2.1, "Moved v Match", Timestamp::now()));
+    cache.put_competitor_snapshot(3, "sportybet", snapshot(2.0));
+    cache.put_competitor_snapshot(4, "sportybet", snapshot(2.0)); // evicts 2, the oldest
+    assert_eq!(cache.expire(Instant::now()), 0, "nothing over is held");
+    let page = |after, limit| {
+        let (events, more) = cache.events_page(after, limit);
+        (events.iter().map(|e| e.event_id).collect::<Vec<_>>(), more)
+    };
+    assert_eq!(page(None, 10), (vec![1, 3, 4], false));
+    assert_eq!(page(Some(1), 1), (vec![3], true));
+    assert_eq!(page(Some(3), 1), (vec![4], false));
+    assert_eq!(cache.expire(Instant::now() + Duration::from_secs(61)), 3);
+    assert_eq!(page(None, 10), (vec![], false));
+    assert_eq!(
+        cache.evictions(),
+        Evictions {
+            capacity: 1,
+            ttl: 3,
+            kickoff: 0
+        }
+    );
+}
+
+#[test]
 fn eviction_callbacks_are_told_every_event_dropped() {
     let cache = OddsCache::with_limits(CacheLimits {
         max_events: 2,
