@@ -375,6 +375,19 @@ fn pages_and_kickoffs_follow_every_event_in_and_out() {
 }
 
 #[test]
+fn a_list_longer_than_a_chunk_comes_whole_and_in_order() {
+    let cache = OddsCache::new();
+    let batch = (0..2_500).rev().map(|id| (id, snapshot(2.0))).collect();
+    cache.put_batch("sportybet", batch);
+    let (all, more) = cache.events_page(None, usize::MAX);
+    let ids: Vec<u64> = all.iter().map(|e| e.event_id).collect();
+    assert_eq!((ids, more), ((0..2_500).collect::<Vec<u64>>(), false));
+    let (page, more) = cache.events_page(Some(999), 1_001);
+    assert_eq!(page.first().map(|e| e.event_id), Some(1_000));
+    assert_eq!((page.len(), more), (1_001, true));
+}
+
+#[test]
 fn eviction_callbacks_are_told_every_event_dropped() {
     let cache = OddsCache::with_limits(CacheLimits {
         max_events: 2,
