@@ -193,16 +193,22 @@ impl History {
                 missed: first_prev - offset,
             };
         }
-        let held = self.entries.iter().map(|(_, p)| p);
-        Since::Recovered(held.filter(|p| p.offset > offset).cloned().collect())
+        Since::Recovered(self.held_after(offset))
     }
 
     /// Whatever the history holds after `offset` (all of it, or only its later part if it
     /// has moved on), in order.
     pub fn after(&mut self, offset: u64, now: Instant) -> Vec<Published> {
         self.trim(now);
-        let held = self.entries.iter().map(|(_, p)| p);
-        held.filter(|p| p.offset > offset).cloned().collect()
+        self.held_after(offset)
+    }
+
+    /// The messages held after `offset`, found by their offsets' order, not by a scan: a
+    /// recovery runs under the topic's lock, which every publication needs.
+    fn held_after(&self, offset: u64) -> Vec<Published> {
+        let first = self.entries.partition_point(|(_, p)| p.offset <= offset);
+        let held = self.entries.range(first..).map(|(_, p)| p);
+        held.cloned().collect()
     }
 
     /// Where the open scrape run's steps begin, as far as the history holds them: the offset
